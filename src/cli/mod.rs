@@ -1,0 +1,145 @@
+//! The command line: one file per subcommand. Commands that talk to a node do so
+//! over NATS only; `node` and `up` embed a node on purpose.
+
+mod hub;
+mod node;
+mod nodes;
+mod ping;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::TlsFiles;
+use crate::connect::{NatsTarget, Persistence};
+use crate::protocol::{DEFAULT_PREFIX, Subjects};
+
+/// edgeleaf: WASM agents on edge hosts, next to a NATS leaf node.
+#[derive(Debug, Parser)]
+#[command(name = "edgeleaf", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How CLI commands reach the NATS system (like the `nats` CLI's flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnOpts {
+    /// NATS server URL.
+    #[arg(
+        short = 's',
+        long = "server",
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub server: String,
+    /// Credentials file (JWT + nkey).
+    #[arg(long, global = true, env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// User name (with --password).
+    #[arg(long, global = true, env = "NATS_USER")]
+    pub user: Option<String>,
+    /// Password (with --user).
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding an nkey seed.
+    #[arg(long, global = true, env = "NATS_NKEY")]
+    pub nkey: Option<PathBuf>,
+    /// CA certificate to verify the server (PEM).
+    #[arg(long, global = true)]
+    pub tlsca: Option<PathBuf>,
+    /// Client certificate (PEM, with --tlskey).
+    #[arg(long, global = true, requires = "tlskey")]
+    pub tlscert: Option<PathBuf>,
+    /// Client key (PEM, with --tlscert).
+    #[arg(long, global = true, requires = "tlscert")]
+    pub tlskey: Option<PathBuf>,
+    /// The hub's JetStream domain, when connected through a leaf (e.g. `hub`).
+    #[arg(long, global = true, env = "EDGELEAF_JS_DOMAIN")]
+    pub domain: Option<String>,
+    /// First token of every edgeleaf subject.
+    #[arg(long, global = true, env = "EDGELEAF_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+impl ConnOpts {
+    pub fn target(&self) -> NatsTarget {
+        NatsTarget {
+            url: self.server.clone(),
+            creds: self.creds.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            nkey: self.nkey.clone(),
+            tls: TlsFiles {
+                ca: self.tlsca.clone(),
+                cert: self.tlscert.clone(),
+                key: self.tlskey.clone(),
+            },
+        }
+    }
+
+    pub async fn connect(&self) -> Result<async_nats::Client> {
+        self.target()
+            .connect("edgeleaf-cli", Persistence::Once)
+            .await
+    }
+
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(&self.prefix)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: the daemon that sends heartbeats and runs agents.
+    Node(node::Args),
+    /// Start a local hub, a leaf and a node on loopback, to try edgeleaf on one machine.
+    Up(up::Args),
+    /// Hub-side set-up.
+    #[command(subcommand)]
+    Hub(hub::HubCommand),
+    /// List every node that ever sent a heartbeat, online or offline.
+    Nodes(nodes::Args),
+    /// Ask every node (optionally only those with given tags) to answer.
+    Ping(ping::Args),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Hub(cmd) => hub::run(cmd, &cli.conn).await,
+        Command::Nodes(args) => nodes::run(args, &cli.conn).await,
+        Command::Ping(args) => ping::run(args, &cli.conn).await,
+    }
+}
+
+/// Parses `k=v` (for `--tag`).
+pub fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if crate::protocol::is_token(k) && crate::protocol::is_token(v) => {
+            Ok((k.to_owned(), v.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not key=value with single-token key and value"
+        )),
+    }
+}
+
+/// Renders tags as `k=v,k2=v2` for tables.
+pub fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

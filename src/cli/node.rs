@@ -1,0 +1,35 @@
+//! `edgeleaf node`: run the daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Node config file (TOML). Without it: defaults plus EDGELEAF_* variables.
+    #[arg(short, long, env = "EDGELEAF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Only check the config, print the result and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::from_env()?,
+    };
+    if args.check {
+        println!(
+            "config OK: node {} ({}), nats {}, leaf spawn {}",
+            config.node.id,
+            config.node.name,
+            config.nats_url(),
+            config.leaf.spawn
+        );
+        return Ok(());
+    }
+    crate::node::run(config, crate::shutdown::signal()).await
+}

@@ -1,0 +1,230 @@
+//! `edgeleaf up`: a hub, a leaf and a node on loopback, for trying edgeleaf on one
+//! machine. It supervises what it starts and stops all of it on Ctrl-C.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::config::{Config, parse_duration};
+use crate::connect::{NatsTarget, Persistence};
+use crate::hub::{self, init::HubOptions};
+use crate::natsd::{self, ServerFiles, ServerSpec, Supervisor};
+use crate::protocol::{ControlReply, LinkState, NodeInfo, Subjects};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the hub's JetStream store, the node's state and up.json go.
+    #[arg(long, default_value = ".edgeleaf")]
+    state_dir: PathBuf,
+    /// Client port of the hub server.
+    #[arg(long, default_value_t = 4250)]
+    hub_port: u16,
+    /// Leafnode port of the hub server (the leaf dials it).
+    #[arg(long, default_value_t = 7450)]
+    hub_leafnode_port: u16,
+    /// Client port of the leaf server (the node and local agents use it).
+    #[arg(long, default_value_t = 4251)]
+    leaf_port: u16,
+    /// Node id. Default: the hostname as a NATS token.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// JetStream domain of the hub.
+    #[arg(long, default_value = "hub")]
+    domain: String,
+    /// Heartbeat interval of the node.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// nats-server binary. Default: PATH, then /usr/sbin.
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+}
+
+/// Written to `<state-dir>/up.json` once everything answers, for scripts.
+#[derive(Debug, Serialize)]
+struct UpFile {
+    hub_url: String,
+    leaf_url: String,
+    hub_leafnode_url: String,
+    domain: String,
+    node_id: String,
+    state_dir: PathBuf,
+    pid: u32,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let state_dir = args.state_dir.canonicalize()?;
+    let binary = natsd::find_binary(args.nats_server.as_deref())?;
+    let hub_files = ServerFiles::new(state_dir.join("hub"));
+    let hub_addr = loopback(args.hub_port);
+    let leafnode_addr = loopback(args.hub_leafnode_port);
+    let hub = Supervisor::start(ServerSpec {
+        role: "hub".into(),
+        server_name: "edgeleaf-hub".into(),
+        binary: binary.clone(),
+        config: natsd::render_hub(
+            &hub_files,
+            "edgeleaf-hub",
+            hub_addr,
+            leafnode_addr,
+            &args.domain,
+        ),
+        files: hub_files,
+        client_addr: hub_addr,
+    })
+    .await
+    .context("cannot start the hub nats-server")?;
+
+    let mut config = Config::default();
+    config.node.id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(crate::config::default_node_id);
+    config.node.name = String::new();
+    config.node.state_dir = state_dir.join("node");
+    config.leaf.spawn = true;
+    config.leaf.nats_server = Some(binary);
+    config.leaf.listen = loopback(args.leaf_port).to_string();
+    config.leaf.hub_url = Some(format!("nats-leaf://{leafnode_addr}"));
+    config.leaf.domain = args.domain.clone();
+    config.heartbeat.interval = args.heartbeat_interval;
+    let config = config.validate("edgeleaf up")?;
+    let node_id = config.node.id.clone();
+    let up = UpFile {
+        hub_url: format!("nats://{hub_addr}"),
+        leaf_url: config.nats_url(),
+        hub_leafnode_url: format!("nats-leaf://{leafnode_addr}"),
+        domain: args.domain.clone(),
+        node_id: node_id.clone(),
+        state_dir: state_dir.clone(),
+        pid: std::process::id(),
+    };
+
+    let (stop_node, node_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut node = tokio::spawn(crate::node::run(config, async {
+        let _ = node_stopped.await;
+    }));
+    let signal = crate::shutdown::signal();
+    tokio::pin!(signal);
+
+    let outcome: Result<()> = async {
+        tokio::select! {
+            ready = become_ready(&up, &args.domain) => ready?,
+            _ = &mut signal => return Ok(()),
+            ended = &mut node => return node_ended(ended),
+        }
+        write_up_file(&state_dir, &up)?;
+        print_welcome(&up);
+        tokio::select! {
+            _ = &mut signal => Ok(()),
+            ended = &mut node => node_ended(ended),
+        }
+    }
+    .await;
+
+    let _ = stop_node.send(());
+    if !node.is_finished() {
+        let _ = node.await;
+    }
+    hub.stop().await;
+    let _ = std::fs::remove_file(state_dir.join("up.json"));
+    outcome
+}
+
+fn node_ended(ended: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    match ended {
+        Ok(Ok(())) => bail!("the node stopped unexpectedly"),
+        Ok(Err(e)) => Err(e.context("the node failed")),
+        Err(e) => bail!("the node task panicked: {e}"),
+    }
+}
+
+/// Creates the hub resources and waits until the node answers through the hub with
+/// its hub link up: then a user's first command works.
+async fn become_ready(up: &UpFile, domain: &str) -> Result<()> {
+    let target = NatsTarget {
+        url: up.hub_url.clone(),
+        ..Default::default()
+    };
+    let client = target.connect("edgeleaf-up", Persistence::Forever).await?;
+    let js = hub::jetstream(client.clone(), Some(domain));
+    let subjects = Subjects::default();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    // JetStream may need a moment after the server accepts clients.
+    let mut last_err = None;
+    loop {
+        match hub::init::init(&js, &subjects, &HubOptions::default()).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => last_err = Some(e),
+            Err(e) => return Err(e.context("hub init failed")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(e) = last_err {
+        tracing::debug!("hub init needed retries: {e:#}");
+    }
+    loop {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.request(subjects.info(&up.node_id), "".into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = reply
+            && let Ok(ControlReply::Ok(info)) =
+                serde_json::from_slice::<ControlReply<NodeInfo>>(&msg.payload)
+            && info.hub_link.state == LinkState::Up
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the node did not answer through the hub within {READY_TIMEOUT:?}; see {}",
+                Path::new(&up.state_dir)
+                    .join("node/leaf/nats-server.log")
+                    .display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes up.json in one step: a reader sees the whole file or none.
+fn write_up_file(state_dir: &Path, up: &UpFile) -> Result<()> {
+    let tmp = state_dir.join("up.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(up)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, state_dir.join("up.json"))?;
+    Ok(())
+}
+
+fn print_welcome(up: &UpFile) {
+    let me = std::env::args().next().unwrap_or_else(|| "edgeleaf".into());
+    println!("edgeleaf is up.");
+    println!(
+        "  hub   {}   (JetStream domain {:?})",
+        up.hub_url, up.domain
+    );
+    println!("  leaf  {}", up.leaf_url);
+    println!(
+        "  node  {}   (state in {})",
+        up.node_id,
+        up.state_dir.display()
+    );
+    println!();
+    println!("Try, in another terminal:");
+    println!("  {me} nodes -s {}", up.hub_url);
+    println!("  {me} ping -s {}", up.hub_url);
+    println!("  {me} nodes --watch -s {}", up.hub_url);
+    println!();
+    println!("Ctrl-C stops the hub, the leaf and the node.");
+}

@@ -1,0 +1,671 @@
+//! Node configuration: a TOML file, overridden by `EDGELEAF_<SECTION>_<KEY>`
+//! environment variables, validated with errors that name the key and where it came from.
+//!
+//! Unknown keys are errors, not silently ignored: a typo in `hub_url` on a device in a
+//! field is better caught at start than after a week of a node that never links.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::protocol::{self, DEFAULT_HUB_DOMAIN, DEFAULT_PREFIX};
+
+/// Why a configuration could not be used. Each variant names the file (or the
+/// environment variable) and, where one is to blame, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error(
+        "config {origin}: key `{key}`{}: {message}",
+        .env.as_ref().map(|v| format!(" (from {v})")).unwrap_or_default()
+    )]
+    Key {
+        origin: String,
+        key: String,
+        /// The environment variable that set the key, when one did.
+        env: Option<String>,
+        message: String,
+    },
+}
+
+/// The whole node configuration. `Default` is a valid config for a node that
+/// connects to a NATS server on 127.0.0.1:4222.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub nats: NatsSection,
+    pub leaf: LeafSection,
+    pub heartbeat: HeartbeatSection,
+    pub limits: LimitsSection,
+    pub store: StoreSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Identity on every subject; a single NATS token. Defaults to the hostname.
+    pub id: String,
+    /// For people; defaults to the id.
+    pub name: String,
+    /// Selects the node for `ping --tag` and tag-targeted deploys.
+    pub tags: BTreeMap<String, String>,
+    /// Holds sled, the spawned leaf server's files and its pidfile.
+    pub state_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: default_node_id(),
+            name: String::new(),
+            tags: BTreeMap::new(),
+            state_dir: PathBuf::from("/var/lib/edgeleaf"),
+        }
+    }
+}
+
+/// The node's own NATS connection (to its leaf server).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// Defaults to `nats://<leaf.listen>` (the leaf the node runs, or the usual local one).
+    pub url: Option<String>,
+    pub creds: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// Path to an nkey seed file.
+    pub nkey: Option<PathBuf>,
+    pub tls: TlsFiles,
+    /// First token of every edgeleaf subject.
+    pub prefix: Option<String>,
+}
+
+/// PEM files for a TLS connection; all optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// The local nats-server leaf, optionally supervised by the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeafSection {
+    /// Run and supervise a nats-server leaf as a child of the node.
+    #[serde(deserialize_with = "de_bool")]
+    pub spawn: bool,
+    /// The nats-server binary; default: PATH, then /usr/sbin.
+    pub nats_server: Option<PathBuf>,
+    /// Client address of the leaf server (loopback: it serves local clients only).
+    pub listen: String,
+    /// The hub's leafnode URL the spawned leaf dials out to (`nats-leaf://host:7422`).
+    pub hub_url: Option<String>,
+    /// JetStream domain of the hub, used to reach it through the leaf.
+    pub domain: String,
+    /// Credentials for the leaf→hub link.
+    pub creds: Option<PathBuf>,
+    /// TLS for the leaf→hub link.
+    pub tls: TlsFiles,
+}
+
+impl Default for LeafSection {
+    fn default() -> Self {
+        Self {
+            spawn: false,
+            nats_server: None,
+            listen: "127.0.0.1:4222".to_owned(),
+            hub_url: None,
+            domain: DEFAULT_HUB_DOMAIN.to_owned(),
+            creds: None,
+            tls: TlsFiles::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatSection {
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Node-wide ceilings; an agent's own limits are capped by these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    #[serde(deserialize_with = "de_count")]
+    pub max_agents: u32,
+    /// Linear memory of one agent instance, bytes.
+    #[serde(deserialize_with = "de_size")]
+    pub max_memory: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub max_timeout: Duration,
+    /// Concurrent instances of one agent.
+    #[serde(deserialize_with = "de_count")]
+    pub max_concurrency: u32,
+    #[serde(deserialize_with = "de_size")]
+    pub max_module_size: u64,
+    /// Instances the pooling allocator reserves room for, across all agents.
+    #[serde(deserialize_with = "de_count")]
+    pub pool_slots: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_agents: 32,
+            max_memory: 64 << 20,
+            max_timeout: Duration::from_secs(30),
+            max_concurrency: 16,
+            max_module_size: 32 << 20,
+            pool_slots: 64,
+        }
+    }
+}
+
+/// sled tuning. Its own defaults (1 GiB cache, flush every 500 ms) are wrong for
+/// a board with 512 MiB of RAM and an SD card.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    #[serde(deserialize_with = "de_size")]
+    pub cache_capacity: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_every: Duration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 16 << 20,
+            flush_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Sections a `EDGELEAF_<SECTION>_<KEY>` variable may address.
+const SECTIONS: &[&str] = &["node", "nats", "leaf", "heartbeat", "limits", "store"];
+
+impl Config {
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Defaults plus the environment, for a node started without a file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_toml("", "(defaults)", std::env::vars())
+    }
+
+    /// Parses `text` (its `origin` names it in errors), overlays `env`, validates.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Syntax {
+                origin: origin.to_owned(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message()),
+            }
+        })?;
+        let from_env = overlay_env(&mut table, env);
+        let key_error = |key: String, message: String| ConfigError::Key {
+            origin: origin.to_owned(),
+            env: from_env.get(&key).cloned(),
+            key,
+            message,
+        };
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| key_error(e.path().to_string(), e.into_inner().message().to_owned()))?;
+        config
+            .validated()
+            .map_err(|(key, message)| key_error(key.to_owned(), message))
+    }
+
+    /// Validates a config built in code (`edgeleaf up`); `origin` names it in errors.
+    pub fn validate(self, origin: &str) -> Result<Self, ConfigError> {
+        self.validated().map_err(|(key, message)| ConfigError::Key {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            env: None,
+            message,
+        })
+    }
+
+    /// Checks what types alone cannot, and fills derived defaults.
+    fn validated(mut self) -> Result<Self, (&'static str, String)> {
+        if !protocol::is_token(&self.node.id) {
+            return Err((
+                "node.id",
+                format!(
+                    "{:?} is not a single NATS token (use letters, digits, '-' and '_')",
+                    self.node.id
+                ),
+            ));
+        }
+        if self.node.name.is_empty() {
+            self.node.name = self.node.id.clone();
+        }
+        for (k, v) in &self.node.tags {
+            if !protocol::is_token(k) || !protocol::is_token(v) {
+                return Err((
+                    "node.tags",
+                    format!("tag {k:?} = {v:?}: keys and values must be single NATS tokens"),
+                ));
+            }
+        }
+        if self.node.state_dir.as_os_str().is_empty() {
+            return Err(("node.state_dir", "must not be empty".into()));
+        }
+        if let Some(p) = &self.nats.prefix
+            && !protocol::is_token(p)
+        {
+            return Err(("nats.prefix", format!("{p:?} is not a single NATS token")));
+        }
+        if let Some(url) = &self.nats.url {
+            check_url(url, &["nats", "tls", "ws", "wss"]).map_err(|m| ("nats.url", m))?;
+        }
+        if self.nats.tls.key.is_some() != self.nats.tls.cert.is_some() {
+            return Err(("nats.tls", "cert and key must be given together".into()));
+        }
+        if self.leaf.tls.key.is_some() != self.leaf.tls.cert.is_some() {
+            return Err(("leaf.tls", "cert and key must be given together".into()));
+        }
+        self.leaf
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                (
+                    "leaf.listen",
+                    format!("{:?}: {e} (want IP:PORT)", self.leaf.listen),
+                )
+            })?;
+        if !protocol::is_token(&self.leaf.domain) {
+            return Err((
+                "leaf.domain",
+                format!("{:?} is not a single NATS token", self.leaf.domain),
+            ));
+        }
+        match (&self.leaf.hub_url, self.leaf.spawn) {
+            (Some(url), _) => check_url(url, &["nats-leaf", "nats", "tls", "ws", "wss"])
+                .map_err(|m| ("leaf.hub_url", m))?,
+            (None, true) => {
+                return Err((
+                    "leaf.hub_url",
+                    "required when leaf.spawn = true (the hub's leafnode URL, e.g. nats-leaf://hub.example:7422)".into(),
+                ));
+            }
+            (None, false) => {}
+        }
+        if self.heartbeat.interval < Duration::from_millis(100) {
+            return Err(("heartbeat.interval", "must be at least 100ms".into()));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_agents", l.max_agents as u64),
+            ("limits.max_memory", l.max_memory),
+            ("limits.max_concurrency", l.max_concurrency as u64),
+            ("limits.max_module_size", l.max_module_size),
+            ("limits.pool_slots", l.pool_slots as u64),
+        ] {
+            if v == 0 {
+                return Err((key, "must be greater than 0".into()));
+            }
+        }
+        if l.max_timeout.is_zero() {
+            return Err(("limits.max_timeout", "must be greater than 0".into()));
+        }
+        Ok(self)
+    }
+
+    /// The URL the node connects to.
+    pub fn nats_url(&self) -> String {
+        self.nats
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("nats://{}", self.leaf.listen))
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.nats.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+    }
+}
+
+/// The hostname as a token, so a fresh device has a usable, stable id.
+pub fn default_node_id() -> String {
+    protocol::tokenize(&sysinfo::System::host_name().unwrap_or_default())
+}
+
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if schemes.contains(&s) => Ok(()),
+        _ => Err(format!(
+            "{url:?} is not a URL with scheme {}",
+            schemes.join("://, ") + "://"
+        )),
+    }
+}
+
+/// Writes every `EDGELEAF_<SECTION>_<KEY>` variable into `table` and returns which
+/// dotted key came from which variable. Variables of no config section
+/// (`EDGELEAF_LOG`, `EDGELEAF_CONFIG`) are left alone.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    let mut origins = BTreeMap::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("EDGELEAF_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            continue;
+        }
+        let section_table = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = section_table.as_table_mut() else {
+            continue; // a non-table section fails deserialization with its own message
+        };
+        let (target, leaf_key) = match key.strip_prefix("tls_") {
+            Some(k) => (
+                section_table
+                    .entry("tls")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut(),
+                k.to_owned(),
+            ),
+            None => (Some(section_table), key.to_owned()),
+        };
+        let Some(target) = target else { continue };
+        let value = if section == "node" && leaf_key == "tags" {
+            toml::Value::Table(parse_tags(&value))
+        } else {
+            toml::Value::String(value)
+        };
+        target.insert(leaf_key.clone(), value);
+        let dotted = if key.starts_with("tls_") {
+            format!("{section}.tls.{leaf_key}")
+        } else {
+            format!("{section}.{leaf_key}")
+        };
+        origins.insert(dotted, var);
+    }
+    origins
+}
+
+/// `k=v,k2=v2` → a table (entries without `=` keep an empty value, which
+/// validation then rejects by name).
+fn parse_tags(s: &str) -> toml::Table {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                k.trim().to_owned(),
+                toml::Value::String(v.trim().to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// A number, or (from the environment) a string holding one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let v = match IntOrString::deserialize(d)? {
+        IntOrString::Int(i) => i,
+        IntOrString::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| D::Error::custom(format!("{s:?} is not a whole number")))?,
+    };
+    u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is out of range")))
+}
+
+fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrString {
+        Bool(bool),
+        Str(String),
+    }
+    match BoolOrString::deserialize(d)? {
+        BoolOrString::Bool(b) => Ok(b),
+        BoolOrString::Str(s) => match s.trim() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            other => Err(D::Error::custom(format!(
+                "{other:?} is not a boolean (true or false)"
+            ))),
+        },
+    }
+}
+
+/// `"10s"`, `"250ms"`, `"1m 30s"`, or a number of seconds.
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    use serde::de::Error;
+    match IntOrString::deserialize(d)? {
+        IntOrString::Int(i) => u64::try_from(i)
+            .map(Duration::from_secs)
+            .map_err(|_| D::Error::custom(format!("{i} is not a duration"))),
+        IntOrString::Str(s) => parse_duration(&s).map_err(D::Error::custom),
+    }
+}
+
+/// Parses a duration such as `10s`, `250ms` or `1m 30s`; a bare number is seconds.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(edgeleaf::config::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(edgeleaf::config::parse_duration("3"), Ok(Duration::from_secs(3)));
+/// ```
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"10s\" or \"250ms\""))
+}
+
+/// `"64MiB"`, `"512k"`, or a number of bytes.
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    match IntOrString::deserialize(d)? {
+        IntOrString::Int(i) => {
+            u64::try_from(i).map_err(|_| D::Error::custom(format!("{i} is not a size")))
+        }
+        IntOrString::Str(s) => parse_size(&s).map_err(D::Error::custom),
+    }
+}
+
+/// Parses a byte size: a number with an optional unit (`k`/`KiB` = 1024,
+/// `KB` = 1000, likewise M and G).
+///
+/// # Examples
+/// ```
+/// assert_eq!(edgeleaf::config::parse_size("64MiB"), Ok(64 << 20));
+/// assert_eq!(edgeleaf::config::parse_size("2 GB"), Ok(2_000_000_000));
+/// assert_eq!(edgeleaf::config::parse_size("100"), Ok(100));
+/// ```
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("{s:?} is not a size; write e.g. \"64MiB\", \"512KiB\" or a number of bytes");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", Vec::new())
+    }
+
+    fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, "test.toml", env)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse("").unwrap();
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(10));
+        assert_eq!(c.nats_url(), "nats://127.0.0.1:4222");
+        assert_eq!(c.node.name, c.node.id);
+        assert!(protocol::is_token(&c.node.id));
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../config/edgeleaf.toml");
+        let c = parse(text).expect("config/edgeleaf.toml must stay valid");
+        assert!(c.leaf.spawn);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("[leaf]\nhub_ulr = \"nats-leaf://x:7422\"\n");
+        assert!(e.contains("test.toml") && e.contains("hub_ulr"), "{e}");
+        let e = err("[nope]\n");
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_value_are_named() {
+        let e = err("[heartbeat]\ninterval = \"ten\"\n");
+        assert!(
+            e.contains("heartbeat.interval") && e.contains("\"ten\""),
+            "{e}"
+        );
+        let e = err("[limits]\nmax_memory = \"lots\"\n");
+        assert!(e.contains("limits.max_memory"), "{e}");
+        let e = err("[node]\nid = \"a.b\"\n");
+        assert!(e.contains("node.id"), "{e}");
+        let e = err("[leaf]\nspawn = true\n");
+        assert!(e.contains("leaf.hub_url"), "{e}");
+        let e = err("[leaf]\nlisten = \"localhost\"\n");
+        assert!(e.contains("leaf.listen"), "{e}");
+        let e = err("[node]\ntags = 3\n");
+        assert!(e.contains("node.tags"), "{e}");
+        let e = err("[node\n");
+        assert!(e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = parse_env(
+            "[heartbeat]\ninterval = \"10s\"\n",
+            &[
+                ("EDGELEAF_HEARTBEAT_INTERVAL", "2s"),
+                ("EDGELEAF_NODE_ID", "gw-7"),
+                ("EDGELEAF_NODE_TAGS", "site=lab, role=gw"),
+                ("EDGELEAF_LEAF_SPAWN", "true"),
+                ("EDGELEAF_LEAF_HUB_URL", "nats-leaf://127.0.0.1:7422"),
+                ("EDGELEAF_NATS_TLS_CA", "/etc/ca.pem"),
+                ("EDGELEAF_LIMITS_POOL_SLOTS", "8"),
+                ("EDGELEAF_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(2));
+        assert_eq!(c.node.id, "gw-7");
+        assert_eq!(c.node.tags.get("role").map(String::as_str), Some("gw"));
+        assert!(c.leaf.spawn);
+        assert_eq!(c.nats.tls.ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(c.limits.pool_slots, 8);
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let e = parse_env("", &[("EDGELEAF_HEARTBEAT_INTERVAL", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("EDGELEAF_HEARTBEAT_INTERVAL") && e.contains("heartbeat.interval"),
+            "{e}"
+        );
+        let e = parse_env("", &[("EDGELEAF_NODE_COLOUR", "red")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert!(parse_size("1 parsec").is_err());
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("").is_err());
+    }
+}

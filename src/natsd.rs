@@ -1,0 +1,523 @@
+//! Running `nats-server` processes as supervised children.
+//!
+//! Both the node (its leaf server) and `edgeleaf up` (a hub as well) need the same
+//! thing: write a config, start the server, wait until it accepts clients, restart it
+//! with capped backoff when it dies, stop it on shutdown, and never leave an orphan.
+//! This module is that one piece; the callers only render configs.
+//!
+//! Orphans are prevented twice over: the child gets `PR_SET_PDEATHSIG` so the kernel
+//! stops it when the supervising process dies (even by `kill -9`), and a pidfile in the
+//! server's directory lets the next start find and stop a server that survived anyway.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::config::TlsFiles;
+
+/// How long a server may take to accept clients after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// First restart delay; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A server that ran this long is considered healthy again: backoff resets.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Grace period between SIGTERM and SIGKILL when stopping.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Finds `nats-server`: an explicit path, else `PATH`, else `/usr/sbin`.
+pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_owned());
+        }
+        bail!(
+            "nats-server not found at {} (leaf.nats_server)",
+            p.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .context("nats-server not found on PATH or in /usr/sbin; install it (apt-get install nats-server) or set leaf.nats_server")
+}
+
+/// The files of one server, all in its own directory.
+#[derive(Debug, Clone)]
+pub struct ServerFiles {
+    /// One directory per server keeps a hub's and a leaf's files apart.
+    pub dir: PathBuf,
+}
+
+impl ServerFiles {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("nats-server.conf")
+    }
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join("nats-server.pid")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("nats-server.log")
+    }
+    /// What the server printed before its logger took over (config errors).
+    pub fn stderr(&self) -> PathBuf {
+        self.dir.join("nats-server.stderr")
+    }
+    pub fn jetstream(&self) -> PathBuf {
+        self.dir.join("jetstream")
+    }
+}
+
+/// Quotes a string for the nats-server config format.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn quote_path(p: &Path) -> String {
+    quote(&p.display().to_string())
+}
+
+fn common_header(out: &mut String, files: &ServerFiles, name: &str, listen: SocketAddr) {
+    let _ = writeln!(
+        out,
+        "# written by edgeleaf; changes are overwritten at start"
+    );
+    let _ = writeln!(out, "server_name: {}", quote(name));
+    let _ = writeln!(out, "listen: {}", quote(&listen.to_string()));
+    let _ = writeln!(out, "log_file: {}", quote_path(&files.log()));
+    let _ = writeln!(out, "logfile_size_limit: 10MB");
+}
+
+fn tls_block(out: &mut String, indent: &str, tls: &TlsFiles) {
+    if tls.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{indent}tls {{");
+    for (key, path) in [
+        ("ca_file", &tls.ca),
+        ("cert_file", &tls.cert),
+        ("key_file", &tls.key),
+    ] {
+        if let Some(p) = path {
+            let _ = writeln!(out, "{indent}  {key}: {}", quote_path(p));
+        }
+    }
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// The leaf's link to the hub.
+#[derive(Debug, Clone)]
+pub struct LeafRemote {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    pub tls: TlsFiles,
+}
+
+/// Config of a leaf server: local clients on `listen`, one remote to the hub, no
+/// JetStream of its own (clients reach the hub's through its domain).
+pub fn render_leaf(
+    files: &ServerFiles,
+    name: &str,
+    listen: SocketAddr,
+    remote: &LeafRemote,
+) -> String {
+    let mut out = String::new();
+    common_header(&mut out, files, name, listen);
+    let _ = writeln!(out, "leafnodes {{");
+    let _ = writeln!(out, "  reconnect: 1");
+    let _ = writeln!(out, "  remotes = [ {{");
+    let _ = writeln!(out, "    url: {}", quote(&remote.url));
+    if let Some(creds) = &remote.creds {
+        let _ = writeln!(out, "    credentials: {}", quote_path(creds));
+    }
+    tls_block(&mut out, "    ", &remote.tls);
+    let _ = writeln!(out, "  }} ]");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// Config of a single hub server with JetStream (file storage, `domain`) and a
+/// leafnode listener.
+pub fn render_hub(
+    files: &ServerFiles,
+    name: &str,
+    listen: SocketAddr,
+    leafnode_listen: SocketAddr,
+    domain: &str,
+) -> String {
+    let mut out = String::new();
+    common_header(&mut out, files, name, listen);
+    let _ = writeln!(out, "jetstream {{");
+    let _ = writeln!(out, "  store_dir: {}", quote_path(&files.jetstream()));
+    let _ = writeln!(out, "  domain: {}", quote(domain));
+    let _ = writeln!(out, "}}");
+    let _ = writeln!(out, "leafnodes {{");
+    let _ = writeln!(out, "  listen: {}", quote(&leafnode_listen.to_string()));
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// What to run: a role for messages, the binary, the files, the config text and the
+/// client address used to tell when the server is ready.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// "hub" or "leaf": names the server in logs and errors.
+    pub role: String,
+    /// The config's `server_name`; readiness requires the server on `client_addr` to
+    /// report it, so another server already on that port is not mistaken for ours.
+    pub server_name: String,
+    pub binary: PathBuf,
+    pub files: ServerFiles,
+    pub config: String,
+    pub client_addr: SocketAddr,
+}
+
+/// Live facts about a supervised server, shared with whoever reports on it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerStatus {
+    pub pid: Option<u32>,
+    pub restarts: u64,
+}
+
+/// A running, supervised nats-server. Stop it with [`Supervisor::stop`]; dropping it
+/// also stops it (the task sees its stop channel close).
+pub struct Supervisor {
+    status: Arc<Mutex<ServerStatus>>,
+    /// Dropping or sending on it ends the supervision loop, which stops the server.
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Writes the config, stops a stale server left by an earlier run, starts the
+    /// server and waits until it accepts clients.
+    pub async fn start(spec: ServerSpec) -> Result<Self> {
+        std::fs::create_dir_all(&spec.files.dir)
+            .with_context(|| format!("cannot create {}", spec.files.dir.display()))?;
+        std::fs::write(spec.files.config(), &spec.config)
+            .with_context(|| format!("cannot write {}", spec.files.config().display()))?;
+        stop_stale(&spec).await;
+        let child = spawn_ready(&spec).await?;
+        let status = Arc::new(Mutex::new(ServerStatus {
+            pid: child.id(),
+            restarts: 0,
+        }));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(spec, child, status.clone(), stop_rx));
+        Ok(Self {
+            status,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle that reads the status after the supervisor moved elsewhere.
+    pub fn status_handle(&self) -> Arc<Mutex<ServerStatus>> {
+        self.status.clone()
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after a grace period) and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn supervise(
+    spec: ServerSpec,
+    mut child: Child,
+    status: Arc<Mutex<ServerStatus>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut started = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                terminate(&spec, &mut child).await;
+                set_pid(&status, None);
+                return;
+            }
+            exit = child.wait() => {
+                set_pid(&status, None);
+                let _ = std::fs::remove_file(spec.files.pid());
+                if started.elapsed() >= STABLE_AFTER {
+                    backoff = MIN_BACKOFF;
+                }
+                tracing::warn!(
+                    role = %spec.role,
+                    status = %exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                    tail = %log_tail(&spec.files),
+                    "nats-server exited; restarting in {backoff:?}"
+                );
+                // Keep trying until it runs again or we are told to stop.
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let mut fresh = match spawn(&spec) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(role = %spec.role, "restart failed: {e:#}; retrying in {backoff:?}");
+                            continue;
+                        }
+                    };
+                    let ready = tokio::select! {
+                        _ = &mut stop => {
+                            terminate(&spec, &mut fresh).await;
+                            return;
+                        }
+                        r = wait_ready(&spec, &mut fresh) => r,
+                    };
+                    match ready.map(|()| fresh) {
+                        Ok(c) => {
+                            child = c;
+                            started = Instant::now();
+                            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                            s.pid = child.id();
+                            s.restarts += 1;
+                            tracing::info!(role = %spec.role, pid = ?s.pid, restarts = s.restarts, "nats-server restarted");
+                            break;
+                        }
+                        Err(e) => tracing::warn!(role = %spec.role, "restart failed: {e:#}; retrying in {backoff:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_pid(status: &Mutex<ServerStatus>, pid: Option<u32>) {
+    status.lock().unwrap_or_else(|e| e.into_inner()).pid = pid;
+}
+
+/// Starts the server and waits until it greets a client as itself.
+async fn spawn_ready(spec: &ServerSpec) -> Result<Child> {
+    let mut child = spawn(spec)?;
+    wait_ready(spec, &mut child).await?;
+    Ok(child)
+}
+
+/// Starts the server process, after checking that its client port is free.
+fn spawn(spec: &ServerSpec) -> Result<Child> {
+    if let Err(e) = std::net::TcpListener::bind(spec.client_addr) {
+        bail!(
+            "{} nats-server cannot listen on {}: {e} (another process holds the port; pick another)",
+            spec.role,
+            spec.client_addr
+        );
+    }
+    let stderr = std::fs::File::create(spec.files.stderr())
+        .with_context(|| format!("cannot create {}", spec.files.stderr().display()))?;
+    let mut cmd = Command::new(&spec.binary);
+    cmd.arg("-c")
+        .arg(spec.files.config())
+        .stdin(Stdio::null())
+        .stdout(stderr.try_clone()?)
+        .stderr(stderr)
+        // Own process group: a Ctrl-C in the terminal reaches us, and we stop the
+        // server in order, instead of it dying under us and being "restarted".
+        .process_group(0)
+        .kill_on_drop(true);
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The kernel sends SIGTERM when the thread that forked us exits. Tokio's
+            // worker threads live as long as the runtime, and this is never called
+            // from a blocking-pool thread (those exit when idle).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", spec.binary.display()))?;
+    if let Some(pid) = child.id() {
+        std::fs::write(spec.files.pid(), format!("{pid}\n"))
+            .with_context(|| format!("cannot write {}", spec.files.pid().display()))?;
+    }
+    Ok(child)
+}
+
+/// Waits until the server greets clients; stops it if it never does.
+async fn wait_ready(spec: &ServerSpec, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(exit) = child.try_wait()? {
+            bail!(
+                "{} nats-server exited at start ({exit}): {}",
+                spec.role,
+                log_tail(&spec.files)
+            );
+        }
+        if greets(spec.client_addr, &spec.server_name).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            terminate(spec, child).await;
+            bail!(
+                "{} nats-server did not accept clients on {} within {READY_TIMEOUT:?}: {}",
+                spec.role,
+                spec.client_addr,
+                log_tail(&spec.files)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when the NATS server at `addr` greets a client with an INFO line naming
+/// it `server_name`.
+pub async fn greets(addr: SocketAddr, server_name: &str) -> bool {
+    let probe = async {
+        let s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.ok()?;
+        let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?).ok()?;
+        Some(info.get("server_name")?.as_str()? == server_name)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
+async fn terminate(spec: &ServerSpec, child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(role = %spec.role, pid, "nats-server ignored SIGTERM; killing it");
+            let _ = child.kill().await;
+        }
+    }
+    let _ = std::fs::remove_file(spec.files.pid());
+}
+
+/// Stops a server that an earlier run of ours left behind (we were `kill -9`ed and
+/// the death signal did not fire, e.g. the server was re-parented in between). Only
+/// a process whose command line names our config file is touched: pids get reused.
+async fn stop_stale(spec: &ServerSpec) {
+    let Some(pid) = std::fs::read_to_string(spec.files.pid())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    if !is_our_server(pid, &spec.files.config()) {
+        let _ = std::fs::remove_file(spec.files.pid());
+        return;
+    }
+    tracing::warn!(role = %spec.role, pid, "stopping a stale nats-server left by an earlier run");
+    // SAFETY: plain kill(2) on a pid we verified through /proc.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + STOP_GRACE;
+    while is_our_server(pid, &spec.files.config()) {
+        if Instant::now() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(spec.files.pid());
+}
+
+/// Is `pid` a live (not zombie) process started with `config` on its command line?
+pub fn is_our_server(pid: i32, config: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false);
+    let wanted = config.as_os_str().as_encoded_bytes();
+    !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+}
+
+/// The last lines the server wrote, to explain why it stopped.
+fn log_tail(files: &ServerFiles) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for path in [files.stderr(), files.log()] {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            lines.extend(text.lines().rev().take(3).map(str::to_owned));
+        }
+        if !lines.is_empty() {
+            break;
+        }
+    }
+    if lines.is_empty() {
+        return format!("(no output; see {})", files.log().display());
+    }
+    lines.reverse();
+    lines.join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_config_carries_remote_credentials_and_tls() {
+        let files = ServerFiles::new("/state/leaf");
+        let text = render_leaf(
+            &files,
+            "leaf-gw1",
+            "127.0.0.1:4222".parse().unwrap(),
+            &LeafRemote {
+                url: "nats-leaf://hub:7422".into(),
+                creds: Some("/etc/leaf.creds".into()),
+                tls: TlsFiles {
+                    ca: Some("/etc/ca.pem".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        assert!(text.contains("url: \"nats-leaf://hub:7422\""), "{text}");
+        assert!(text.contains("credentials: \"/etc/leaf.creds\""), "{text}");
+        assert!(text.contains("ca_file: \"/etc/ca.pem\""), "{text}");
+        assert!(!text.contains("jetstream"), "{text}");
+    }
+
+    #[test]
+    fn quoting_escapes() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

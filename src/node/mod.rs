@@ -1,0 +1,190 @@
+//! The daemon: its leaf server, its NATS connection, and the tasks that report and
+//! answer for it. [`run`] supervises them and shuts them down in order.
+
+mod control;
+mod heartbeat;
+mod hub_link;
+pub mod leaf;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::connect::{NatsTarget, Persistence};
+use crate::natsd::ServerStatus;
+use crate::protocol::{HubLink, LeafInfo, LinkState, NodeInfo, Subjects};
+use crate::shutdown::ShutdownGroup;
+use crate::store::{Store, StoreOptions};
+
+/// What the node's tasks share.
+pub(crate) struct NodeState {
+    config: Config,
+    subjects: Subjects,
+    /// Wall-clock start, reported as is (boards without an RTC may say 1970).
+    started_at: SystemTime,
+    /// Monotonic start, for uptime that does not jump with the clock.
+    started: Instant,
+    /// Last probed reachability of the hub; written by the heartbeat task.
+    hub_link: Mutex<HubLink>,
+    /// The spawned leaf's pid and restart count, when the node runs one.
+    leaf: Option<Arc<Mutex<ServerStatus>>>,
+}
+
+impl NodeState {
+    fn hub_link(&self) -> HubLink {
+        self.hub_link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records a probe result; returns the new state when it changed.
+    fn set_hub_link(&self, state: LinkState) -> Option<HubLink> {
+        let mut link = self.hub_link.lock().unwrap_or_else(|e| e.into_inner());
+        if link.state == state {
+            return None;
+        }
+        *link = HubLink {
+            state,
+            since: rfc3339(SystemTime::now()),
+        };
+        Some(link.clone())
+    }
+
+    fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    fn info(&self) -> NodeInfo {
+        let c = &self.config;
+        let leaf = self
+            .leaf
+            .as_ref()
+            .map(|s| *s.lock().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or_default();
+        NodeInfo {
+            node_id: c.node.id.clone(),
+            name: c.node.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            tags: c.node.tags.clone(),
+            started_at: rfc3339(self.started_at),
+            uptime_s: self.uptime_s(),
+            interval_s: c.heartbeat.interval.as_secs_f64(),
+            hub_link: self.hub_link(),
+            leaf: LeafInfo {
+                url: c.nats_url(),
+                spawned: self.leaf.is_some(),
+                pid: leaf.pid,
+                restarts: leaf.restarts,
+            },
+        }
+    }
+}
+
+/// RFC 3339 with seconds, UTC.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The node's connection settings, from its config.
+pub fn nats_target(config: &Config) -> NatsTarget {
+    let n = &config.nats;
+    NatsTarget {
+        url: config.nats_url(),
+        creds: n.creds.clone(),
+        user: n.user.clone(),
+        password: n.password.clone(),
+        token: n.token.clone(),
+        nkey: n.nkey.clone(),
+        tls: n.tls.clone(),
+    }
+}
+
+/// Creates the state directory owner-only (it will hold keys and agent data).
+fn prepare_state_dir(config: &Config) -> Result<()> {
+    let dir = &config.node.state_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state dir {} (node.state_dir)", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict state dir {} to its owner", dir.display()))?;
+    Ok(())
+}
+
+/// Runs a node until `shutdown` resolves, then stops its tasks and its leaf server.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    prepare_state_dir(&config)?;
+    // The sled lock comes first: a second node on the same state dir must fail
+    // before it touches the first one's leaf server.
+    let store = Store::open(
+        &config.node.state_dir,
+        StoreOptions {
+            cache_capacity: config.store.cache_capacity,
+            flush_every: config.store.flush_every,
+        },
+    )?;
+    let incarnation = store.incarnation()?;
+    let leaf = match config.leaf.spawn {
+        true => Some(
+            leaf::start(&config)
+                .await
+                .context("cannot start the leaf server")?,
+        ),
+        false => None,
+    };
+    let client = nats_target(&config)
+        .connect(
+            &format!("edgeleaf-node-{}", config.node.id),
+            Persistence::Forever,
+        )
+        .await?;
+    let state = Arc::new(NodeState {
+        subjects: Subjects::new(config.prefix()),
+        started_at: SystemTime::now(),
+        started: Instant::now(),
+        hub_link: Mutex::new(HubLink {
+            state: LinkState::Down,
+            since: rfc3339(SystemTime::now()),
+        }),
+        leaf: leaf.as_ref().map(|l| l.status_handle()),
+        config,
+    });
+    tracing::info!(
+        node_id = %state.config.node.id,
+        %incarnation,
+        url = %state.config.nats_url(),
+        leaf_spawned = leaf.is_some(),
+        "node running"
+    );
+
+    let group = ShutdownGroup::new();
+    let tasks = [
+        tokio::spawn(heartbeat::run(
+            state.clone(),
+            client.clone(),
+            group.handle(),
+        )),
+        tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
+        tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
+    ];
+    tokio::select! {
+        _ = shutdown => {}
+        // A task that ends on its own is a bug or a lost subscription: stop
+        // cleanly rather than run half a node; the service manager restarts us.
+        _ = futures::future::select_all(tasks) => tracing::error!("a node task ended unexpectedly; stopping"),
+    }
+    group.shutdown().await;
+    let _ = client.flush().await;
+    drop(client);
+    if let Some(leaf) = leaf {
+        leaf.stop().await;
+    }
+    store.flush()?;
+    tracing::info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Subjects and wire types shared by the node and the CLI.
+//!
+//! This module imports nothing else of the crate: it is the one truth about what
+//! travels over NATS, so the daemon and the operator CLI cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the subject layout and payloads below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default subject prefix (`<prefix>.hb.<node>` …).
+pub const DEFAULT_PREFIX: &str = "edgeleaf";
+
+/// Default JetStream domain of the hub.
+pub const DEFAULT_HUB_DOMAIN: &str = "hub";
+
+/// Hub stream that captures results and events.
+pub const TELEMETRY_STREAM: &str = "EDGELEAF_TELEMETRY";
+/// Hub stream that keeps the last few heartbeats of each node.
+pub const HEARTBEAT_STREAM: &str = "EDGELEAF_HEARTBEATS";
+/// Hub object store holding agent modules by digest.
+pub const MODULES_BUCKET: &str = "EDGELEAF_MODULES";
+/// Hub KV bucket with the desired state (signed deployment specs).
+pub const DEPLOYMENTS_BUCKET: &str = "EDGELEAF_DEPLOYMENTS";
+/// Hub KV bucket with what each node runs.
+pub const STATUS_BUCKET: &str = "EDGELEAF_STATUS";
+
+/// A node is shown offline after this many heartbeat intervals without one.
+pub const OFFLINE_AFTER_MISSED: u64 = 3;
+
+/// Header carrying the short error code of a failed request.
+pub const ERROR_HEADER: &str = "edgeleaf-error";
+
+/// Is `s` a single NATS token as node ids and agent names must be (`[A-Za-z0-9_-]+`)?
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::is_token;
+/// assert!(is_token("gw-01_a"));
+/// assert!(!is_token("gw.01"));
+/// assert!(!is_token(""));
+/// ```
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Turns any name (e.g. a hostname) into a valid token: every other character
+/// becomes `-`; an empty result becomes `node`.
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::tokenize;
+/// assert_eq!(tokenize("pi.local"), "pi-local");
+/// assert_eq!(tokenize(""), "node");
+/// ```
+pub fn tokenize(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if t.is_empty() { "node".to_owned() } else { t }
+}
+
+/// The subjects of one deployment, built from its prefix.
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::Subjects;
+/// let s = Subjects::default();
+/// assert_eq!(s.heartbeat("gw1"), "edgeleaf.hb.gw1");
+/// assert_eq!(s.info("gw1"), "edgeleaf.ctl.gw1.info");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    /// Lets two fleets (or a test and a real fleet) share one NATS system.
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn heartbeat(&self, node: &str) -> String {
+        format!("{}.hb.{node}", self.prefix)
+    }
+
+    /// Wildcard over every node's heartbeat.
+    pub fn heartbeats(&self) -> String {
+        format!("{}.hb.*", self.prefix)
+    }
+
+    pub fn ping(&self) -> String {
+        format!("{}.ctl.ping", self.prefix)
+    }
+
+    pub fn info(&self, node: &str) -> String {
+        format!("{}.ctl.{node}.info", self.prefix)
+    }
+
+    /// Wildcard over one node's control subjects.
+    pub fn control(&self, node: &str) -> String {
+        format!("{}.ctl.{node}.*", self.prefix)
+    }
+
+    pub fn results(&self) -> String {
+        format!("{}.res.>", self.prefix)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}.evt.>", self.prefix)
+    }
+
+    /// The node id in a heartbeat subject, if `subject` is one.
+    pub fn node_of_heartbeat<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".hb.")
+            .filter(|id| is_token(id))
+    }
+}
+
+/// Whether the hub (not only the local leaf) answers, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubLink {
+    /// `up` or `down`.
+    pub state: LinkState,
+    /// When the state last changed, by the node's clock (RFC 3339).
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Up,
+    Down,
+}
+
+/// Counts of agents by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCounts {
+    pub running: u64,
+    pub failed: u64,
+}
+
+/// Store-and-forward backlog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStats {
+    pub depth: u64,
+    pub oldest_age_s: u64,
+    pub dropped: u64,
+}
+
+/// Published on `<prefix>.hb.<node>` every interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node_id: String,
+    pub name: String,
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+    pub tags: BTreeMap<String, String>,
+    /// RFC 3339, by the node's clock (which may be wrong on boards without an RTC).
+    pub started_at: String,
+    pub uptime_s: u64,
+    /// Grows by one per heartbeat of this process; a reset means a restart.
+    pub seq: u64,
+    /// What the hub uses to judge the node offline.
+    pub interval_s: f64,
+    pub cpu_pct: f32,
+    pub load1: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    /// Free bytes on the file system of the state directory.
+    pub disk_free: u64,
+    pub agents: AgentCounts,
+    pub invocations: u64,
+    pub outbox: OutboxStats,
+    pub hub_link: HubLink,
+}
+
+/// The answer to `ctl.ping` and (inside `{"ok": …}`) to `ctl.<node>.info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub name: String,
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+    pub tags: BTreeMap<String, String>,
+    pub started_at: String,
+    pub uptime_s: u64,
+    pub interval_s: f64,
+    pub hub_link: HubLink,
+    /// The local nats-server this node talks through.
+    pub leaf: LeafInfo,
+}
+
+/// What the node knows of its leaf server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafInfo {
+    /// The URL the node connects to.
+    pub url: String,
+    /// True when the node supervises the server as its child.
+    pub spawned: bool,
+    /// Pid of the spawned server, when it runs.
+    pub pid: Option<u32>,
+    /// How often the supervisor had to restart it.
+    pub restarts: u64,
+}
+
+/// Body of a `ctl.ping` request. An empty body means "every node".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingRequest {
+    /// Only nodes carrying all of these tags answer.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl PingRequest {
+    /// Parses a request body; empty (or whitespace) means no filter.
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(body)
+    }
+
+    pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
+        self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+}
+
+/// A control reply: `{"ok": …}` or `{"error": {"code": …, "message": …}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlReply<T> {
+    Ok(T),
+    Error(ErrorBody),
+}
+
+/// A failed request: a short machine code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One row of `edgeleaf nodes --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub node_id: String,
+    /// `online` or `offline`, judged from the hub's receive time.
+    pub status: NodeStatus,
+    /// When the hub stored the last heartbeat (RFC 3339, hub clock).
+    pub last_seen: String,
+    /// Seconds since `last_seen`, by the reader's clock.
+    pub age_s: f64,
+    pub heartbeat: Heartbeat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Online,
+    Offline,
+}
+
+impl NodeStatus {
+    /// Offline after [`OFFLINE_AFTER_MISSED`] intervals without a heartbeat.
+    ///
+    /// # Examples
+    /// ```
+    /// use edgeleaf::protocol::NodeStatus;
+    /// assert_eq!(NodeStatus::judge(25.0, 10.0), NodeStatus::Online);
+    /// assert_eq!(NodeStatus::judge(31.0, 10.0), NodeStatus::Offline);
+    /// ```
+    pub fn judge(age_s: f64, interval_s: f64) -> Self {
+        if age_s > interval_s * OFFLINE_AFTER_MISSED as f64 {
+            Self::Offline
+        } else {
+            Self::Online
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_request_filters_on_every_tag() {
+        let tags: BTreeMap<_, _> = [("site".to_owned(), "a".to_owned())].into();
+        assert!(PingRequest::parse(b"").unwrap().matches(&tags));
+        assert!(
+            PingRequest::parse(br#"{"tags":{"site":"a"}}"#)
+                .unwrap()
+                .matches(&tags)
+        );
+        assert!(
+            !PingRequest::parse(br#"{"tags":{"site":"b"}}"#)
+                .unwrap()
+                .matches(&tags)
+        );
+        assert!(PingRequest::parse(b"{nope").is_err());
+    }
+
+    #[test]
+    fn control_reply_shape() {
+        let ok: ControlReply<u32> = ControlReply::Ok(3);
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":3}"#);
+        let err: ControlReply<u32> = ControlReply::Error(ErrorBody::new("bad_request", "x"));
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":"bad_request","message":"x"}}"#
+        );
+    }
+
+    #[test]
+    fn heartbeat_subject_round_trip() {
+        let s = Subjects::new("fleet");
+        assert_eq!(s.node_of_heartbeat(&s.heartbeat("n-1")), Some("n-1"));
+        assert_eq!(s.node_of_heartbeat("edgeleaf.hb.n-1"), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! The node's sled database under `<state_dir>/db`.
+//!
+//! sled locks its database for one process, which doubles as the guard against two
+//! nodes sharing a state directory. Trees are added by the parts that need them
+//! (modules, compiled code, deployments, agent kv, outbox); this file owns opening,
+//! tuning and the node's identity across restarts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state dir {dir} is in use by another edgeleaf process (sled lock held)")]
+    Locked { dir: PathBuf },
+    #[error("cannot open sled database in {dir}")]
+    Open { dir: PathBuf, source: sled::Error },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// Tuning that must be set explicitly: sled's defaults suit servers, not boards.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub cache_capacity: u64,
+    pub flush_every: Duration,
+}
+
+/// The open database.
+#[derive(Clone)]
+pub struct Store {
+    /// Shared by every tree; sled handles are cheap clones.
+    db: sled::Db,
+}
+
+const META_TREE: &str = "meta";
+const INCARNATION_KEY: &[u8] = b"incarnation";
+
+impl Store {
+    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let dir = state_dir.join("db");
+        let flush_ms = opts.flush_every.as_millis().max(1) as u64;
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(opts.cache_capacity)
+            .flush_every_ms(Some(flush_ms))
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked { dir: dir.clone() }
+                }
+                _ => StoreError::Open {
+                    dir: dir.clone(),
+                    source,
+                },
+            })?;
+        Ok(Self { db })
+    }
+
+    /// A random id, made once when the state directory is new and kept after. It
+    /// tells a restart (same incarnation) from a wiped device (new one), and makes
+    /// message ids unique across wipes.
+    pub fn incarnation(&self) -> Result<String, StoreError> {
+        let meta = self.db.open_tree(META_TREE)?;
+        if let Some(v) = meta.get(INCARNATION_KEY)? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        // compare_and_swap: the first writer wins, even if two tasks raced here.
+        let _ = meta.compare_and_swap(
+            INCARNATION_KEY,
+            None as Option<&[u8]>,
+            Some(fresh.as_bytes()),
+        )?;
+        meta.flush()?;
+        let v = meta.get(INCARNATION_KEY)?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// Writes everything dirty to disk; called on shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> StoreOptions {
+        StoreOptions {
+            cache_capacity: 1 << 20,
+            flush_every: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn incarnation_survives_reopen_and_locks_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), opts()).unwrap();
+        let first = store.incarnation().unwrap();
+        assert_eq!(first.len(), 16);
+        assert_eq!(store.incarnation().unwrap(), first);
+        drop(store);
+        let store = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(store.incarnation().unwrap(), first);
+    }
+}
