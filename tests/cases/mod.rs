@@ -1,0 +1,5 @@
+mod config;
+mod fleet;
+mod heartbeat;
+mod leaf;
+mod up;

@@ -1,0 +1,96 @@
+//! `edgeleaf up` as a user runs it: a subprocess that comes up, supervises its
+//! servers, and leaves nothing behind on Ctrl-C.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{BIN, alive, eventually, free_port, read_pid, signal, try_cli_json};
+
+#[tokio::test]
+async fn up_comes_online_survives_a_dead_hub_and_stops_clean_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (hub_port, leaf_port, leafnode_port) = (free_port(), free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let mut up = tokio::process::Command::new(BIN)
+        .arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--hub-port", &hub_port.to_string()])
+        .args(["--leaf-port", &leaf_port.to_string()])
+        .args(["--hub-leafnode-port", &leafnode_port.to_string()])
+        .args(["--heartbeat-interval", "1s", "--node-id", "up-node"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+
+    let up_file: Value = eventually(Duration::from_secs(60), "up.json", || async {
+        let text = std::fs::read_to_string(state.join("up.json")).ok()?;
+        Some(serde_json::from_str(&text).expect("up.json is half-written"))
+    })
+    .await;
+    let hub_url = format!("nats://127.0.0.1:{hub_port}");
+    assert_eq!(up_file["hub_url"], hub_url.as_str());
+    assert_eq!(up_file["leaf_url"], format!("nats://127.0.0.1:{leaf_port}"));
+    assert_eq!(up_file["node_id"], "up-node");
+
+    // The seq of up-node's last stored heartbeat, once it is online and past `after`.
+    let online = |hub_url: String, after: u64| async move {
+        let rows = try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .find(|r| r["node_id"] == "up-node" && r["status"] == "online")
+            .and_then(|r| r["heartbeat"]["seq"].as_u64())
+            .filter(|seq| *seq > after)
+    };
+    let seq = eventually(Duration::from_secs(20), "up-node online", || {
+        online(hub_url.clone(), 0)
+    })
+    .await;
+
+    // A hub that dies comes back on the same port with the same store.
+    let hub_pidfile = state.join("hub/nats-server.pid");
+    let leaf_pidfile = state.join("node/leaf/nats-server.pid");
+    let hub_pid = read_pid(&hub_pidfile).expect("hub pidfile");
+    signal(hub_pid, libc::SIGKILL);
+    let new_hub = eventually(Duration::from_secs(20), "hub restarted", || async {
+        read_pid(&hub_pidfile).filter(|p| *p != hub_pid && alive(*p))
+    })
+    .await;
+    // Same store (the node is still listed) and new heartbeats reach it again.
+    eventually(
+        Duration::from_secs(30),
+        "new heartbeats after the hub restart",
+        || online(hub_url.clone(), seq + 1),
+    )
+    .await;
+    let leaf_pid = read_pid(&leaf_pidfile).expect("leaf pidfile");
+    assert!(alive(leaf_pid));
+
+    signal(up.id().unwrap(), libc::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .unwrap_or_else(|_| panic!("up did not stop within 30s: {}", up_log()))
+        .unwrap();
+    assert!(status.success(), "up exited with {status}: {}", up_log());
+    assert!(!alive(new_hub), "hub nats-server left running");
+    assert!(!alive(leaf_pid), "leaf nats-server left running");
+    let mut stdout = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut up.stdout.take().unwrap(), &mut stdout)
+        .await
+        .unwrap();
+    assert!(
+        stdout.contains(&hub_url),
+        "up did not print the hub URL: {stdout}"
+    );
+    assert!(
+        stdout.contains("nodes"),
+        "up did not print the next commands: {stdout}"
+    );
+}

@@ -1,0 +1,426 @@
+//! Test harness: real nats-server hub and leaf on free loopback ports, each with its
+//! own store directory, killed on drop; and the `edgeleaf` binary as a subprocess.
+//!
+//! The server configs are written here by hand, not with edgeleaf's own renderer, so
+//! the node is tested against a hub it did not configure.
+
+#![allow(dead_code)] // each test uses a different part
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgeleaf");
+
+/// A port nobody listens on right now (the kernel picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+pub fn nats_server_bin() -> PathBuf {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/local/bin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .expect("nats-server not installed (apt-get install nats-server)")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Is a process with this pid alive (and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started (or read from its pidfile).
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// One nats-server process with its own directory; killed and deleted on drop.
+pub struct Server {
+    child: Child,
+    pub dir: TempDir,
+    pub port: u16,
+    /// Only the hub listens for leafnodes.
+    pub leafnode_port: Option<u16>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn start(
+        name: &str,
+        config: impl FnOnce(&Path) -> String,
+        port: u16,
+        leafnode_port: Option<u16>,
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edgeleaf-{name}-"))
+            .tempdir()
+            .unwrap();
+        let conf = dir.path().join("server.conf");
+        std::fs::write(&conf, config(dir.path())).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start nats-server");
+        let server = Self {
+            child,
+            dir,
+            port,
+            leafnode_port,
+        };
+        server.wait_ready(name);
+        server
+    }
+
+    /// Waits until the server sends its INFO line to a client.
+    fn wait_ready(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("INFO") {
+                    return;
+                }
+            }
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "{name} nats-server not ready: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A hub: JetStream (domain `hub`) and a leafnode listener.
+    pub fn hub() -> Self {
+        let (port, leafnode_port) = (free_port(), free_port());
+        Self::start(
+            "hub",
+            |dir| {
+                format!(
+                    "server_name: test-hub\nlisten: 127.0.0.1:{port}\n\
+                     jetstream {{ store_dir: \"{}\", domain: hub }}\n\
+                     leafnodes {{ listen: 127.0.0.1:{leafnode_port} }}\n",
+                    dir.join("js").display()
+                )
+            },
+            port,
+            Some(leafnode_port),
+        )
+    }
+
+    /// A leaf without JetStream, linked to `hub`.
+    pub fn leaf(hub: &Server) -> Self {
+        let port = free_port();
+        let remote = hub.leafnode_port.expect("not a hub");
+        Self::start(
+            "leaf",
+            |_| {
+                format!(
+                    "server_name: test-leaf-{port}\nlisten: 127.0.0.1:{port}\n\
+                     leafnodes {{ reconnect: 1, remotes = [ {{ url: \"nats-leaf://127.0.0.1:{remote}\" }} ] }}\n"
+                )
+            },
+            port,
+            None,
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hub, a leaf linked to it, and a client on each.
+pub struct Cluster {
+    pub hub: Server,
+    pub leaf: Server,
+}
+
+impl Cluster {
+    /// Starts both servers, creates the hub resources and waits until the leaf
+    /// reaches the hub's JetStream.
+    pub async fn start() -> Self {
+        let hub = Server::hub();
+        let leaf = Server::leaf(&hub);
+        let cluster = Self { hub, leaf };
+        hub_init(&cluster.hub.url()).await;
+        cluster.wait_linked().await;
+        cluster
+    }
+
+    pub async fn wait_linked(&self) {
+        let client = async_nats::connect(self.leaf.url()).await.unwrap();
+        eventually(Duration::from_secs(20), "leaf linked to hub", || {
+            let client = client.clone();
+            async move {
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.request("$JS.hub.API.INFO", "".into()),
+                )
+                .await;
+                matches!(reply, Ok(Ok(_))).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// `edgeleaf hub init` against `url`, asserting success.
+pub async fn hub_init(url: &str) {
+    let out = cli(&["hub", "init", "-s", url]).await;
+    assert!(
+        out.status.success(),
+        "hub init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the CLI to completion.
+pub async fn cli(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("edgeleaf CLI did not finish within 60s")
+        .expect("cannot run edgeleaf")
+}
+
+/// Runs the CLI and parses its stdout as JSON.
+pub async fn cli_json(args: &[&str]) -> serde_json::Value {
+    let out = cli(args).await;
+    assert!(
+        out.status.success(),
+        "edgeleaf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "edgeleaf {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A running `edgeleaf node`, with its config and state in a temp dir. Killed on drop.
+pub struct Node {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub id: String,
+}
+
+/// What a test node needs to know; the rest of the config is written by `Node::start`.
+pub struct NodeSpec<'a> {
+    pub id: &'a str,
+    /// `[nats] url`, for a node that uses an existing leaf.
+    pub url: Option<String>,
+    /// `(listen port, hub leafnode port)` for a node that spawns its own leaf.
+    pub spawn_leaf: Option<(u16, u16)>,
+    pub tags: &'a [(&'a str, &'a str)],
+    pub interval: &'a str,
+}
+
+impl Default for NodeSpec<'_> {
+    fn default() -> Self {
+        Self {
+            id: "n1",
+            url: None,
+            spawn_leaf: None,
+            tags: &[],
+            interval: "1s",
+        }
+    }
+}
+
+impl Node {
+    pub fn start(spec: NodeSpec<'_>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("edgeleaf-node-")
+            .tempdir()
+            .unwrap();
+        let mut toml = format!(
+            "[node]\nid = \"{}\"\nstate_dir = \"{}\"\ntags = {{ {} }}\n[heartbeat]\ninterval = \"{}\"\n",
+            spec.id,
+            dir.path().join("state").display(),
+            spec.tags
+                .iter()
+                .map(|(k, v)| format!("{k} = \"{v}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.interval
+        );
+        if let Some(url) = &spec.url {
+            toml += &format!("[nats]\nurl = \"{url}\"\n");
+        }
+        if let Some((listen, hub_leafnode)) = spec.spawn_leaf {
+            toml += &format!(
+                "[leaf]\nspawn = true\nlisten = \"127.0.0.1:{listen}\"\nhub_url = \"nats-leaf://127.0.0.1:{hub_leafnode}\"\n"
+            );
+        }
+        std::fs::write(dir.path().join("node.toml"), toml).unwrap();
+        let mut node = Self {
+            child: None,
+            dir,
+            id: spec.id.to_owned(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// (Re)starts the process with the same config and state.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("node.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "-c"])
+            .arg(self.dir.path().join("node.toml"))
+            .env("EDGELEAF_LOG", "debug,async_nats=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start edgeleaf node");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node not running").id()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn leaf_pidfile(&self) -> PathBuf {
+        self.state_dir().join("leaf/nats-server.pid")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit.
+    pub fn stop_with(&mut self, sig: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("node not running");
+        signal(child.id(), sig);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node did not stop within 20s after signal {sig}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first so the node stops its leaf server; then make sure.
+            signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- node {} log ---\n{}", self.id, self.log());
+        }
+    }
+}
+
+/// The next message on `sub` as JSON; panics after 20 s.
+pub async fn next_json(sub: &mut async_nats::Subscriber) -> serde_json::Value {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("no message within 20s")
+        .expect("subscription closed");
+    serde_json::from_slice(&msg.payload).expect("message is not JSON")
+}
+
+/// Like [`cli_json`], but `None` when the command fails (e.g. a server is restarting).
+pub async fn try_cli_json(args: &[&str]) -> Option<serde_json::Value> {
+    let out = cli(args).await;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
