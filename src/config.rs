@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::protocol::{self, DEFAULT_HUB_DOMAIN, DEFAULT_PREFIX};
+use crate::protocol::{self, AgentLimits, AgentSpec, DEFAULT_HUB_DOMAIN, DEFAULT_PREFIX};
 
 /// Why a configuration could not be used. Each variant names the file (or the
 /// environment variable) and, where one is to blame, the key.
@@ -47,6 +47,80 @@ pub struct Config {
     pub heartbeat: HeartbeatSection,
     pub limits: LimitsSection,
     pub store: StoreSection,
+    /// Statically provisioned agents: how a device is set up offline.
+    pub agents: Vec<StaticAgent>,
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAgent {
+    pub name: String,
+    /// The module; a relative path is relative to the config file.
+    pub wasm: PathBuf,
+    pub triggers: Vec<String>,
+    #[serde(default)]
+    pub allow_publish: Vec<String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: AgentLimitsConfig,
+}
+
+/// An agent's limits as written in TOML (sizes and durations with units).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentLimitsConfig {
+    #[serde(deserialize_with = "de_size")]
+    pub memory: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "de_count")]
+    pub max_concurrency: u32,
+    pub fuel: Option<u64>,
+    #[serde(deserialize_with = "de_size")]
+    pub max_output: u64,
+    #[serde(deserialize_with = "de_size")]
+    pub kv_quota: u64,
+}
+
+impl Default for AgentLimitsConfig {
+    fn default() -> Self {
+        let d = AgentLimits::default();
+        Self {
+            memory: d.memory,
+            timeout: Duration::from_millis(d.timeout_ms),
+            max_concurrency: d.max_concurrency,
+            fuel: d.fuel,
+            max_output: d.max_output,
+            kv_quota: d.kv_quota,
+        }
+    }
+}
+
+impl AgentLimitsConfig {
+    pub fn to_limits(&self) -> AgentLimits {
+        AgentLimits {
+            memory: self.memory,
+            timeout_ms: self.timeout.as_millis() as u64,
+            max_concurrency: self.max_concurrency,
+            fuel: self.fuel,
+            max_output: self.max_output,
+            kv_quota: self.kv_quota,
+        }
+    }
+}
+
+impl StaticAgent {
+    pub fn spec(&self) -> AgentSpec {
+        AgentSpec {
+            name: self.name.clone(),
+            triggers: self.triggers.clone(),
+            limits: self.limits.to_limits(),
+            allow_publish: self.allow_publish.clone(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,7 +293,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string(), std::env::vars())
+        let mut config = Self::from_toml(&text, &path.display().to_string(), std::env::vars())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for agent in &mut config.agents {
+            if agent.wasm.is_relative() {
+                agent.wasm = base.join(&agent.wasm);
+            }
+        }
+        Ok(config)
     }
 
     /// Defaults plus the environment, for a node started without a file.
@@ -333,6 +414,16 @@ impl Config {
                 ));
             }
             (None, false) => {}
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for agent in &self.agents {
+            agent
+                .spec()
+                .check(self.prefix())
+                .map_err(|e| ("agents", e.message))?;
+            if !names.insert(agent.name.as_str()) {
+                return Err(("agents", format!("two agents are named {:?}", agent.name)));
+            }
         }
         if self.heartbeat.interval < Duration::from_millis(100) {
             return Err(("heartbeat.interval", "must be at least 100ms".into()));

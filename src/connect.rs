@@ -41,7 +41,8 @@ impl std::fmt::Debug for NatsTarget {
 pub enum Persistence {
     /// A daemon: wait for the server as long as it takes, reconnect forever.
     Forever,
-    /// A CLI command: one attempt with a short timeout, then a clear error.
+    /// A CLI command: one attempt with a short timeout, then a clear error (once
+    /// connected, it reconnects like any client).
     Once,
 }
 
@@ -76,9 +77,7 @@ impl NatsTarget {
         }
         opts = match persistence {
             Persistence::Forever => opts.retry_on_initial_connect().max_reconnects(None),
-            Persistence::Once => opts
-                .connection_timeout(Duration::from_secs(5))
-                .max_reconnects(Some(3)),
+            Persistence::Once => opts.connection_timeout(Duration::from_secs(5)),
         };
         let url = self.url.clone();
         let event_url = url.clone();

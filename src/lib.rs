@@ -10,6 +10,9 @@
 //! - [`natsd`]: nats-server children — configs, readiness, restarts, no orphans. Used by
 //!   the node for its leaf and by `edgeleaf up` for a hub as well.
 //! - [`store`]: the node's sled database.
+//! - [`runtime`]: wasmtime — the engine, the compiled-code cache, agents of both
+//!   kinds (components of the `edgeleaf:agent` world, WASI preview1 commands).
+//! - [`host`]: what agents can reach, one capability per file.
 //! - [`node`]: the daemon — leaf supervision, heartbeats, hub-link probing, control.
 //! - [`hub`]: hub-side resources and the fleet view, without a hub daemon.
 //! - [`cli`]: one file per subcommand; talks to nodes over NATS only.
@@ -19,9 +22,11 @@
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod host;
 pub mod hub;
 pub mod natsd;
 pub mod node;
 pub mod protocol;
+pub mod runtime;
 pub mod shutdown;
 pub mod store;

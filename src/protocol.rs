@@ -125,6 +125,31 @@ impl Subjects {
         format!("{}.ctl.{node}.*", self.prefix)
     }
 
+    pub fn agents(&self, node: &str) -> String {
+        format!("{}.ctl.{node}.agents", self.prefix)
+    }
+
+    pub fn result(&self, node: &str, agent: &str) -> String {
+        format!("{}.res.{node}.{agent}", self.prefix)
+    }
+
+    pub fn event(&self, node: &str, kind: &str) -> String {
+        format!("{}.evt.{node}.{kind}", self.prefix)
+    }
+
+    pub fn log(&self, node: &str, agent: &str) -> String {
+        format!("{}.log.{node}.{agent}", self.prefix)
+    }
+
+    pub fn invoke(&self, node: &str, agent: &str) -> String {
+        format!("{}.inv.{node}.{agent}", self.prefix)
+    }
+
+    /// The queue group an agent's trigger subscriptions join, fleet-wide.
+    pub fn queue_group(&self, agent: &str) -> String {
+        format!("{}.{agent}", self.prefix)
+    }
+
     pub fn results(&self) -> String {
         format!("{}.res.>", self.prefix)
     }
@@ -199,6 +224,8 @@ pub struct Heartbeat {
     pub invocations: u64,
     pub outbox: OutboxStats,
     pub hub_link: HubLink,
+    /// `cranelift` or `pulley`.
+    pub wasm_compiler: String,
 }
 
 /// The answer to `ctl.ping` and (inside `{"ok": …}`) to `ctl.<node>.info`.
@@ -216,6 +243,20 @@ pub struct NodeInfo {
     pub hub_link: HubLink,
     /// The local nats-server this node talks through.
     pub leaf: LeafInfo,
+    /// How agents run here: `cranelift` (compiled) or `pulley` (interpreted, e.g. armv7).
+    pub wasm_compiler: String,
+    pub agents: AgentCounts,
+    /// Compiled-code cache counters since start.
+    pub compiled_cache: CacheCounters,
+}
+
+/// What the compiled-code cache did since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries refused (bad checksum, unloadable) and recompiled.
+    pub rejected: u64,
 }
 
 /// What the node knows of its leaf server.
@@ -316,6 +357,227 @@ impl NodeStatus {
     }
 }
 
+/// What an agent may use, per invocation unless said otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentLimits {
+    /// Linear memory of one instance, bytes.
+    pub memory: u64,
+    /// Deadline of one invocation, milliseconds.
+    pub timeout_ms: u64,
+    /// Instances of this agent running at once; more requests wait briefly, then
+    /// get a `busy` error.
+    pub max_concurrency: u32,
+    /// Wasm fuel per invocation (roughly, instructions), when set.
+    pub fuel: Option<u64>,
+    /// Largest reply an invocation may produce, bytes.
+    pub max_output: u64,
+    /// Bytes (keys + values) the agent may keep in its kv store.
+    pub kv_quota: u64,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self {
+            memory: 16 << 20,
+            timeout_ms: 5_000,
+            max_concurrency: 4,
+            fuel: None,
+            max_output: 1 << 20,
+            kv_quota: 1 << 20,
+        }
+    }
+}
+
+/// Everything that defines one agent apart from its module bytes: statically
+/// provisioned in the node config, or (signed) in a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// A single NATS token, unique on the node.
+    pub name: String,
+    /// Subjects (wildcards allowed) the agent serves, as queue group `<prefix>.<name>`.
+    pub triggers: Vec<String>,
+    #[serde(default)]
+    pub limits: AgentLimits,
+    /// Subjects (wildcards allowed) the agent may publish to.
+    #[serde(default)]
+    pub allow_publish: Vec<String>,
+    /// Handed to the agent through its `config` import (WASI commands: as env).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Why a spec was refused: `invalid_spec` (malformed) or `forbidden` (a subject it
+/// may not have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AgentSpec {
+    /// Checks names and subject patterns (not limits: those are the node's call).
+    pub fn check(&self, prefix: &str) -> Result<(), SpecError> {
+        let invalid = |message: String| SpecError {
+            code: "invalid_spec",
+            message,
+        };
+        if !is_token(&self.name) {
+            return Err(invalid(format!(
+                "agent name {:?} is not a single NATS token (letters, digits, '-', '_')",
+                self.name
+            )));
+        }
+        if self.triggers.is_empty() {
+            return Err(invalid(format!("agent {}: no trigger subjects", self.name)));
+        }
+        let patterns = self.triggers.iter().map(|t| ("trigger", t));
+        let publish = self
+            .allow_publish
+            .iter()
+            .map(|p| ("allowed publish subject", p));
+        for (what, pattern) in patterns.chain(publish) {
+            check_agent_pattern(pattern, prefix).map_err(|e| SpecError {
+                code: "forbidden",
+                message: format!("agent {}: {what} {e}", self.name),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Is `s` a valid subject or pattern: non-empty tokens, no spaces, `>` only last?
+pub fn is_valid_pattern(s: &str) -> bool {
+    let tokens: Vec<&str> = s.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.chars().any(|c| c.is_whitespace())
+            && (*t != ">" || i == tokens.len() - 1)
+            && (t.len() == 1 || !t.contains(['*', '>']))
+    })
+}
+
+/// Refuses a trigger or allowed-publish pattern that could reach system, JetStream,
+/// inbox or edgeleaf's own subjects: its first token must be a literal that is none
+/// of `$…`, `_INBOX` or the prefix. (A leading wildcard could match all of them.)
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::check_agent_pattern;
+/// assert!(check_agent_pattern("sensors.*.temp", "edgeleaf").is_ok());
+/// assert!(check_agent_pattern(">", "edgeleaf").is_err());
+/// assert!(check_agent_pattern("$SYS.>", "edgeleaf").is_err());
+/// assert!(check_agent_pattern("edgeleaf.ctl.x.info", "edgeleaf").is_err());
+/// ```
+pub fn check_agent_pattern(pattern: &str, prefix: &str) -> Result<(), String> {
+    if !is_valid_pattern(pattern) {
+        return Err(format!("{pattern:?} is not a valid NATS subject"));
+    }
+    let first = pattern.split('.').next().unwrap_or_default();
+    let why = if first == "*" || first == ">" {
+        Some("starts with a wildcard, which would match reserved subjects")
+    } else if first.starts_with('$') {
+        Some("is in a reserved $ namespace ($SYS, $JS, $KV, $O …)")
+    } else if first == "_INBOX" {
+        Some("is in the _INBOX namespace")
+    } else if first == prefix {
+        Some("is in edgeleaf's own namespace")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!("{pattern:?} {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Does the literal `subject` match `pattern` (`*` one token, `>` the rest)?
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::subject_matches;
+/// assert!(subject_matches("alerts.>", "alerts.t1.high"));
+/// assert!(subject_matches("alerts.*.high", "alerts.t1.high"));
+/// assert!(!subject_matches("alerts.*", "alerts.t1.high"));
+/// assert!(!subject_matches("alerts.>", "alerts"));
+/// ```
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// One record per invocation on `<prefix>.res.<node>.<agent>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub node_id: String,
+    pub agent: String,
+    /// The subject that triggered the invocation.
+    pub subject: String,
+    /// RFC 3339, node clock.
+    pub at: String,
+    pub duration_us: u64,
+    pub ok: bool,
+    pub output_size: u64,
+    /// The output, when it is UTF-8.
+    pub output: Option<String>,
+    /// The output in base64, when it is not UTF-8.
+    pub output_base64: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<ErrorBody>,
+}
+
+/// One record per event on `<prefix>.evt.<node>.<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub node_id: String,
+    /// `agent_started`, `agent_stopped`, `agent_failed`, `invocation_failed`, …
+    pub kind: String,
+    pub agent: Option<String>,
+    pub at: String,
+    /// Short machine code, for failures.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// A line an agent logged, on `<prefix>.log.<node>.<agent>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub node_id: String,
+    pub agent: String,
+    pub level: String,
+    pub at: String,
+    pub message: String,
+}
+
+/// One row of `ctl.<node>.agents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    /// `running`, `backoff` or `failed`.
+    pub state: String,
+    /// `component` or `wasi-command`.
+    pub kind: Option<String>,
+    /// sha256 of the module, hex.
+    pub digest: Option<String>,
+    pub triggers: Vec<String>,
+    pub invocations: u64,
+    pub failures: u64,
+    /// Whether its compiled code came from the node's cache when it was loaded.
+    pub compiled_from_cache: Option<bool>,
+    /// Why the agent is not running, when it is not.
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +608,40 @@ mod tests {
             serde_json::to_string(&err).unwrap(),
             r#"{"error":{"code":"bad_request","message":"x"}}"#
         );
+    }
+
+    #[test]
+    fn agent_patterns() {
+        for bad in [
+            ">",
+            "*",
+            "*.x",
+            "$SYS.>",
+            "$JS.API.>",
+            "$KV.b.k",
+            "$O.x",
+            "_INBOX.>",
+            "edgeleaf.hb.x",
+            "a..b",
+            "a.>.b",
+            "a b",
+            "",
+        ] {
+            assert!(
+                check_agent_pattern(bad, "edgeleaf").is_err(),
+                "{bad} accepted"
+            );
+        }
+        for good in ["sensors.>", "a.*.c", "a", "alerts.t1"] {
+            assert!(
+                check_agent_pattern(good, "edgeleaf").is_ok(),
+                "{good} refused"
+            );
+        }
+        assert!(subject_matches("a.*", "a.b"));
+        assert!(!subject_matches("a.*", "a"));
+        assert!(subject_matches("a", "a"));
+        assert!(!subject_matches("a", "a.b"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod hub;
 mod node;
 mod nodes;
 mod ping;
+mod run_agent;
 mod up;
 
 use std::path::PathBuf;
@@ -111,6 +112,8 @@ pub enum Command {
     Nodes(nodes::Args),
     /// Ask every node (optionally only those with given tags) to answer.
     Ping(ping::Args),
+    /// Run one agent against a NATS server, for local development.
+    RunAgent(run_agent::Args),
 }
 
 /// Runs the parsed command.
@@ -121,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Hub(cmd) => hub::run(cmd, &cli.conn).await,
         Command::Nodes(args) => nodes::run(args, &cli.conn).await,
         Command::Ping(args) => ping::run(args, &cli.conn).await,
+        Command::RunAgent(args) => run_agent::run(args, &cli.conn).await,
     }
 }
 

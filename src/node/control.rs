@@ -64,9 +64,10 @@ fn answer_control(state: &NodeState, msg: &Message) -> Option<Vec<u8>> {
     let request = msg.subject.rsplit('.').next().unwrap_or_default();
     match request {
         "info" => json(&ControlReply::Ok(state.info())),
+        "agents" => json(&ControlReply::Ok(state.agents.infos())),
         other => json(&ControlReply::<()>::Error(ErrorBody::new(
             "not_found",
-            format!("unknown control request {other:?} (this node answers: info)"),
+            format!("unknown control request {other:?} (this node answers: info, agents)"),
         ))),
     }
 }

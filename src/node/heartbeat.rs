@@ -8,7 +8,7 @@ use async_nats::Client;
 use sysinfo::System;
 
 use super::NodeState;
-use crate::protocol::{AgentCounts, Heartbeat, OutboxStats};
+use crate::protocol::{Heartbeat, OutboxStats};
 use crate::shutdown::Shutdown;
 
 pub(super) async fn run(state: Arc<NodeState>, client: Client, mut shutdown: Shutdown) {
@@ -58,11 +58,12 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         mem_used: sample.mem_used,
         mem_total: sample.mem_total,
         disk_free: sample.disk_free,
-        // No agent runtime yet: these are the true counts, not placeholders.
-        agents: AgentCounts::default(),
-        invocations: 0,
+        agents: info.agents,
+        invocations: state.agents.invocations(),
+        // No outbox yet: results are published directly, so nothing is queued.
         outbox: OutboxStats::default(),
         hub_link: info.hub_link,
+        wasm_compiler: info.wasm_compiler,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon: its leaf server, its NATS connection, and the tasks that report and
 //! answer for it. [`run`] supervises them and shuts them down in order.
 
+pub mod agents;
 mod control;
 mod heartbeat;
 mod hub_link;
@@ -17,8 +18,10 @@ use crate::config::Config;
 use crate::connect::{NatsTarget, Persistence};
 use crate::natsd::ServerStatus;
 use crate::protocol::{HubLink, LeafInfo, LinkState, NodeInfo, Subjects};
+use crate::runtime::{AgentError, EngineOptions, Runtime};
 use crate::shutdown::ShutdownGroup;
 use crate::store::{Store, StoreOptions};
+use agents::AgentPool;
 
 /// What the node's tasks share.
 pub(crate) struct NodeState {
@@ -32,6 +35,7 @@ pub(crate) struct NodeState {
     hub_link: Mutex<HubLink>,
     /// The spawned leaf's pid and restart count, when the node runs one.
     leaf: Option<Arc<Mutex<ServerStatus>>>,
+    agents: Arc<AgentPool>,
 }
 
 impl NodeState {
@@ -83,6 +87,9 @@ impl NodeState {
                 pid: leaf.pid,
                 restarts: leaf.restarts,
             },
+            wasm_compiler: self.agents.runtime().compiler().to_owned(),
+            agents: self.agents.counts(),
+            compiled_cache: self.agents.cache_counters(),
         }
     }
 }
@@ -116,6 +123,25 @@ fn prepare_state_dir(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Starts the `[[agents]]` of the config. One that fails is reported and skipped;
+/// the node and the other agents carry on.
+async fn start_static_agents(pool: &AgentPool, config: &Config) {
+    for agent in &config.agents {
+        match std::fs::read(&agent.wasm) {
+            Ok(wasm) => {
+                let _ = pool.start(agent.spec(), &wasm).await;
+            }
+            Err(e) => {
+                let e = AgentError::new(
+                    "not_found",
+                    format!("cannot read {}: {e}", agent.wasm.display()),
+                );
+                pool.record_failure(&agent.name, &e).await;
+            }
+        }
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then stops its tasks and its leaf server.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     prepare_state_dir(&config)?;
@@ -129,6 +155,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     )?;
     let incarnation = store.incarnation()?;
+    let runtime = Runtime::new(&EngineOptions {
+        max_memory: config.limits.max_memory,
+        pool_slots: config.limits.pool_slots,
+        cache_dir: Some(config.node.state_dir.join("compiled")),
+    })?;
     let leaf = match config.leaf.spawn {
         true => Some(
             leaf::start(&config)
@@ -143,8 +174,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Persistence::Forever,
         )
         .await?;
+    let subjects = Subjects::new(config.prefix());
+    let agents = Arc::new(AgentPool::new(
+        runtime,
+        store.clone(),
+        client.clone(),
+        subjects.clone(),
+        &config.node.id,
+        config.limits.clone(),
+    ));
+    start_static_agents(&agents, &config).await;
     let state = Arc::new(NodeState {
-        subjects: Subjects::new(config.prefix()),
+        subjects,
+        agents: agents.clone(),
         started_at: SystemTime::now(),
         started: Instant::now(),
         hub_link: Mutex::new(HubLink {
@@ -179,6 +221,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ = futures::future::select_all(tasks) => tracing::error!("a node task ended unexpectedly; stopping"),
     }
     group.shutdown().await;
+    agents.stop_all().await;
     let _ = client.flush().await;
     drop(client);
     if let Some(leaf) = leaf {

@@ -5,6 +5,8 @@
 //! (modules, compiled code, deployments, agent kv, outbox); this file owns opening,
 //! tuning and the node's identity across restarts.
 
+pub mod agent_kv;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -265,6 +265,19 @@ pub async fn cli_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// An `[[agents]]` table for a node config.
+pub fn agent_toml(name: &str, wasm: &Path, triggers: &[&str], more: &str) -> String {
+    format!(
+        "\n[[agents]]\nname = \"{name}\"\nwasm = \"{}\"\ntriggers = [{}]\n{more}\n",
+        wasm.display(),
+        triggers
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// A running `edgeleaf node`, with its config and state in a temp dir. Killed on drop.
 pub struct Node {
     child: Option<Child>,
@@ -281,6 +294,8 @@ pub struct NodeSpec<'a> {
     pub spawn_leaf: Option<(u16, u16)>,
     pub tags: &'a [(&'a str, &'a str)],
     pub interval: &'a str,
+    /// Appended to the config as is (e.g. `[[agents]]` tables).
+    pub extra: String,
 }
 
 impl Default for NodeSpec<'_> {
@@ -291,6 +306,7 @@ impl Default for NodeSpec<'_> {
             spawn_leaf: None,
             tags: &[],
             interval: "1s",
+            extra: String::new(),
         }
     }
 }
@@ -320,6 +336,7 @@ impl Node {
                 "[leaf]\nspawn = true\nlisten = \"127.0.0.1:{listen}\"\nhub_url = \"nats-leaf://127.0.0.1:{hub_leafnode}\"\n"
             );
         }
+        toml += &spec.extra;
         std::fs::write(dir.path().join("node.toml"), toml).unwrap();
         let mut node = Self {
             child: None,
@@ -341,7 +358,7 @@ impl Node {
         let child = Command::new(BIN)
             .args(["node", "-c"])
             .arg(self.dir.path().join("node.toml"))
-            .env("EDGELEAF_LOG", "debug,async_nats=info")
+            .env("EDGELEAF_LOG", "info,edgeleaf=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -423,4 +440,86 @@ pub async fn try_cli_json(args: &[&str]) -> Option<serde_json::Value> {
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
         .flatten()
+}
+
+/// The built agent `name` (`wasm-agents/dist/<name>.wasm`). The first call in a test
+/// run builds every agent from source with `wasm-agents/build.sh` (quick when
+/// nothing changed); later calls reuse that build. `scripts/test.sh` builds them
+/// before `cargo test` and sets `EDGELEAF_AGENTS_BUILT=1` to skip this.
+pub fn agent_wasm(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dist = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("EDGELEAF_AGENTS_BUILT").is_some() {
+            return Ok(root.join("wasm-agents/dist"));
+        }
+        let out = Command::new("bash")
+            .arg(root.join("wasm-agents/build.sh"))
+            .current_dir(root)
+            .output()
+            .map_err(|e| format!("cannot run wasm-agents/build.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "wasm-agents/build.sh failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(root.join("wasm-agents/dist"))
+    });
+    let path = dist
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A request that expects an error reply: returns (code, message).
+pub async fn request_error(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> (String, String) {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no reply on {subject} within 20s"))
+    .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+    let code = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(edgeleaf::protocol::ERROR_HEADER))
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "expected an error reply on {subject}, got {:?}",
+                String::from_utf8_lossy(&msg.payload)
+            )
+        });
+    (code, String::from_utf8_lossy(&msg.payload).into_owned())
+}
+
+/// A request that expects a successful reply: returns its body as text.
+pub async fn request_ok(client: &async_nats::Client, subject: &str, body: &str) -> String {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no reply on {subject} within 20s"))
+    .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+    if let Some(code) = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(edgeleaf::protocol::ERROR_HEADER))
+    {
+        panic!(
+            "{subject}: error {code}: {}",
+            String::from_utf8_lossy(&msg.payload)
+        );
+    }
+    String::from_utf8_lossy(&msg.payload).into_owned()
 }

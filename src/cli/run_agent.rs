@@ -1,0 +1,157 @@
+//! `edgeleaf run-agent`: run one agent against a NATS server, for local development.
+//! It embeds the agent runtime on purpose (no node, no heartbeats).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::ConnOpts;
+use crate::config::{LimitsSection, parse_duration, parse_size};
+use crate::connect::Persistence;
+use crate::node::agents::AgentPool;
+use crate::protocol::{AgentLimits, AgentSpec, tokenize};
+use crate::runtime::{EngineOptions, Runtime};
+use crate::store::{Store, StoreOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The agent module (.wasm): a component or a WASI preview1 command.
+    file: PathBuf,
+    /// Subject to serve (repeat for several; wildcards allowed).
+    #[arg(long = "trigger", required = true)]
+    triggers: Vec<String>,
+    /// Agent name. Default: the file name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Linear memory per instance.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    memory: u64,
+    /// Deadline per invocation.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Instances running at once.
+    #[arg(long, default_value_t = 4)]
+    max_concurrency: u32,
+    /// Fuel per invocation (roughly, wasm instructions). Default: unlimited.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Largest output per invocation.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    max_output: u64,
+    /// Bytes the agent may keep in kv.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    kv_quota: u64,
+    /// Subject the agent may publish to (repeat; wildcards allowed).
+    #[arg(long = "allow-publish")]
+    allow_publish: Vec<String>,
+    /// Config entry for the agent, key=value (repeat).
+    #[arg(long = "config", value_parser = parse_kv)]
+    config: Vec<(String, String)>,
+    /// Keep kv data and compiled code here. Default: a fresh temporary directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Node id used in result, event and log subjects. Default: the hostname.
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        tokenize(
+            &args
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    });
+    let spec = AgentSpec {
+        name,
+        triggers: args.triggers.clone(),
+        limits: AgentLimits {
+            memory: args.memory,
+            timeout_ms: args.timeout.as_millis() as u64,
+            max_concurrency: args.max_concurrency,
+            fuel: args.fuel,
+            max_output: args.max_output,
+            kv_quota: args.kv_quota,
+        },
+        allow_publish: args.allow_publish.clone(),
+        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+    };
+    // The temp dir lives until we return, so several run-agents can run side by side.
+    let temp;
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary state dir")?;
+            temp.path().to_owned()
+        }
+    };
+    std::fs::create_dir_all(&state_dir)?;
+    let store = Store::open(
+        &state_dir,
+        StoreOptions {
+            cache_capacity: 8 << 20,
+            flush_every: Duration::from_millis(500),
+        },
+    )?;
+    // The node's ceilings are this command's own flags: nothing above them.
+    let limits = LimitsSection {
+        max_agents: 1,
+        max_memory: args.memory,
+        max_timeout: args.timeout,
+        max_concurrency: args.max_concurrency,
+        max_module_size: wasm.len() as u64,
+        pool_slots: args.max_concurrency + 1,
+    };
+    let runtime = Runtime::new(&EngineOptions {
+        max_memory: args.memory,
+        pool_slots: limits.pool_slots,
+        cache_dir: Some(state_dir.join("compiled")),
+    })?;
+    let client = conn
+        .target()
+        .connect("edgeleaf-run-agent", Persistence::Once)
+        .await?;
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(crate::config::default_node_id);
+    let pool = Arc::new(AgentPool::new(
+        runtime,
+        store.clone(),
+        client.clone(),
+        conn.subjects(),
+        &node_id,
+        limits,
+    ));
+    let agent = pool
+        .start(spec, &wasm)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "agent {} ({}, sha256 {}) serving {} on {}; Ctrl-C stops it",
+        agent.spec.name,
+        agent.kind.as_str(),
+        &agent.digest[..12],
+        agent.spec.triggers.join(", "),
+        conn.server
+    );
+    crate::shutdown::signal().await;
+    pool.stop_all().await;
+    let _ = client.flush().await;
+    store.flush()?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! What an agent can reach, one capability per file: [`kv`] (its own sled tree),
+//! [`messaging`] (publish to allowed subjects), [`log`] (tracing + NATS), [`config`]
+//! (its config map). Each file holds the capability itself and its implementation
+//! of the world's import; [`Capabilities`] bundles them per agent.
+
+pub mod config;
+pub mod kv;
+pub mod log;
+pub mod messaging;
+
+use std::collections::BTreeMap;
+
+use crate::store::agent_kv::AgentKv;
+
+/// One agent's capabilities, shared by all its instances.
+pub struct Capabilities {
+    pub kv: AgentKv,
+    pub messaging: messaging::Publisher,
+    pub log: log::AgentLog,
+    pub config: BTreeMap<String, String>,
+}

@@ -1,0 +1,594 @@
+//! The agents a node runs: loading them under the node's ceilings, feeding them the
+//! messages of their trigger subjects (queue group `<prefix>.<agent>`, fleet-wide)
+//! and of their direct subject `<prefix>.inv.<node>.<agent>`, replying, and
+//! recording one result per invocation and an event per failure.
+//!
+//! Used by the node daemon and by `edgeleaf run-agent`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::{Client, HeaderMap, Message};
+use base64::Engine as _;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::LimitsSection;
+use crate::host::{Capabilities, log::AgentLog, messaging::Publisher};
+use crate::protocol::{
+    AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, EventRecord, ResultRecord,
+    Subjects,
+};
+use crate::runtime::{Agent, AgentError, Invocation, Runtime};
+use crate::store::Store;
+use crate::store::agent_kv::AgentKv;
+
+/// Consecutive faults (traps, timeouts, …) after which an agent is backed off.
+const FAULTS_BEFORE_BACKOFF: u32 = 5;
+/// Longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Counters of one agent, shared by its invocations.
+#[derive(Default)]
+struct AgentStats {
+    invocations: AtomicU64,
+    failures: AtomicU64,
+    /// Faults since the last success; drives the back-off.
+    consecutive_faults: AtomicU32,
+    /// While set and in the future, messages get `busy` without running.
+    backoff_until: Mutex<Option<Instant>>,
+}
+
+struct Running {
+    agent: Arc<Agent>,
+    stats: Arc<AgentStats>,
+    /// The task that receives the agent's messages; aborting it unsubscribes.
+    serve: tokio::task::JoinHandle<()>,
+}
+
+/// Everything an invocation task needs, cheap to clone.
+#[derive(Clone)]
+struct Dispatch {
+    client: Client,
+    subjects: Subjects,
+    node_id: String,
+    agent: Arc<Agent>,
+    stats: Arc<AgentStats>,
+    total: Arc<AtomicU64>,
+}
+
+/// The node's agents.
+pub struct AgentPool {
+    runtime: Arc<Runtime>,
+    store: Store,
+    client: Client,
+    subjects: Subjects,
+    node_id: String,
+    /// The node's ceilings; a spec above them is refused.
+    limits: LimitsSection,
+    running: Mutex<BTreeMap<String, Running>>,
+    /// Agents that could not be loaded, with the reason.
+    failed: Mutex<BTreeMap<String, String>>,
+    /// Invocations across all agents, for heartbeats.
+    total: Arc<AtomicU64>,
+}
+
+impl AgentPool {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Store,
+        client: Client,
+        subjects: Subjects,
+        node_id: &str,
+        limits: LimitsSection,
+    ) -> Self {
+        Self {
+            runtime,
+            store,
+            client,
+            subjects,
+            node_id: node_id.to_owned(),
+            limits,
+            running: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            total: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Checks a spec against the node's rules and ceilings.
+    fn check(&self, spec: &AgentSpec) -> Result<(), AgentError> {
+        spec.check(self.subjects.prefix())
+            .map_err(|e| AgentError::new(e.code, e.message))?;
+        let l = &spec.limits;
+        let n = &self.limits;
+        let over = |what: &str, got: String, max: String| {
+            Err(AgentError::new(
+                "invalid_spec",
+                format!(
+                    "agent {}: {what} {got} is above this node's maximum of {max}",
+                    spec.name
+                ),
+            ))
+        };
+        if l.memory > n.max_memory {
+            return over("memory", l.memory.to_string(), n.max_memory.to_string());
+        }
+        if Duration::from_millis(l.timeout_ms) > n.max_timeout {
+            return over(
+                "timeout",
+                format!("{}ms", l.timeout_ms),
+                format!("{:?}", n.max_timeout),
+            );
+        }
+        if l.max_concurrency > n.max_concurrency {
+            return over(
+                "max_concurrency",
+                l.max_concurrency.to_string(),
+                n.max_concurrency.to_string(),
+            );
+        }
+        if l.memory == 0 || l.timeout_ms == 0 || l.max_concurrency == 0 {
+            return Err(AgentError::new(
+                "invalid_spec",
+                format!(
+                    "agent {}: memory, timeout and max_concurrency must be above 0",
+                    spec.name
+                ),
+            ));
+        }
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.contains_key(&spec.name) && running.len() >= n.max_agents as usize {
+            return Err(AgentError::new(
+                "invalid_spec",
+                format!("this node runs its maximum of {} agents", n.max_agents),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads an agent and starts serving it. An agent of the same name keeps
+    /// serving until the new one has compiled and instantiated; then it is
+    /// replaced (its in-flight invocations complete). On failure nothing running
+    /// is touched, and the failure is recorded and reported as an event.
+    pub async fn start(&self, spec: AgentSpec, wasm: &[u8]) -> Result<Arc<Agent>, AgentError> {
+        let name = spec.name.clone();
+        let result = self.load(spec, wasm).await;
+        match &result {
+            Ok(agent) => {
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+                self.event(
+                    "agent_started",
+                    Some(&name),
+                    None,
+                    format!(
+                        "agent {name} started ({}, sha256 {}, compiled code {})",
+                        agent.kind.as_str(),
+                        agent.digest,
+                        if agent.cache_hit {
+                            "from cache"
+                        } else {
+                            "compiled"
+                        }
+                    ),
+                )
+                .await;
+            }
+            Err(e) => self.record_failure(&name, e).await,
+        }
+        result
+    }
+
+    /// Records that an agent could not be started (unless an older version of it
+    /// keeps running) and reports it as an event.
+    pub async fn record_failure(&self, name: &str, e: &AgentError) {
+        tracing::warn!(agent = %name, "agent not started: {e}");
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+        {
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_owned(), e.to_string());
+        }
+        self.event("agent_failed", Some(name), Some(e.code), e.message.clone())
+            .await;
+    }
+
+    /// The compiled-code cache counters.
+    pub fn cache_counters(&self) -> CacheCounters {
+        self.runtime
+            .cache()
+            .map(|c| CacheCounters {
+                hits: c.stats.hits.load(Relaxed),
+                misses: c.stats.misses.load(Relaxed),
+                rejected: c.stats.rejected.load(Relaxed),
+            })
+            .unwrap_or_default()
+    }
+
+    async fn load(&self, spec: AgentSpec, wasm: &[u8]) -> Result<Arc<Agent>, AgentError> {
+        self.check(&spec)?;
+        if wasm.len() as u64 > self.limits.max_module_size {
+            return Err(AgentError::invalid_module(format!(
+                "module of {} bytes is above this node's maximum of {} bytes",
+                wasm.len(),
+                self.limits.max_module_size
+            )));
+        }
+        let name = spec.name.clone();
+        let kv = AgentKv::open(&self.store, &name, spec.limits.kv_quota)
+            .map_err(|e| AgentError::new("store", format!("cannot open the agent's kv: {e}")))?;
+        let caps = Arc::new(Capabilities {
+            kv,
+            messaging: Publisher::new(Some(self.client.clone()), spec.allow_publish.clone(), &name),
+            log: AgentLog::new(
+                Some(self.client.clone()),
+                self.subjects.log(&self.node_id, &name),
+                &self.node_id,
+                &name,
+            ),
+            config: spec.config.clone(),
+        });
+        let agent = Arc::new(Agent::load(self.runtime.clone(), spec, wasm, caps).await?);
+        let stats = Arc::new(AgentStats::default());
+        let dispatch = Dispatch {
+            client: self.client.clone(),
+            subjects: self.subjects.clone(),
+            node_id: self.node_id.clone(),
+            agent: agent.clone(),
+            stats: stats.clone(),
+            total: self.total.clone(),
+        };
+        let subscriptions = self.subscribe(&agent).await?;
+        let serve = tokio::spawn(serve(subscriptions, dispatch));
+        let old = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                name.clone(),
+                Running {
+                    agent: agent.clone(),
+                    stats,
+                    serve,
+                },
+            );
+        if let Some(old) = old {
+            old.serve.abort();
+            tracing::info!(agent = %name, old = %old.agent.digest, new = %agent.digest, "agent replaced");
+        }
+        Ok(agent)
+    }
+
+    async fn subscribe(&self, agent: &Agent) -> Result<Vec<async_nats::Subscriber>, AgentError> {
+        let name = &agent.spec.name;
+        let group = self.subjects.queue_group(name);
+        let mut subs = Vec::new();
+        for trigger in &agent.spec.triggers {
+            let sub = self
+                .client
+                .queue_subscribe(trigger.clone(), group.clone())
+                .await
+                .map_err(|e| {
+                    AgentError::new("nats", format!("cannot subscribe to {trigger}: {e}"))
+                })?;
+            subs.push(sub);
+        }
+        let direct = self.subjects.invoke(&self.node_id, name);
+        let sub =
+            self.client.subscribe(direct.clone()).await.map_err(|e| {
+                AgentError::new("nats", format!("cannot subscribe to {direct}: {e}"))
+            })?;
+        subs.push(sub);
+        Ok(subs)
+    }
+
+    /// Stops serving an agent; in-flight invocations complete.
+    pub async fn stop(&self, name: &str) -> bool {
+        let removed = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        match removed {
+            Some(r) => {
+                r.serve.abort();
+                self.event(
+                    "agent_stopped",
+                    Some(name),
+                    None,
+                    format!("agent {name} stopped"),
+                )
+                .await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every agent (node shutdown).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+
+    pub fn counts(&self) -> AgentCounts {
+        AgentCounts {
+            running: self.running.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            failed: self.failed.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+        }
+    }
+
+    pub fn invocations(&self) -> u64 {
+        self.total.load(Relaxed)
+    }
+
+    /// One row per agent, running or failed, by name.
+    pub fn infos(&self) -> Vec<AgentInfo> {
+        let mut rows: Vec<AgentInfo> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| {
+                let backoff = r
+                    .stats
+                    .backoff_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some_and(|t| t > Instant::now());
+                AgentInfo {
+                    name: r.agent.spec.name.clone(),
+                    state: if backoff { "backoff" } else { "running" }.to_owned(),
+                    kind: Some(r.agent.kind.as_str().to_owned()),
+                    digest: Some(r.agent.digest.clone()),
+                    triggers: r.agent.spec.triggers.clone(),
+                    invocations: r.stats.invocations.load(Relaxed),
+                    failures: r.stats.failures.load(Relaxed),
+                    compiled_from_cache: Some(r.agent.cache_hit),
+                    error: None,
+                }
+            })
+            .collect();
+        rows.extend(
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(name, error)| AgentInfo {
+                    name: name.clone(),
+                    state: "failed".to_owned(),
+                    kind: None,
+                    digest: None,
+                    triggers: Vec::new(),
+                    invocations: 0,
+                    failures: 0,
+                    compiled_from_cache: None,
+                    error: Some(error.clone()),
+                }),
+        );
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+
+    async fn event(&self, kind: &str, agent: Option<&str>, code: Option<&str>, message: String) {
+        publish_event(
+            &self.client,
+            &self.subjects,
+            &self.node_id,
+            kind,
+            agent,
+            code,
+            message,
+        )
+        .await;
+    }
+}
+
+/// Receives the agent's messages and runs each in its own task (the agent's
+/// semaphore bounds how many run at once).
+async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch) {
+    let mut messages = futures::stream::select_all(subscriptions);
+    while let Some(msg) = messages.next().await {
+        let d = dispatch.clone();
+        tokio::spawn(async move { d.handle(msg).await });
+    }
+}
+
+impl Dispatch {
+    async fn handle(self, msg: Message) {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let subject = msg.subject.to_string();
+        let headers = msg
+            .headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let inv = Invocation {
+            subject: subject.clone(),
+            payload: msg.payload.clone(),
+            headers,
+            reply_expected: msg.reply.is_some(),
+        };
+        let outcome = match self.backed_off() {
+            Some(e) => Err(e),
+            None => self.agent.invoke(inv).await,
+        };
+        self.total.fetch_add(1, Relaxed);
+        self.stats.invocations.fetch_add(1, Relaxed);
+        self.account(&outcome);
+        if let Some(reply) = msg.reply.clone() {
+            let sent = match &outcome {
+                Ok(output) => self.client.publish(reply, output.clone().into()).await,
+                Err(e) => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(ERROR_HEADER, e.code);
+                    self.client
+                        .publish_with_headers(reply, headers, e.message.clone().into())
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(agent = %self.agent.spec.name, "reply not sent: {e}");
+            }
+        }
+        self.record(subject, at, started.elapsed(), &outcome).await;
+    }
+
+    /// `Some(busy)` while the agent is backed off.
+    fn backed_off(&self) -> Option<AgentError> {
+        let until = *self
+            .stats
+            .backoff_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let left = until?.checked_duration_since(Instant::now())?;
+        Some(AgentError::new(
+            "busy",
+            format!(
+                "agent {} is backed off for {:.1}s after {} consecutive failures",
+                self.agent.spec.name,
+                left.as_secs_f64(),
+                self.stats.consecutive_faults.load(Relaxed)
+            ),
+        ))
+    }
+
+    /// Counts failures and backs the agent off after repeated faults.
+    fn account(&self, outcome: &Result<Vec<u8>, AgentError>) {
+        match outcome {
+            Ok(_) => self.stats.consecutive_faults.store(0, Relaxed),
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Relaxed);
+                if e.is_fault() {
+                    let n = self.stats.consecutive_faults.fetch_add(1, Relaxed) + 1;
+                    if n >= FAULTS_BEFORE_BACKOFF {
+                        let exp = (n - FAULTS_BEFORE_BACKOFF).min(6);
+                        let pause = Duration::from_secs(1 << exp).min(MAX_BACKOFF);
+                        *self
+                            .stats
+                            .backoff_until
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + pause);
+                        tracing::warn!(agent = %self.agent.spec.name, faults = n, ?pause, "agent backed off");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One result record per invocation; an event for each fault.
+    async fn record(
+        &self,
+        subject: String,
+        at: SystemTime,
+        took: Duration,
+        outcome: &Result<Vec<u8>, AgentError>,
+    ) {
+        let name = &self.agent.spec.name;
+        let (output, output_base64, output_size, error) = match outcome {
+            Ok(out) => match std::str::from_utf8(out) {
+                Ok(text) => (Some(text.to_owned()), None, out.len(), None),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(out)),
+                    out.len(),
+                    None,
+                ),
+            },
+            Err(e) => (None, None, 0, Some(e.body())),
+        };
+        let record = ResultRecord {
+            node_id: self.node_id.clone(),
+            agent: name.clone(),
+            subject,
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            duration_us: took.as_micros() as u64,
+            ok: outcome.is_ok(),
+            output_size: output_size as u64,
+            output,
+            output_base64,
+            error,
+        };
+        publish_json(
+            &self.client,
+            self.subjects.result(&self.node_id, name),
+            &record,
+        )
+        .await;
+        if let Err(e) = outcome
+            && e.is_fault()
+        {
+            publish_event(
+                &self.client,
+                &self.subjects,
+                &self.node_id,
+                "invocation_failed",
+                Some(name),
+                Some(e.code),
+                e.message.clone(),
+            )
+            .await;
+        }
+    }
+}
+
+async fn publish_event(
+    client: &Client,
+    subjects: &Subjects,
+    node_id: &str,
+    kind: &str,
+    agent: Option<&str>,
+    code: Option<&str>,
+    message: String,
+) {
+    let record = EventRecord {
+        node_id: node_id.to_owned(),
+        kind: kind.to_owned(),
+        agent: agent.map(str::to_owned),
+        at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        code: code.map(str::to_owned),
+        message,
+    };
+    publish_json(client, subjects.event(node_id, kind), &record).await;
+}
+
+async fn publish_json<T: Serialize>(client: &Client, subject: String, value: &T) {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            if let Err(e) = client.publish(subject.clone(), body.into()).await {
+                tracing::warn!(%subject, "not published: {e}");
+            }
+        }
+        Err(e) => tracing::error!(%subject, "not serializable: {e}"),
+    }
+}

@@ -1,0 +1,281 @@
+//! One agent: its prepared module, its limits and capabilities, and `invoke`, which
+//! runs one message in a fresh instance and classifies whatever goes wrong.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::ModuleKind;
+use super::engine::{Prepared, Runtime};
+use super::{component, wasi_command};
+use crate::host::Capabilities;
+use crate::protocol::{AgentSpec, ErrorBody};
+
+/// How long a message waits for a free instance before it gets a `busy` error.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// A failed load or invocation: a short code (the `edgeleaf-error` header) and a
+/// sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AgentError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AgentError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_module(message: impl Into<String>) -> Self {
+        Self::new("invalid_module", message)
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message.clone())
+    }
+
+    /// Does this failure count towards backing the agent off? The agent's own
+    /// `Err` answers and a busy node do not: they are not the agent misbehaving.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self.code, "agent_error" | "busy")
+    }
+}
+
+/// One message for an agent.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub subject: String,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub reply_expected: bool,
+}
+
+/// A loaded agent. Cheap to share; every invocation gets its own instance.
+pub struct Agent {
+    pub spec: AgentSpec,
+    pub kind: ModuleKind,
+    /// sha256 of the module, hex.
+    pub digest: String,
+    /// Whether the compiled code came from the cache when this agent was loaded.
+    pub cache_hit: bool,
+    runtime: Arc<Runtime>,
+    prepared: Prepared,
+    caps: Arc<Capabilities>,
+    /// Bounds concurrent instances to `limits.max_concurrency`.
+    permits: Arc<Semaphore>,
+}
+
+impl Agent {
+    /// Compiles (or loads from the cache) and links the module, then instantiates
+    /// it once under the agent's limits, so a module that cannot even start is
+    /// refused here rather than on its first message.
+    pub async fn load(
+        runtime: Arc<Runtime>,
+        spec: AgentSpec,
+        wasm: &[u8],
+        caps: Arc<Capabilities>,
+    ) -> Result<Self, AgentError> {
+        let loaded = runtime.prepare(wasm)?;
+        let agent = Self {
+            permits: Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1) as usize)),
+            kind: loaded.kind,
+            digest: loaded.digest,
+            cache_hit: loaded.cache_hit,
+            prepared: loaded.prepared,
+            spec,
+            runtime,
+            caps,
+        };
+        agent.try_instantiate().await?;
+        Ok(agent)
+    }
+
+    async fn try_instantiate(&self) -> Result<(), AgentError> {
+        let limits = self.limits();
+        let result = match &self.prepared {
+            Prepared::Component(pre) => {
+                component::instantiate_only(&self.runtime, pre, &self.caps, &limits).await
+            }
+            Prepared::Command(pre) => {
+                wasi_command::instantiate_only(&self.runtime, pre, &limits).await
+            }
+        };
+        result.map_err(|e| {
+            AgentError::new(
+                "invalid_module",
+                format!("does not instantiate: {}", e.message),
+            )
+        })
+    }
+
+    fn limits(&self) -> RunLimits {
+        let l = &self.spec.limits;
+        RunLimits {
+            memory: usize::try_from(l.memory).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(l.timeout_ms),
+            fuel: l.fuel,
+            max_output: usize::try_from(l.max_output).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Runs one message in a fresh instance.
+    pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
+        let _permit =
+            match tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(AgentError::new(
+                        "busy",
+                        format!(
+                            "all {} instances of agent {} are busy",
+                            self.spec.limits.max_concurrency, self.spec.name
+                        ),
+                    ));
+                }
+            };
+        let limits = self.limits();
+        match &self.prepared {
+            Prepared::Component(pre) => {
+                component::invoke(&self.runtime, pre, &self.caps, &limits, inv).await
+            }
+            Prepared::Command(pre) => {
+                wasi_command::invoke(&self.runtime, pre, &self.caps, &self.spec, &limits, inv).await
+            }
+        }
+    }
+}
+
+/// The limits of one invocation, in the units wasmtime wants.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunLimits {
+    pub memory: usize,
+    pub timeout: Duration,
+    pub fuel: Option<u64>,
+    pub max_output: usize,
+}
+
+/// Caps linear memory and tables, and remembers that it said no, so a trap caused by
+/// a refused grow is reported as `memory`, not as a generic trap.
+pub(crate) struct Limiter {
+    memory: usize,
+    /// Set when a grow was refused.
+    pub hit: Arc<AtomicBool>,
+}
+
+/// The error a refused memory grow raises inside the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes reached (wanted {desired})")]
+pub(crate) struct MemoryLimitHit {
+    limit: usize,
+    desired: usize,
+}
+
+impl Limiter {
+    pub fn new(memory: usize) -> Self {
+        Self {
+            memory,
+            hit: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.hit.store(true, Ordering::Relaxed);
+            return Err(MemoryLimitHit {
+                limit: self.memory,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Applies fuel and the wall-clock deadline to a fresh store. The epoch callback
+/// yields the thread every tick (a busy agent does not starve the node's other
+/// tasks) and traps with `Interrupt` once the deadline has passed.
+pub(crate) fn arm_store<T: Send + 'static>(store: &mut Store<T>, limits: &RunLimits) {
+    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    let deadline = Instant::now() + limits.timeout;
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(Trap::Interrupt.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+}
+
+/// Turns a wasmtime error from instantiation or a call into a classified failure.
+pub(crate) fn classify(e: wasmtime::Error, memory_hit: bool, limits: &RunLimits) -> AgentError {
+    if memory_hit || e.is::<MemoryLimitHit>() {
+        return AgentError::new(
+            "memory",
+            format!("memory limit of {} bytes reached", limits.memory),
+        );
+    }
+    if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return AgentError::new("busy", format!("no free instance slot on this node: {e}"));
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => AgentError::new(
+            "timeout",
+            format!("deadline of {:?} exceeded", limits.timeout),
+        ),
+        Some(Trap::OutOfFuel) => AgentError::new(
+            "fuel",
+            format!(
+                "ran out of fuel ({} units)",
+                limits.fuel.unwrap_or(u64::MAX)
+            ),
+        ),
+        Some(trap) => AgentError::new("trap", format!("{trap}: {}", first_line(&format!("{e:#}")))),
+        None => AgentError::new("trap", first_line(&format!("{e:#}"))),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    line.chars().take(500).collect()
+}
+
+/// The `output_too_large` check shared by both kinds.
+pub(crate) fn check_output(output: Vec<u8>, limits: &RunLimits) -> Result<Vec<u8>, AgentError> {
+    if output.len() > limits.max_output {
+        return Err(AgentError::new(
+            "output_too_large",
+            format!(
+                "output of {} bytes exceeds the limit of {} bytes",
+                output.len(),
+                limits.max_output
+            ),
+        ));
+    }
+    Ok(output)
+}

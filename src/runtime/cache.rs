@@ -1,0 +1,88 @@
+//! Compiled code, kept on disk so a restart (or a reboot of a slow board) does not
+//! recompile. Entries are files under `<state_dir>/compiled/`, named by the module's
+//! sha256 and the engine's compatibility hash, so wasmtime can map them rather than
+//! copy them.
+//!
+//! Deserializing is `unsafe` in wasmtime: it trusts the bytes to be its own output and
+//! checks only compatibility. So each entry has a sidecar with the sha256 of the
+//! compiled bytes, written by us and checked before every load; a stale, truncated or
+//! corrupt entry is recompiled, never trusted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Counts what the cache did, for logs, `info` and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Entries found but refused (bad checksum, failed to load).
+    pub rejected: AtomicU64,
+}
+
+pub struct CompiledCache {
+    dir: PathBuf,
+    /// Hex digest of the engine's compatibility hash: a new wasmtime, other
+    /// settings or another CPU give other file names.
+    engine_key: String,
+    pub stats: CacheStats,
+}
+
+impl CompiledCache {
+    pub fn new(dir: PathBuf, engine_key: String) -> Self {
+        Self {
+            dir,
+            engine_key,
+            stats: CacheStats::default(),
+        }
+    }
+
+    fn entry(&self, digest: &str) -> (PathBuf, PathBuf) {
+        let base = format!("{digest}-{}", self.engine_key);
+        (
+            self.dir.join(format!("{base}.cwasm")),
+            self.dir.join(format!("{base}.sha256")),
+        )
+    }
+
+    /// The path of a verified entry for `digest`, if there is one.
+    pub fn lookup(&self, digest: &str) -> Option<PathBuf> {
+        let (path, sum) = self.entry(digest);
+        let expected = std::fs::read_to_string(&sum).ok()?;
+        let bytes = std::fs::read(&path).ok()?;
+        if hex::encode(Sha256::digest(&bytes)) != expected.trim() {
+            tracing::warn!(path = %path.display(), "compiled cache entry fails its checksum; recompiling");
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            self.remove(digest);
+            return None;
+        }
+        Some(path)
+    }
+
+    /// Stores compiled bytes: checksum first, then the entry, each by rename, so a
+    /// crash in between leaves an entry that fails its check, not one that passes.
+    pub fn store(&self, digest: &str, compiled: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let (path, sum) = self.entry(digest);
+        write_atomically(&sum, hex::encode(Sha256::digest(compiled)).as_bytes())?;
+        write_atomically(&path, compiled)
+    }
+
+    pub fn remove(&self, digest: &str) {
+        let (path, sum) = self.entry(digest);
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(sum);
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}

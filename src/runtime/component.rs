@@ -1,0 +1,156 @@
+//! Component agents of the `edgeleaf:agent` world: the crate's one `bindgen!`, the
+//! per-instance state, and one invocation. The capability imports are implemented
+//! in `crate::host`, one file each.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::agent::{AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify};
+use super::engine::Runtime;
+use crate::host::Capabilities;
+
+wasmtime::component::bindgen!({
+    path: "wasm-agents/wit",
+    world: "agent",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+/// A component linked against the world, ready to instantiate.
+pub type Pre = AgentPre<ComponentState>;
+
+/// Everything one component instance can reach. Built fresh per invocation.
+pub struct ComponentState {
+    /// WASI for what std pulls in: no preopened dirs, no network, no env.
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    /// The agent's own kv, publisher, logger and config.
+    pub(crate) caps: Arc<Capabilities>,
+    /// The last capability refusal (kv quota, forbidden publish) in this
+    /// invocation: if the agent then fails, this is why.
+    pub(crate) refused: Option<AgentError>,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl edgeleaf::agent::types::Host for ComponentState {}
+
+/// Adds WASI (preview2) and the agent world's imports to the linker, once.
+pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    Agent::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Links a compiled component; fails when it is not of the `edgeleaf:agent` world.
+pub fn prepare(linker: &Linker<ComponentState>, component: &Component) -> Result<Pre, AgentError> {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        AgentError::invalid_module(format!(
+            "component imports something edgeleaf does not provide: {e:#}"
+        ))
+    })?;
+    AgentPre::new(pre).map_err(|e| {
+        AgentError::invalid_module(format!(
+            "component is not an edgeleaf:agent (export `handle: func(msg: message) -> result<list<u8>, string>` is missing or differs): {e:#}"
+        ))
+    })
+}
+
+/// Stderr kept per invocation (a Rust guest's panic message lands there).
+const STDERR_CAPACITY: usize = 16 << 10;
+
+fn new_store(
+    runtime: &Runtime,
+    caps: &Arc<Capabilities>,
+    limits: &RunLimits,
+    stderr: Option<MemoryOutputPipe>,
+) -> Store<ComponentState> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    if let Some(stderr) = stderr {
+        builder.stderr(stderr);
+    }
+    let wasi = builder.build();
+    let mut store = Store::new(
+        runtime.engine(),
+        ComponentState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory),
+            caps: caps.clone(),
+            refused: None,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    arm_store(&mut store, limits);
+    store
+}
+
+/// Instantiates once without calling anything (a load-time check).
+pub(crate) async fn instantiate_only(
+    runtime: &Runtime,
+    pre: &Pre,
+    caps: &Arc<Capabilities>,
+    limits: &RunLimits,
+) -> Result<(), AgentError> {
+    let mut store = new_store(runtime, caps, limits, None);
+    let hit = store.data().limiter.hit.clone();
+    pre.instantiate_async(&mut store)
+        .await
+        .map(drop)
+        .map_err(|e| classify(e, hit.load(std::sync::atomic::Ordering::Relaxed), limits))
+}
+
+/// One invocation: fresh instance, call `handle`, classify the outcome.
+pub(crate) async fn invoke(
+    runtime: &Runtime,
+    pre: &Pre,
+    caps: &Arc<Capabilities>,
+    limits: &RunLimits,
+    inv: Invocation,
+) -> Result<Vec<u8>, AgentError> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let mut store = new_store(runtime, caps, limits, Some(stderr.clone()));
+    let hit = store.data().limiter.hit.clone();
+    let msg = Message {
+        subject: inv.subject,
+        payload: inv.payload.to_vec(),
+        headers: inv.headers,
+        reply_expected: inv.reply_expected,
+    };
+    let outcome = async {
+        let agent = pre.instantiate_async(&mut store).await?;
+        agent.call_handle(&mut store, &msg).await
+    }
+    .await;
+    // Components log through `log`; stderr output is unusual (a panic, say): warn.
+    caps.log.stderr("warn", &stderr.contents()).await;
+    match outcome {
+        Ok(Ok(output)) => check_output(output, limits),
+        Ok(Err(message)) => Err(store
+            .data_mut()
+            .refused
+            .take()
+            .unwrap_or_else(|| AgentError::new("agent_error", message))),
+        Err(e) => Err(classify(
+            e,
+            hit.load(std::sync::atomic::Ordering::Relaxed),
+            limits,
+        )),
+    }
+}

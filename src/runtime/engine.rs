@@ -1,0 +1,266 @@
+//! The one wasmtime `Engine`, set up in one place: epoch interruption with a ticker
+//! thread that ends with the engine, fuel, a pooling allocator sized from the node's
+//! limits with copy-on-write memory images, and the linkers for both agent kinds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::ModuleKind;
+use super::agent::AgentError;
+use super::cache::CompiledCache;
+use super::component::{self, ComponentState};
+use super::wasi_command::{self, CommandState};
+
+/// How often the epoch advances: the granularity of deadlines, and how often a
+/// running agent yields its thread to other tasks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Core instances, memories and tables one component may hold. A Rust component
+/// for wasm32-wasip2 has a handful of core instances (the module and its shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// What the engine is sized for.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Largest linear memory of any instance (the node's `limits.max_memory`).
+    pub max_memory: u64,
+    /// Instances that can exist at once, across all agents (`limits.pool_slots`).
+    pub pool_slots: u32,
+    /// Where compiled code is cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A module or component compiled and linked, ready to instantiate per invocation.
+pub enum Prepared {
+    Component(component::Pre),
+    Command(wasi_command::Pre),
+}
+
+/// What [`Runtime::prepare`] hands back.
+pub struct Loaded {
+    pub kind: ModuleKind,
+    /// sha256 of the module bytes, hex.
+    pub digest: String,
+    pub prepared: Prepared,
+    /// True when the compiled code came from the cache.
+    pub cache_hit: bool,
+}
+
+/// The engine and what every agent shares.
+pub struct Runtime {
+    engine: Engine,
+    component_linker: wasmtime::component::Linker<ComponentState>,
+    command_linker: wasmtime::Linker<CommandState>,
+    cache: Option<CompiledCache>,
+    /// "cranelift" or "pulley" (the interpreter used where Cranelift has no backend).
+    compiler: &'static str,
+}
+
+impl Runtime {
+    pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
+        let slots = opts.pool_slots.max(1);
+        let max_memory = usize::try_from(opts.max_memory).unwrap_or(usize::MAX);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots * MEMORIES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .total_tables(slots * TABLES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_stacks(slots)
+            .max_memory_size(max_memory);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if cfg!(target_pointer_width = "32") {
+            // wasmtime reserves 4 GiB (+ guards) of address space per memory slot on
+            // 64-bit hosts, which a 32-bit process cannot: reserve only what an
+            // instance may use, and let bounds checks do the rest.
+            config
+                .memory_reservation(opts.max_memory)
+                .memory_guard_size(64 << 10)
+                .memory_reservation_for_growth(0);
+        }
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot set up the wasm engine (pool too large for this host? lower limits.pool_slots or limits.max_memory)")?;
+        start_epoch_ticker(&engine);
+
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        component::add_to_linker(&mut component_linker)?;
+        let mut command_linker = wasmtime::Linker::new(&engine);
+        wasi_command::add_to_linker(&mut command_linker)?;
+
+        let cache = opts
+            .cache_dir
+            .clone()
+            .map(|dir| CompiledCache::new(dir, engine_key(&engine)));
+        let compiler = if engine.is_pulley() {
+            "pulley"
+        } else {
+            "cranelift"
+        };
+        Ok(Arc::new(Self {
+            engine,
+            component_linker,
+            command_linker,
+            cache,
+            compiler,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn compiler(&self) -> &'static str {
+        self.compiler
+    }
+
+    pub fn cache(&self) -> Option<&CompiledCache> {
+        self.cache.as_ref()
+    }
+
+    /// Validates, compiles (or loads from the cache) and links module bytes.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Loaded, AgentError> {
+        let kind = ModuleKind::detect(bytes).ok_or_else(|| {
+            AgentError::invalid_module(format!(
+                "not a WebAssembly module or component ({} bytes, starting {:02x?})",
+                bytes.len(),
+                &bytes[..bytes.len().min(8)]
+            ))
+        })?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let (prepared, cache_hit) = match kind {
+            ModuleKind::Component => {
+                let (c, hit) = self.compiled(
+                    &digest,
+                    || wasmtime::component::Component::new(&self.engine, bytes),
+                    |c| c.serialize(),
+                    // SAFETY: the cache hands back only files whose checksum matches
+                    // what we wrote from `serialize` (see cache.rs).
+                    |path| unsafe {
+                        wasmtime::component::Component::deserialize_file(&self.engine, path)
+                    },
+                )?;
+                (
+                    Prepared::Component(component::prepare(&self.component_linker, &c)?),
+                    hit,
+                )
+            }
+            ModuleKind::WasiCommand => {
+                let (m, hit) = self.compiled(
+                    &digest,
+                    || wasmtime::Module::new(&self.engine, bytes),
+                    |m| m.serialize(),
+                    // SAFETY: as above.
+                    |path| unsafe { wasmtime::Module::deserialize_file(&self.engine, path) },
+                )?;
+                (
+                    Prepared::Command(wasi_command::prepare(&self.command_linker, &m)?),
+                    hit,
+                )
+            }
+        };
+        Ok(Loaded {
+            kind,
+            digest,
+            prepared,
+            cache_hit,
+        })
+    }
+
+    /// Compiled code for `digest`: from the cache when a verified entry loads,
+    /// otherwise compiled and stored.
+    fn compiled<T>(
+        &self,
+        digest: &str,
+        compile: impl FnOnce() -> wasmtime::Result<T>,
+        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+        deserialize: impl FnOnce(&std::path::Path) -> wasmtime::Result<T>,
+    ) -> Result<(T, bool), AgentError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(cache) = &self.cache
+            && let Some(path) = cache.lookup(digest)
+        {
+            match deserialize(&path) {
+                Ok(t) => {
+                    cache.stats.hits.fetch_add(1, Relaxed);
+                    tracing::debug!(%digest, "compiled cache hit");
+                    return Ok((t, true));
+                }
+                Err(e) => {
+                    cache.stats.rejected.fetch_add(1, Relaxed);
+                    tracing::warn!(%digest, "compiled cache entry unusable ({e}); recompiling");
+                    cache.remove(digest);
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let t = compile()
+            .map_err(|e| AgentError::invalid_module(format!("does not compile: {e:#}")))?;
+        tracing::debug!(%digest, elapsed = ?started.elapsed(), "compiled");
+        if let Some(cache) = &self.cache {
+            cache.stats.misses.fetch_add(1, Relaxed);
+            match serialize(&t) {
+                Ok(bytes) => {
+                    if let Err(e) = cache.store(digest, &bytes) {
+                        tracing::warn!(dir = %cache.dir().display(), "cannot write the compiled cache: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot serialize compiled code: {e}"),
+            }
+        }
+        Ok((t, false))
+    }
+}
+
+/// Names compiled code by the engine that made it: wasmtime version, settings and
+/// target all feed its compatibility hash.
+fn engine_key(engine: &Engine) -> String {
+    struct ShaHasher(Sha256);
+    impl std::hash::Hasher for ShaHasher {
+        fn finish(&self) -> u64 {
+            0 // unused: the digest is read below
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut h = ShaHasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+    hex::encode(&h.0.finalize()[..8])
+}
+
+/// Advances the epoch every [`EPOCH_TICK`] for as long as the engine lives: the
+/// thread holds only a weak reference and ends when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("edgeleaf-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the ticker deadlines never fire; say so loudly.
+        tracing::error!("cannot start the epoch ticker thread: {e}; agent deadlines will not work");
+    }
+}

@@ -1,0 +1,154 @@
+//! Test agent for the runtime's isolation and limit tests. Never deploy it.
+//!
+//! The payload (UTF-8 text, surrounding whitespace ignored) chooses what it does:
+//!
+//! | payload              | behaviour |
+//! |----------------------|-----------|
+//! | `echo`, `echo:<any>` | replies with the whole payload |
+//! | `loop`               | loops forever (needs the deadline / epoch interruption) |
+//! | `oom`                | allocates and touches 1 MiB blocks until allocation fails, then aborts (a trap) |
+//! | `oomtry`             | the same, but returns `Err("oomtry: allocation failed after <n> MiB")` when memory runs out |
+//! | `trap`               | executes `unreachable` |
+//! | `panic`              | panics (with panic=abort: a trap; the message goes to stderr) |
+//! | `big`                | replies with 16 MiB of `x` |
+//! | `publish:<subject>`  | publishes `hostile` (or the text after the first space: `publish:<subject> <body>`) on `<subject>`; replies `published`, or `Err(<the host's message>)` |
+//! | `kvfill`             | sets 64 KiB values under new keys `fill.<n>` until `set` fails, then returns `Err(<the host's message>)`; gives up with an `Err` after 1 GiB |
+//! | `spin:<ms>`          | busy-waits `<ms>` milliseconds on the monotonic clock, then replies `done` |
+//! | `config:<key>`       | replies with the config value of `<key>`, or `none` |
+//! | `log`                | writes one line at each log level, then replies `logged` |
+//!
+//! Anything else is `Err("unknown mode ...")`.
+
+use edgeleaf_sdk::{Agent, Message, config, export_agent, kv, log, messaging};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+struct Hostile;
+
+impl Agent for Hostile {
+    fn handle(msg: Message) -> Result<Vec<u8>, String> {
+        let text = match std::str::from_utf8(&msg.payload) {
+            Ok(t) => t.trim(),
+            Err(_) => return Err("unknown mode (the payload is not UTF-8)".into()),
+        };
+        let (mode, arg) = match text.split_once(':') {
+            Some((m, a)) => (m, Some(a)),
+            None => (text, None),
+        };
+        match (mode, arg) {
+            ("echo", _) => Ok(msg.payload),
+            ("loop", None) => spin_forever(),
+            ("oom", None) => oom(),
+            ("oomtry", None) => oom_try(),
+            ("trap", None) => trap(),
+            ("panic", None) => panic!("hostile: panic on request"),
+            ("big", None) => Ok(vec![b'x'; 16 * MIB]),
+            ("publish", Some(rest)) => {
+                let (subject, body) = match rest.split_once(' ') {
+                    Some((s, b)) => (s, b),
+                    None => (rest, "hostile"),
+                };
+                messaging::publish(subject, body)?;
+                Ok(b"published".to_vec())
+            }
+            ("kvfill", None) => kv_fill(),
+            ("spin", Some(ms)) => {
+                let ms: u64 = ms
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("spin: {ms:?} is not a number of milliseconds"))?;
+                let until = Duration::from_millis(ms);
+                let start = Instant::now();
+                while start.elapsed() < until {
+                    black_box(());
+                }
+                Ok(b"done".to_vec())
+            }
+            ("config", Some(key)) => Ok(config::get(key)
+                .unwrap_or_else(|| "none".into())
+                .into_bytes()),
+            ("log", None) => {
+                log::trace("hostile: trace line");
+                log::debug("hostile: debug line");
+                log::info("hostile: info line");
+                log::warn("hostile: warn line");
+                log::error("hostile: error line");
+                Ok(b"logged".to_vec())
+            }
+            _ => Err(format!("unknown mode {text:?}")),
+        }
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+#[inline(never)]
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Writes one byte in every page so that the memory is really used.
+fn touch(block: &mut [u8]) {
+    for i in (0..block.len()).step_by(PAGE) {
+        block[i] = 1;
+    }
+    black_box(block);
+}
+
+/// Allocates until the allocator fails; Rust's alloc-error handler then aborts.
+fn oom() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; MIB];
+        touch(&mut block);
+        blocks.push(block);
+        black_box(&blocks);
+    }
+}
+
+/// Allocates until the allocator fails, then reports how far it got.
+fn oom_try() -> Result<Vec<u8>, String> {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block: Vec<u8> = Vec::new();
+        if block.try_reserve_exact(MIB).is_err() || blocks.try_reserve(1).is_err() {
+            let n = blocks.len();
+            drop(blocks);
+            return Err(format!("oomtry: allocation failed after {n} MiB"));
+        }
+        block.resize(MIB, 0);
+        touch(&mut block);
+        blocks.push(block);
+        black_box(&blocks);
+    }
+}
+
+fn kv_fill() -> Result<Vec<u8>, String> {
+    const VALUE: usize = 64 * 1024;
+    const GIVE_UP: usize = 16 * 1024; // 16384 × 64 KiB = 1 GiB
+    let value = vec![0x5a_u8; VALUE];
+    for n in 0..GIVE_UP {
+        if let Err(e) = kv::set(&format!("fill.{n:06}"), &value) {
+            log::info(format!(
+                "hostile: kvfill stored {n} values of 64 KiB before: {e}"
+            ));
+            return Err(e);
+        }
+    }
+    Err(format!(
+        "kvfill: no quota hit after {GIVE_UP} values of 64 KiB"
+    ))
+}
+
+export_agent!(Hostile);
