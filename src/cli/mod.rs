@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand. Commands that talk to a node do so
 //! over NATS only; `node` and `up` embed a node on purpose.
 
+mod agents;
 mod hub;
+mod invoke;
 mod node;
 mod nodes;
 mod ping;
@@ -114,6 +116,10 @@ pub enum Command {
     Ping(ping::Args),
     /// Run one agent against a NATS server, for local development.
     RunAgent(run_agent::Args),
+    /// List the agents one node runs (or failed to start).
+    Agents(agents::Args),
+    /// Send one request to one node's agent and print the reply.
+    Invoke(invoke::Args),
 }
 
 /// Runs the parsed command.
@@ -125,6 +131,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Nodes(args) => nodes::run(args, &cli.conn).await,
         Command::Ping(args) => ping::run(args, &cli.conn).await,
         Command::RunAgent(args) => run_agent::run(args, &cli.conn).await,
+        Command::Agents(args) => agents::run(args, &cli.conn).await,
+        Command::Invoke(args) => invoke::run(args, &cli.conn).await,
     }
 }
 

@@ -6,8 +6,8 @@ use edgeleaf::protocol::{ControlReply, EventRecord, NodeInfo, ResultRecord};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Node, NodeSpec, agent_toml, agent_wasm, eventually, next_json, request_error,
-    request_ok,
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, cli, cli_json, eventually, next_json,
+    request_error, request_ok,
 };
 
 /// Asks a node for `ctl.<node>.<what>` through the hub, once it answers.
@@ -104,6 +104,22 @@ async fn components_and_wasi_commands_answer_through_the_leaf() {
     let info: NodeInfo = control(&hub, "ag1", "info").await;
     assert_eq!(info.agents.running, 3);
     assert_eq!(info.wasm_compiler, "cranelift");
+
+    // The same through the CLI, as an operator would.
+    let hub_url = cluster.hub.url();
+    let out = cli(&["invoke", "ag1", "upper-c", "cli", "-s", &hub_url]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "CLI\n");
+    let out = cli(&["invoke", "ag1", "exit-c", "exit:7", "-s", &hub_url]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit: exited with code 7"));
+    let rows = cli_json(&["agents", "ag1", "--json", "-s", &hub_url]).await;
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert!(rows[0]["invocations"].as_u64().unwrap() >= 2, "{rows}");
 }
 
 #[tokio::test]
