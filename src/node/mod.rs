@@ -183,7 +183,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &config.node.id,
         config.limits.clone(),
     ));
-    start_static_agents(&agents, &config).await;
     let state = Arc::new(NodeState {
         subjects,
         agents: agents.clone(),
@@ -214,12 +213,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
     ];
+    // Agents load while the node already reports and answers: compiling a large
+    // module on a slow board can take seconds.
+    let provisioning = tokio::spawn({
+        let (agents, state) = (agents.clone(), state.clone());
+        async move { start_static_agents(&agents, &state.config).await }
+    });
     tokio::select! {
         _ = shutdown => {}
         // A task that ends on its own is a bug or a lost subscription: stop
         // cleanly rather than run half a node; the service manager restarts us.
         _ = futures::future::select_all(tasks) => tracing::error!("a node task ended unexpectedly; stopping"),
     }
+    provisioning.abort();
     group.shutdown().await;
     agents.stop_all().await;
     let _ = client.flush().await;
