@@ -47,8 +47,23 @@ pub struct Config {
     pub heartbeat: HeartbeatSection,
     pub limits: LimitsSection,
     pub store: StoreSection,
+    pub security: SecuritySection,
     /// Statically provisioned agents: how a device is set up offline.
     pub agents: Vec<StaticAgent>,
+}
+
+/// Who may ship agents to this node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Publisher public keys (`ed25519:<hex>`, as `edgeleaf keys gen` prints them)
+    /// whose signed deployments the node accepts.
+    pub trusted_publishers: Vec<String>,
+    /// Accept unsigned deployments too. For labs only.
+    #[serde(deserialize_with = "de_bool")]
+    pub allow_unsigned: bool,
+    /// Keys whose deployments are refused even if listed as trusted.
+    pub revoked_publishers: Vec<String>,
 }
 
 /// One `[[agents]]` entry.
@@ -284,7 +299,15 @@ impl Default for StoreSection {
 }
 
 /// Sections a `EDGELEAF_<SECTION>_<KEY>` variable may address.
-const SECTIONS: &[&str] = &["node", "nats", "leaf", "heartbeat", "limits", "store"];
+const SECTIONS: &[&str] = &[
+    "node",
+    "nats",
+    "leaf",
+    "heartbeat",
+    "limits",
+    "store",
+    "security",
+];
 
 impl Config {
     /// Reads `path`, applies the process environment, validates.
@@ -415,6 +438,15 @@ impl Config {
             }
             (None, false) => {}
         }
+        for key in self
+            .security
+            .trusted_publishers
+            .iter()
+            .chain(&self.security.revoked_publishers)
+        {
+            crate::shipping::PublicKey::parse(key)
+                .map_err(|e| ("security.trusted_publishers", e))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for agent in &self.agents {
             agent
@@ -513,6 +545,15 @@ fn overlay_env(
         let Some(target) = target else { continue };
         let value = if section == "node" && leaf_key == "tags" {
             toml::Value::Table(parse_tags(&value))
+        } else if section == "security" && leaf_key.ends_with("_publishers") {
+            toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| toml::Value::String(k.to_owned()))
+                    .collect(),
+            )
         } else {
             toml::Value::String(value)
         };

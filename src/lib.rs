@@ -15,6 +15,8 @@
 //! - [`host`]: what agents can reach, one capability per file.
 //! - [`node`]: the daemon — leaf supervision, heartbeats, hub-link probing, control.
 //! - [`hub`]: hub-side resources and the fleet view, without a hub daemon.
+//! - [`shipping`]: publisher keys, signed deployment specs, targets, module upload
+//!   and fetch.
 //! - [`cli`]: one file per subcommand; talks to nodes over NATS only.
 //! - [`shutdown`]: the graceful-shutdown plumbing every long-lived task uses.
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -28,5 +30,6 @@ pub mod natsd;
 pub mod node;
 pub mod protocol;
 pub mod runtime;
+pub mod shipping;
 pub mod shutdown;
 pub mod store;

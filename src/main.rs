@@ -24,8 +24,22 @@ fn main() -> ExitCode {
     match runtime.block_on(edgeleaf::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error chain on one line, without the repeats that arise when an error's
+/// message already includes its source's ("no responders: no responders").
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        for part in cause.to_string().split(": ") {
+            if parts.last().map(String::as_str) != Some(part) {
+                parts.push(part.to_owned());
+            }
+        }
+    }
+    parts.join(": ")
 }

@@ -559,6 +559,27 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// A node's report on one deployed agent, in the hub KV bucket `EDGELEAF_STATUS`
+/// under `<node>.<agent>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployStatus {
+    pub node_id: String,
+    pub agent: String,
+    /// `running`, `failed` (accepted but could not start; an older version may keep
+    /// serving) or `rejected` (refused: signature, version, limits, subjects …).
+    pub state: String,
+    /// The version this status is about (the one just tried), when known.
+    pub version: Option<u64>,
+    /// The version that serves now, if any.
+    pub running_version: Option<u64>,
+    pub digest: Option<String>,
+    /// The deployment key it came from.
+    pub key: String,
+    pub error: Option<ErrorBody>,
+    /// RFC 3339, node clock.
+    pub since: String,
+}
+
 /// One row of `ctl.<node>.agents`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {

@@ -2,8 +2,10 @@
 //! over NATS only; `node` and `up` embed a node on purpose.
 
 mod agents;
+mod deploy;
 mod hub;
 mod invoke;
+mod keys;
 mod node;
 mod nodes;
 mod ping;
@@ -19,6 +21,9 @@ use crate::config::TlsFiles;
 use crate::connect::{NatsTarget, Persistence};
 use crate::protocol::{DEFAULT_PREFIX, Subjects};
 
+/// Where CLI commands connect without `-s` or `NATS_URL`.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
 /// edgeleaf: WASM agents on edge hosts, next to a NATS leaf node.
 #[derive(Debug, Parser)]
 #[command(name = "edgeleaf", version, about, propagate_version = true)]
@@ -32,15 +37,10 @@ pub struct Cli {
 /// How CLI commands reach the NATS system (like the `nats` CLI's flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnOpts {
-    /// NATS server URL.
-    #[arg(
-        short = 's',
-        long = "server",
-        global = true,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub server: String,
+    /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, it overrides
+    /// the config's nats.url.
+    #[arg(short = 's', long = "server", global = true, env = "NATS_URL")]
+    pub server: Option<String>,
     /// Credentials file (JWT + nkey).
     #[arg(long, global = true, env = "NATS_CREDS")]
     pub creds: Option<PathBuf>,
@@ -76,7 +76,7 @@ pub struct ConnOpts {
 impl ConnOpts {
     pub fn target(&self) -> NatsTarget {
         NatsTarget {
-            url: self.server.clone(),
+            url: self.url(),
             creds: self.creds.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
@@ -88,6 +88,12 @@ impl ConnOpts {
                 key: self.tlskey.clone(),
             },
         }
+    }
+
+    pub fn url(&self) -> String {
+        self.server
+            .clone()
+            .unwrap_or_else(|| DEFAULT_URL.to_owned())
     }
 
     pub async fn connect(&self) -> Result<async_nats::Client> {
@@ -120,12 +126,19 @@ pub enum Command {
     Agents(agents::Args),
     /// Send one request to one node's agent and print the reply.
     Invoke(invoke::Args),
+    /// Ship an agent to a node, a tag or the whole fleet (signed desired state).
+    Deploy(deploy::DeployArgs),
+    /// Remove a deployment; the targeted nodes stop the agent and drop its data.
+    Undeploy(deploy::UndeployArgs),
+    /// Publisher keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(args, &cli.conn).await,
         Command::Up(args) => up::run(args).await,
         Command::Hub(cmd) => hub::run(cmd, &cli.conn).await,
         Command::Nodes(args) => nodes::run(args, &cli.conn).await,
@@ -133,6 +146,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RunAgent(args) => run_agent::run(args, &cli.conn).await,
         Command::Agents(args) => agents::run(args, &cli.conn).await,
         Command::Invoke(args) => invoke::run(args, &cli.conn).await,
+        Command::Deploy(args) => deploy::deploy(args, &cli.conn).await,
+        Command::Undeploy(args) => deploy::undeploy(args, &cli.conn).await,
+        Command::Keys(cmd) => keys::run(cmd),
     }
 }
 
@@ -154,4 +170,13 @@ pub fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

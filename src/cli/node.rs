@@ -16,11 +16,14 @@ pub struct Args {
     check: bool,
 }
 
-pub async fn run(args: Args) -> Result<()> {
-    let config = match &args.config {
+pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::from_env()?,
     };
+    if let Some(url) = &conn.server {
+        config.nats.url = Some(url.clone());
+    }
     if args.check {
         println!(
             "config OK: node {} ({}), nats {}, leaf spawn {}",

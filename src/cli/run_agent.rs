@@ -20,42 +20,77 @@ use crate::store::{Store, StoreOptions};
 pub struct Args {
     /// The agent module (.wasm): a component or a WASI preview1 command.
     file: PathBuf,
-    /// Subject to serve (repeat for several; wildcards allowed).
-    #[arg(long = "trigger", required = true)]
-    triggers: Vec<String>,
-    /// Agent name. Default: the file name.
-    #[arg(long)]
-    name: Option<String>,
-    /// Linear memory per instance.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    memory: u64,
-    /// Deadline per invocation.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Instances running at once.
-    #[arg(long, default_value_t = 4)]
-    max_concurrency: u32,
-    /// Fuel per invocation (roughly, wasm instructions). Default: unlimited.
-    #[arg(long)]
-    fuel: Option<u64>,
-    /// Largest output per invocation.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
-    max_output: u64,
-    /// Bytes the agent may keep in kv.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
-    kv_quota: u64,
-    /// Subject the agent may publish to (repeat; wildcards allowed).
-    #[arg(long = "allow-publish")]
-    allow_publish: Vec<String>,
-    /// Config entry for the agent, key=value (repeat).
-    #[arg(long = "config", value_parser = parse_kv)]
-    config: Vec<(String, String)>,
+    #[command(flatten)]
+    agent: AgentOpts,
     /// Keep kv data and compiled code here. Default: a fresh temporary directory.
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Node id used in result, event and log subjects. Default: the hostname.
     #[arg(long)]
     node_id: Option<String>,
+}
+
+/// What `run-agent` and `deploy` both take to describe an agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentOpts {
+    /// Subject to serve (repeat for several; wildcards allowed).
+    #[arg(long = "trigger", required = true)]
+    pub triggers: Vec<String>,
+    /// Agent name. Default: the file name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Linear memory per instance.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub memory: u64,
+    /// Deadline per invocation.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Instances running at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrency: u32,
+    /// Fuel per invocation (roughly, wasm instructions). Default: unlimited.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Largest output per invocation.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_output: u64,
+    /// Bytes the agent may keep in kv.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub kv_quota: u64,
+    /// Subject the agent may publish to (repeat; wildcards allowed).
+    #[arg(long = "allow-publish")]
+    pub allow_publish: Vec<String>,
+    /// Config entry for the agent, key=value (repeat).
+    #[arg(long = "config", value_parser = parse_kv)]
+    pub config: Vec<(String, String)>,
+}
+
+impl AgentOpts {
+    /// The spec these flags describe, for the module at `file`.
+    pub fn spec(&self, file: &std::path::Path) -> AgentSpec {
+        let name = self.name.clone().unwrap_or_else(|| {
+            tokenize(
+                &file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
+        });
+        AgentSpec {
+            name,
+            triggers: self.triggers.clone(),
+            limits: AgentLimits {
+                memory: self.memory,
+                timeout_ms: self.timeout.as_millis() as u64,
+                max_concurrency: self.max_concurrency,
+                fuel: self.fuel,
+                max_output: self.max_output,
+                kv_quota: self.kv_quota,
+            },
+            allow_publish: self.allow_publish.clone(),
+            config: self.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -67,29 +102,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let name = args.name.clone().unwrap_or_else(|| {
-        tokenize(
-            &args
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        )
-    });
-    let spec = AgentSpec {
-        name,
-        triggers: args.triggers.clone(),
-        limits: AgentLimits {
-            memory: args.memory,
-            timeout_ms: args.timeout.as_millis() as u64,
-            max_concurrency: args.max_concurrency,
-            fuel: args.fuel,
-            max_output: args.max_output,
-            kv_quota: args.kv_quota,
-        },
-        allow_publish: args.allow_publish.clone(),
-        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
-    };
+    let spec = args.agent.spec(&args.file);
     // The temp dir lives until we return, so several run-agents can run side by side.
     let temp;
     let state_dir = match &args.state_dir {
@@ -108,16 +121,17 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         },
     )?;
     // The node's ceilings are this command's own flags: nothing above them.
+    let a = &args.agent;
     let limits = LimitsSection {
         max_agents: 1,
-        max_memory: args.memory,
-        max_timeout: args.timeout,
-        max_concurrency: args.max_concurrency,
+        max_memory: a.memory,
+        max_timeout: a.timeout,
+        max_concurrency: a.max_concurrency,
         max_module_size: wasm.len() as u64,
-        pool_slots: args.max_concurrency + 1,
+        pool_slots: a.max_concurrency + 1,
     };
     let runtime = Runtime::new(&EngineOptions {
-        max_memory: args.memory,
+        max_memory: a.memory,
         pool_slots: limits.pool_slots,
         cache_dir: Some(state_dir.join("compiled")),
     })?;
@@ -147,7 +161,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         agent.kind.as_str(),
         &agent.digest[..12],
         agent.spec.triggers.join(", "),
-        conn.server
+        conn.url()
     );
     crate::shutdown::signal().await;
     pool.stop_all().await;

@@ -13,6 +13,7 @@ use crate::connect::{NatsTarget, Persistence};
 use crate::hub::{self, init::HubOptions};
 use crate::natsd::{self, ServerFiles, ServerSpec, Supervisor};
 use crate::protocol::{ControlReply, LinkState, NodeInfo, Subjects};
+use crate::shipping::SecretKey;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,6 +52,8 @@ struct UpFile {
     domain: String,
     node_id: String,
     state_dir: PathBuf,
+    /// Secret key the node trusts, for `edgeleaf deploy --key`.
+    publisher_key: PathBuf,
     pid: u32,
 }
 
@@ -98,6 +101,18 @@ pub async fn run(args: Args) -> Result<()> {
     config.leaf.hub_url = Some(format!("nats-leaf://{leafnode_addr}"));
     config.leaf.domain = args.domain.clone();
     config.heartbeat.interval = args.heartbeat_interval;
+    // A publisher key the local node trusts, so `deploy --key` works out of the box.
+    let key_path = state_dir.join("publisher.key");
+    let publisher = match SecretKey::load(&key_path) {
+        Ok(key) => key,
+        Err(_) if !key_path.exists() => {
+            let key = SecretKey::generate();
+            key.save(&key_path)?;
+            key
+        }
+        Err(e) => return Err(e),
+    };
+    config.security.trusted_publishers = vec![publisher.public().to_string()];
     let config = config.validate("edgeleaf up")?;
     let node_id = config.node.id.clone();
     let up = UpFile {
@@ -107,6 +122,7 @@ pub async fn run(args: Args) -> Result<()> {
         domain: args.domain.clone(),
         node_id: node_id.clone(),
         state_dir: state_dir.clone(),
+        publisher_key: key_path.clone(),
         pid: std::process::id(),
     };
 
@@ -225,6 +241,12 @@ fn print_welcome(up: &UpFile) {
     println!("  {me} nodes -s {}", up.hub_url);
     println!("  {me} ping -s {}", up.hub_url);
     println!("  {me} nodes --watch -s {}", up.hub_url);
+    println!(
+        "  {me} deploy wasm-agents/dist/echo.wasm --trigger demo.echo --all --key {} -s {}",
+        up.publisher_key.display(),
+        up.hub_url
+    );
+    println!("  {me} invoke {} echo hello -s {}", up.node_id, up.hub_url);
     println!();
     println!("Ctrl-C stops the hub, the leaf and the node.");
 }

@@ -562,7 +562,7 @@ impl Dispatch {
     }
 }
 
-async fn publish_event(
+pub(crate) async fn publish_event(
     client: &Client,
     subjects: &Subjects,
     node_id: &str,

@@ -6,6 +6,7 @@ mod control;
 mod heartbeat;
 mod hub_link;
 pub mod leaf;
+pub mod reconcile;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +23,7 @@ use crate::runtime::{AgentError, EngineOptions, Runtime};
 use crate::shutdown::ShutdownGroup;
 use crate::store::{Store, StoreOptions};
 use agents::AgentPool;
+use reconcile::Reconciler;
 
 /// What the node's tasks share.
 pub(crate) struct NodeState {
@@ -213,6 +215,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
     ];
+    let reconciler = Reconciler::new(agents.clone(), store.clone(), client.clone(), &state.config)?;
+    let reconciling = tokio::spawn(reconciler.run(group.handle()));
     // Agents load while the node already reports and answers: compiling a large
     // module on a slow board can take seconds.
     let provisioning = tokio::spawn({
@@ -227,8 +231,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     provisioning.abort();
     group.shutdown().await;
+    let _ = reconciling.await;
     agents.stop_all().await;
+    // Drain before the leaf stops, so the client does not see (and warn about) its
+    // server going away.
     let _ = client.flush().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.drain()).await;
     drop(client);
     if let Some(leaf) = leaf {
         leaf.stop().await;

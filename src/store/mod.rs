@@ -6,6 +6,7 @@
 //! tuning and the node's identity across restarts.
 
 pub mod agent_kv;
+pub mod deployments;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

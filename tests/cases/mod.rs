@@ -3,4 +3,5 @@ mod config;
 mod fleet;
 mod heartbeat;
 mod leaf;
+mod shipping;
 mod up;

@@ -359,6 +359,7 @@ impl Node {
             .args(["node", "-c"])
             .arg(self.dir.path().join("node.toml"))
             .env("EDGELEAF_LOG", "info,edgeleaf=debug")
+            .env_remove("NATS_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

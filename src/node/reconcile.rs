@@ -1,0 +1,468 @@
+//! Desired state → running agents. The node reads the deployments that concern it
+//! (its id, each of its tags, `all`) from the hub's `EDGELEAF_DEPLOYMENTS` bucket
+//! through its leaf, verifies each, and converges: deploy, upgrade, remove. It does
+//! so at start (from its own sled copy first, so agents return with no network), when
+//! the hub becomes reachable, on every change, and every [`RESYNC`] as a safety net.
+//! Each outcome is reported in `EDGELEAF_STATUS` (`<node>.<agent>`) and as an event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use async_nats::Client;
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+
+use super::agents::{AgentPool, publish_event};
+use crate::config::Config;
+use crate::hub;
+use crate::protocol::{
+    DEPLOYMENTS_BUCKET, DeployStatus, ErrorBody, MODULES_BUCKET, STATUS_BUCKET, Subjects,
+};
+use crate::shipping::{
+    self, DeploymentSpec, PublicKey, Rejection, SignedDeployment, Target, TrustPolicy,
+};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::store::agent_kv::AgentKv;
+use crate::store::deployments::{DeployRecord, Deployments};
+
+/// Full re-read of the desired state even without a change notification.
+const RESYNC: Duration = Duration::from_secs(30);
+/// Wait between attempts to reach the hub's buckets.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// One deployment aimed at this node, as read from the hub.
+struct Desired {
+    key: String,
+    target: Target,
+    raw: Vec<u8>,
+}
+
+pub struct Reconciler {
+    pool: Arc<AgentPool>,
+    store: Store,
+    deployments: Deployments,
+    client: Client,
+    subjects: Subjects,
+    node_id: String,
+    tags: BTreeMap<String, String>,
+    domain: String,
+    policy: TrustPolicy,
+    max_module_size: u64,
+    /// The raw envelope last refused or failed per agent, so an unchanged bad
+    /// deployment is not retried (and re-reported) at every resync.
+    settled_bad: HashMap<String, Vec<u8>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        pool: Arc<AgentPool>,
+        store: Store,
+        client: Client,
+        config: &Config,
+    ) -> Result<Self> {
+        let parse = |keys: &[String]| -> Vec<PublicKey> {
+            keys.iter()
+                .filter_map(|k| PublicKey::parse(k).ok())
+                .collect()
+        };
+        Ok(Self {
+            deployments: Deployments::open(&store)?,
+            pool,
+            store,
+            client,
+            subjects: Subjects::new(config.prefix()),
+            node_id: config.node.id.clone(),
+            tags: config.node.tags.clone(),
+            domain: config.leaf.domain.clone(),
+            policy: TrustPolicy {
+                trusted: parse(&config.security.trusted_publishers),
+                revoked: parse(&config.security.revoked_publishers),
+                allow_unsigned: config.security.allow_unsigned,
+            },
+            max_module_size: config.limits.max_module_size,
+            settled_bad: HashMap::new(),
+        })
+    }
+
+    /// Restores what sled holds, then follows the hub until shutdown.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        self.restore().await;
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.recv() => return,
+                r = self.follow_hub() => r,
+            };
+            if let Err(e) = outcome {
+                tracing::debug!("deployments not reachable: {e:#}");
+            }
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+
+    /// Starts every locally recorded deployment (re-verified against today's
+    /// policy) from the local module copy.
+    async fn restore(&mut self) {
+        let records = match self.deployments.all() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read local deployments: {e}");
+                return;
+            }
+        };
+        for (name, record) in records {
+            let spec = match SignedDeployment::open(&record.envelope, &record.key, &self.policy) {
+                Ok(spec) => spec,
+                Err(rej) => {
+                    tracing::warn!(agent = %name, "local deployment no longer accepted: {rej}");
+                    continue;
+                }
+            };
+            match self.deployments.module(&record.digest) {
+                Ok(Some(bytes)) => {
+                    if self.pool.start(spec.agent, &bytes).await.is_ok() {
+                        tracing::info!(agent = %name, version = record.version, "deployment restored from local state");
+                    }
+                }
+                _ => {
+                    tracing::warn!(agent = %name, "local module copy missing; waiting for the hub")
+                }
+            }
+        }
+    }
+
+    /// Watches the deployments bucket and reconciles on every change; returns when
+    /// the hub can no longer be followed.
+    async fn follow_hub(&mut self) -> Result<()> {
+        let js = hub::jetstream(self.client.clone(), Some(&self.domain));
+        let bucket = js
+            .get_key_value(DEPLOYMENTS_BUCKET)
+            .await
+            .context("deployments bucket")?;
+        let status = js
+            .get_key_value(STATUS_BUCKET)
+            .await
+            .context("status bucket")?;
+        let modules = js
+            .get_object_store(MODULES_BUCKET)
+            .await
+            .context("modules bucket")?;
+        let mut watch = bucket.watch_all().await.context("watch deployments")?;
+        let hub = Hub {
+            bucket,
+            status,
+            modules,
+        };
+        self.reconcile(&hub).await?;
+        loop {
+            tokio::select! {
+                change = watch.next() => match change {
+                    Some(Ok(_)) => {
+                        // Let a burst of changes (a fleet-wide deploy) settle first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.reconcile(&hub).await?;
+                    }
+                    Some(Err(e)) => return Err(e).context("deployments watch"),
+                    None => anyhow::bail!("deployments watch ended"),
+                },
+                _ = tokio::time::sleep(RESYNC) => self.reconcile(&hub).await?,
+            }
+        }
+    }
+
+    /// Reads the deployments aimed at this node; the most specific wins per agent.
+    async fn desired(&self, hub: &Hub) -> Result<BTreeMap<String, Desired>> {
+        let mut keys = hub.bucket.keys().await.context("list deployments")?;
+        let mut out: BTreeMap<String, Desired> = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.context("list deployments")?;
+            let Some((target, agent)) = Target::parse_key(&key) else {
+                continue;
+            };
+            if !target.selects(&self.node_id, &self.tags) {
+                continue;
+            }
+            let Some(raw) = hub.bucket.get(&key).await.context("read deployment")? else {
+                continue;
+            };
+            let better = match out.get(&agent) {
+                None => true,
+                Some(d) => {
+                    (target.specificity(), std::cmp::Reverse(&key))
+                        > (d.target.specificity(), std::cmp::Reverse(&d.key))
+                }
+            };
+            if better {
+                out.insert(
+                    agent,
+                    Desired {
+                        key,
+                        target,
+                        raw: raw.to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reconcile(&mut self, hub: &Hub) -> Result<()> {
+        let desired = self.desired(hub).await?;
+        for (name, want) in &desired {
+            self.converge(hub, name, want).await;
+        }
+        for (name, record) in self.deployments.all()? {
+            if !desired.contains_key(&name) {
+                self.remove(hub, &name, &record).await;
+            }
+        }
+        self.settled_bad
+            .retain(|name, _| desired.contains_key(name));
+        Ok(())
+    }
+
+    /// Brings one agent to its desired deployment.
+    async fn converge(&mut self, hub: &Hub, name: &str, want: &Desired) {
+        let current = self.deployments.get(name).ok().flatten();
+        if current.as_ref().is_some_and(|c| c.envelope == want.raw)
+            || self.settled_bad.get(name) == Some(&want.raw)
+        {
+            return;
+        }
+        let spec = match self.accept(name, want, current.as_ref()) {
+            Ok(spec) => spec,
+            Err(rej) => {
+                self.settled_bad.insert(name.to_owned(), want.raw.clone());
+                // The version it claims, so the publisher's CLI can match the report.
+                let claimed = SignedDeployment::peek_version(&want.raw);
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    "rejected",
+                    claimed,
+                    current.as_ref(),
+                    Some(rej),
+                )
+                .await;
+                return;
+            }
+        };
+        let version = Some(spec.version);
+        let module = match self.module(hub, &spec).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Possibly transient (the hub went away mid-download): retried next time.
+                let rej = Rejection::new("fetch_failed", format!("{e:#}"));
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    "failed",
+                    version,
+                    current.as_ref(),
+                    Some(rej),
+                )
+                .await;
+                return;
+            }
+        };
+        match self.pool.start(spec.agent.clone(), &module).await {
+            Ok(_) => {
+                let record = DeployRecord {
+                    key: want.key.clone(),
+                    envelope: want.raw.clone(),
+                    version: spec.version,
+                    digest: spec.module.digest.clone(),
+                };
+                if let Err(e) = self.deployments.put(name, &record, &module) {
+                    tracing::error!(agent = %name, "deployment runs but could not be saved locally: {e}");
+                }
+                self.settled_bad.remove(name);
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    "running",
+                    version,
+                    Some(&record),
+                    None,
+                )
+                .await;
+            }
+            Err(e) => {
+                // Invalid module, limits above the node's, forbidden subjects: the
+                // same bytes will fail again, so this is a rejection, not a retry.
+                self.settled_bad.insert(name.to_owned(), want.raw.clone());
+                let rej = Rejection::new(e.code, e.message);
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    "rejected",
+                    version,
+                    current.as_ref(),
+                    Some(rej),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Verifies a deployment and its version against what runs.
+    fn accept(
+        &self,
+        name: &str,
+        want: &Desired,
+        current: Option<&DeployRecord>,
+    ) -> Result<DeploymentSpec, Rejection> {
+        let spec = SignedDeployment::open(&want.raw, &want.key, &self.policy)?;
+        if spec.agent.name != name {
+            return Err(Rejection::new(
+                "wrong_target",
+                format!("spec names agent {:?}, key names {name:?}", spec.agent.name),
+            ));
+        }
+        if spec.module.size > self.max_module_size {
+            return Err(Rejection::new(
+                "module_too_large",
+                format!(
+                    "module of {} bytes is above this node's maximum of {} bytes",
+                    spec.module.size, self.max_module_size
+                ),
+            ));
+        }
+        // Versions only compare within one key: when a more specific deployment is
+        // removed, the node falls back to the broader one whatever its version.
+        if let Some(cur) = current
+            && cur.key == want.key
+            && spec.version <= cur.version
+        {
+            return Err(Rejection::new(
+                "stale_version",
+                format!(
+                    "version {} is not newer than the running version {}",
+                    spec.version, cur.version
+                ),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// The module bytes: the local copy if there is one, else from the hub.
+    async fn module(&self, hub: &Hub, spec: &DeploymentSpec) -> Result<Vec<u8>> {
+        let digest = &spec.module.digest;
+        if let Ok(Some(bytes)) = self.deployments.module(digest) {
+            return Ok(bytes);
+        }
+        shipping::modules::fetch(&hub.modules, digest, spec.module.size).await
+    }
+
+    /// Undeploys an agent: stops it, then drops its record, module (once unused),
+    /// compiled code and kv data.
+    async fn remove(&mut self, hub: &Hub, name: &str, record: &DeployRecord) {
+        self.pool.stop(name).await;
+        match self.deployments.remove(name) {
+            Ok(Some(digest)) => {
+                if let Some(cache) = self.pool.runtime().cache() {
+                    cache.remove(&digest);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(agent = %name, "cannot remove the local deployment record: {e}")
+            }
+        }
+        if let Err(e) = AgentKv::destroy(&self.store, name) {
+            tracing::warn!(agent = %name, "cannot drop the agent's kv data: {e}");
+        }
+        let _ = hub.status.delete(self.status_key(name)).await;
+        publish_event(
+            &self.client,
+            &self.subjects,
+            &self.node_id,
+            "undeployed",
+            Some(name),
+            None,
+            format!(
+                "agent {name} undeployed (was version {} from {})",
+                record.version, record.key
+            ),
+        )
+        .await;
+    }
+
+    fn status_key(&self, name: &str) -> String {
+        format!("{}.{name}", self.node_id)
+    }
+
+    /// Writes the status to the hub and publishes the matching event.
+    #[allow(clippy::too_many_arguments)]
+    async fn report(
+        &self,
+        hub: &Hub,
+        name: &str,
+        key: &str,
+        state: &str,
+        version: Option<u64>,
+        running: Option<&DeployRecord>,
+        error: Option<Rejection>,
+    ) {
+        let status = DeployStatus {
+            node_id: self.node_id.clone(),
+            agent: name.to_owned(),
+            state: state.to_owned(),
+            version: version.or(running.map(|r| r.version)),
+            running_version: running.map(|r| r.version),
+            digest: running.map(|r| r.digest.clone()),
+            key: key.to_owned(),
+            error: error
+                .as_ref()
+                .map(|e| ErrorBody::new(e.code, e.message.clone())),
+            since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        match &error {
+            Some(e) => tracing::warn!(agent = %name, %key, %state, "deployment {state}: {e}"),
+            None => tracing::info!(agent = %name, %key, version = ?version, "deployment running"),
+        }
+        if let Ok(body) = serde_json::to_vec(&status)
+            && let Err(e) = hub.status.put(self.status_key(name), body.into()).await
+        {
+            tracing::warn!(agent = %name, "status not written: {e}");
+        }
+        let (kind, message) = match &error {
+            None => (
+                "deployed",
+                format!(
+                    "agent {name} version {} running",
+                    version.unwrap_or_default()
+                ),
+            ),
+            Some(e) if state == "rejected" => ("deploy_rejected", e.message.clone()),
+            Some(e) => ("deploy_failed", e.message.clone()),
+        };
+        let code = error.as_ref().map(|e| e.code);
+        publish_event(
+            &self.client,
+            &self.subjects,
+            &self.node_id,
+            kind,
+            Some(name),
+            code,
+            message,
+        )
+        .await;
+    }
+}
+
+/// The hub-side handles one reconcile pass uses.
+struct Hub {
+    bucket: kv::Store,
+    status: kv::Store,
+    modules: async_nats::jetstream::object_store::ObjectStore,
+}

@@ -1,0 +1,279 @@
+//! Shipping agents to fleets: publisher keys, signed deployment specs, where they
+//! live in the hub's KV bucket, and the module bytes in its object store.
+//!
+//! A deployment is stored as a [`SignedDeployment`] envelope: the exact bytes of a
+//! [`DeploymentSpec`] (base64), an ed25519 signature over those bytes, and the
+//! publisher's key. Nodes verify the bytes they received — never a re-serialization —
+//! and only then parse them.
+
+pub mod keys;
+pub mod modules;
+pub mod target;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+pub use keys::{PublicKey, SecretKey};
+pub use target::Target;
+
+use crate::protocol::AgentSpec;
+
+/// The module a deployment runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRef {
+    /// sha256 of the bytes, hex; also the object's name in `EDGELEAF_MODULES`.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// What a publisher signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub agent: AgentSpec,
+    pub module: ModuleRef,
+    /// Only grows per agent name; a node refuses a spec older than what it runs.
+    pub version: u64,
+    /// RFC 3339, the publisher's clock.
+    pub issued_at: String,
+    /// Random, so two specs never sign the same bytes.
+    pub nonce: String,
+    /// The KV key this spec was written under (`node.<id>.<agent>` …). Nodes check
+    /// it, so a signed spec cannot be replayed under another target.
+    pub target: String,
+    /// The publisher's public key (`ed25519:<hex>`), or `None` when unsigned.
+    pub publisher: Option<String>,
+}
+
+/// The value stored in `EDGELEAF_DEPLOYMENTS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedDeployment {
+    /// The exact spec bytes, base64.
+    pub spec: String,
+    /// ed25519 over the spec bytes, base64; `None` for an unsigned deployment.
+    pub signature: Option<String>,
+    pub publisher: Option<String>,
+}
+
+/// Why a deployment was refused. `code` is short and stable (status and events).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Who a node trusts.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub trusted: Vec<PublicKey>,
+    pub revoked: Vec<PublicKey>,
+    pub allow_unsigned: bool,
+}
+
+impl SignedDeployment {
+    /// Signs the exact bytes of `spec` (unsigned when `key` is `None`).
+    pub fn seal(spec: &DeploymentSpec, key: Option<&SecretKey>) -> Self {
+        let bytes = serde_json::to_vec(spec).unwrap_or_default();
+        Self {
+            spec: B64.encode(&bytes),
+            signature: key.map(|k| B64.encode(k.sign(&bytes))),
+            publisher: key.map(|k| k.public().to_string()),
+        }
+    }
+
+    /// The version inside an envelope, without verifying it (for picking the next
+    /// version to issue; never for accepting one).
+    pub fn peek_version(raw: &[u8]) -> Option<u64> {
+        let env: SignedDeployment = serde_json::from_slice(raw).ok()?;
+        let bytes = B64.decode(&env.spec).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["version"].as_u64()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Verifies the envelope found under `key` against `policy` and returns the
+    /// spec it carries.
+    pub fn open(raw: &[u8], key: &str, policy: &TrustPolicy) -> Result<DeploymentSpec, Rejection> {
+        let env: SignedDeployment = serde_json::from_slice(raw).map_err(|e| {
+            Rejection::new(
+                "malformed",
+                format!("deployment under {key} is not a signed envelope: {e}"),
+            )
+        })?;
+        let bytes = B64.decode(&env.spec).map_err(|e| {
+            Rejection::new(
+                "malformed",
+                format!("deployment under {key}: spec is not base64: {e}"),
+            )
+        })?;
+        match (&env.signature, &env.publisher) {
+            (Some(sig), Some(publisher)) => {
+                let pk =
+                    PublicKey::parse(publisher).map_err(|e| Rejection::new("bad_signature", e))?;
+                if policy.revoked.contains(&pk) {
+                    return Err(Rejection::new(
+                        "revoked_publisher",
+                        format!("publisher {pk} is revoked"),
+                    ));
+                }
+                if !policy.trusted.contains(&pk) {
+                    return Err(Rejection::new(
+                        "untrusted_publisher",
+                        format!("publisher {pk} is not in security.trusted_publishers"),
+                    ));
+                }
+                let sig = B64.decode(sig).map_err(|e| {
+                    Rejection::new("bad_signature", format!("signature is not base64: {e}"))
+                })?;
+                pk.verify(&bytes, &sig).map_err(|e| {
+                    Rejection::new("bad_signature", format!("signature does not verify: {e}"))
+                })?;
+            }
+            (None, _) if policy.allow_unsigned => {}
+            (None, _) => {
+                return Err(Rejection::new(
+                    "unsigned",
+                    "unsigned deployment, and this node does not allow_unsigned",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(Rejection::new(
+                    "bad_signature",
+                    "signature without a publisher key",
+                ));
+            }
+        }
+        let spec: DeploymentSpec = serde_json::from_slice(&bytes).map_err(|e| {
+            Rejection::new(
+                "malformed",
+                format!("deployment under {key}: spec does not parse: {e}"),
+            )
+        })?;
+        if spec.target != key {
+            return Err(Rejection::new(
+                "wrong_target",
+                format!("spec was issued for {}, found under {key}", spec.target),
+            ));
+        }
+        if spec.publisher != env.publisher {
+            return Err(Rejection::new(
+                "bad_signature",
+                "spec and envelope name different publishers",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(target: &str, publisher: Option<String>) -> DeploymentSpec {
+        DeploymentSpec {
+            agent: AgentSpec {
+                name: "echo".into(),
+                triggers: vec!["demo.echo".into()],
+                limits: Default::default(),
+                allow_publish: vec![],
+                config: Default::default(),
+            },
+            module: ModuleRef {
+                digest: "ab".repeat(32),
+                size: 10,
+            },
+            version: 3,
+            issued_at: "2026-11-25T00:00:00Z".into(),
+            nonce: "n".into(),
+            target: target.into(),
+            publisher,
+        }
+    }
+
+    #[test]
+    fn signed_specs_verify_and_tampering_is_caught() {
+        let key = SecretKey::generate();
+        let other = SecretKey::generate();
+        let policy = TrustPolicy {
+            trusted: vec![key.public()],
+            ..Default::default()
+        };
+        let s = spec("all.echo", Some(key.public().to_string()));
+        let env = SignedDeployment::seal(&s, Some(&key));
+        assert_eq!(
+            SignedDeployment::open(&env.to_bytes(), "all.echo", &policy),
+            Ok(s.clone())
+        );
+
+        // Replayed under another key.
+        let e = SignedDeployment::open(&env.to_bytes(), "node.x.echo", &policy).unwrap_err();
+        assert_eq!(e.code, "wrong_target");
+        // Bytes changed after signing.
+        let mut tampered = env.clone();
+        let mut forged = s.clone();
+        forged.version = 99;
+        tampered.spec = B64.encode(serde_json::to_vec(&forged).unwrap());
+        assert_eq!(
+            SignedDeployment::open(&tampered.to_bytes(), "all.echo", &policy)
+                .unwrap_err()
+                .code,
+            "bad_signature"
+        );
+        // Signed by someone else.
+        let env2 = SignedDeployment::seal(
+            &spec("all.echo", Some(other.public().to_string())),
+            Some(&other),
+        );
+        assert_eq!(
+            SignedDeployment::open(&env2.to_bytes(), "all.echo", &policy)
+                .unwrap_err()
+                .code,
+            "untrusted_publisher"
+        );
+        // Revoked.
+        let revoking = TrustPolicy {
+            revoked: vec![key.public()],
+            ..policy.clone()
+        };
+        assert_eq!(
+            SignedDeployment::open(&env.to_bytes(), "all.echo", &revoking)
+                .unwrap_err()
+                .code,
+            "revoked_publisher"
+        );
+        // Unsigned.
+        let unsigned = SignedDeployment::seal(&spec("all.echo", None), None);
+        assert_eq!(
+            SignedDeployment::open(&unsigned.to_bytes(), "all.echo", &policy)
+                .unwrap_err()
+                .code,
+            "unsigned"
+        );
+        let lab = TrustPolicy {
+            allow_unsigned: true,
+            ..Default::default()
+        };
+        assert!(SignedDeployment::open(&unsigned.to_bytes(), "all.echo", &lab).is_ok());
+        assert_eq!(
+            SignedDeployment::open(b"junk", "all.echo", &lab)
+                .unwrap_err()
+                .code,
+            "malformed"
+        );
+    }
+}

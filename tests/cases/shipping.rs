@@ -1,0 +1,452 @@
+//! Shipping agents: signed desired state in the hub's KV bucket, reconciled by every
+//! node it targets — also by nodes that were offline, and after restarts without the hub.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edgeleaf::protocol::DeployStatus;
+use edgeleaf::shipping::{DeploymentSpec, ModuleRef, SecretKey, SignedDeployment};
+use serde_json::Value;
+
+use crate::harness::{Cluster, Node, NodeSpec, Server, agent_wasm, cli, eventually, free_port};
+
+/// A publisher key made with `edgeleaf keys gen`; returns (secret key path, public key).
+async fn publisher(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = cli(&["keys", "gen", "--out", path.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    (path, public)
+}
+
+fn trusting(public: &str) -> String {
+    format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n")
+}
+
+/// `edgeleaf deploy …` against the hub; returns (success, stdout + stderr).
+async fn deploy(hub: &str, args: &[impl AsRef<str>]) -> (bool, String) {
+    let mut full = vec!["deploy"];
+    full.extend(args.iter().map(AsRef::as_ref));
+    full.extend_from_slice(&["-s", hub, "--wait", "20s"]);
+    let out = cli(&full).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The reply of `edgeleaf invoke NODE AGENT PAYLOAD`, or `None` if it failed.
+async fn invoke(hub: &str, node: &str, agent: &str, payload: &str) -> Option<String> {
+    let out = cli(&["invoke", node, agent, payload, "-s", hub, "--timeout", "2s"]).await;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+async fn status(hub: &async_nats::Client, node: &str, agent: &str) -> Option<DeployStatus> {
+    let js = async_nats::jetstream::new(hub.clone());
+    let kv = js.get_key_value("EDGELEAF_STATUS").await.ok()?;
+    let raw = kv.get(format!("{node}.{agent}")).await.ok()??;
+    serde_json::from_slice(&raw).ok()
+}
+
+#[tokio::test]
+async fn deploys_reach_nodes_by_id_tag_and_all_and_undeploy_removes_them() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let start = |id: &'static str, site: &'static str| {
+        Node::start(NodeSpec {
+            id,
+            url: Some(cluster.leaf.url()),
+            tags: if site == "x" {
+                &[("site", "x")]
+            } else {
+                &[("site", "y")]
+            },
+            extra: trusting(&public),
+            ..Default::default()
+        })
+    };
+    let (_a, _b) = (start("ship-a", "x"), start("ship-b", "y"));
+    // Both online before deploying, so the CLI waits for both.
+    eventually(Duration::from_secs(20), "both nodes online", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        (rows
+            .as_array()?
+            .iter()
+            .filter(|r| r["status"] == "online")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let echo = agent_wasm("echo");
+    let counter = agent_wasm("counter");
+    let key = key.to_str().unwrap();
+
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            echo.to_str().unwrap(),
+            "--name",
+            "svc",
+            "--trigger",
+            "ship.svc",
+            "--all",
+            "--key",
+            key,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ship-a")
+            && out.contains("ship-b")
+            && out.matches("running version 1").count() == 2,
+        "{out}"
+    );
+    assert_eq!(
+        invoke(&hub_url, "ship-a", "svc", "hi").await.as_deref(),
+        Some("hi")
+    );
+    assert_eq!(
+        invoke(&hub_url, "ship-b", "svc", "hi").await.as_deref(),
+        Some("hi")
+    );
+
+    // A tag deployment is more specific than `all`: only site=x switches to counter.
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            counter.to_str().unwrap(),
+            "--name",
+            "svc",
+            "--trigger",
+            "ship.svc",
+            "--tag",
+            "site=x",
+            "--key",
+            key,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("ship-a") && !out.contains("ship-b"), "{out}");
+    assert_eq!(
+        invoke(&hub_url, "ship-a", "svc", "").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        invoke(&hub_url, "ship-b", "svc", "still echo")
+            .await
+            .as_deref(),
+        Some("still echo")
+    );
+
+    // Undeploying the tag falls back to `all`, and drops the counter's kv data.
+    let out = cli(&["undeploy", "svc", "--tag", "site=x", "-s", &hub_url]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(20), "ship-a back on echo", || async {
+        (invoke(&hub_url, "ship-a", "svc", "back").await.as_deref() == Some("back")).then_some(())
+    })
+    .await;
+
+    // Undeploying `all` removes the agent everywhere, and its status.
+    let out = cli(&["undeploy", "svc", "--all", "-s", &hub_url]).await;
+    assert!(out.status.success());
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    for node in ["ship-a", "ship-b"] {
+        eventually(Duration::from_secs(20), "agent removed", || async {
+            invoke(&hub_url, node, "svc", "x")
+                .await
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        eventually(Duration::from_secs(10), "status removed", || async {
+            status(&hub, node, "svc").await.is_none().then_some(())
+        })
+        .await;
+    }
+    // Undeploying what is not deployed is a clear error.
+    let out = cli(&["undeploy", "svc", "--all", "-s", &hub_url]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is deployed under all.svc"));
+}
+
+#[tokio::test]
+async fn offline_nodes_converge_and_restart_from_local_state_without_the_hub() {
+    let hub = Server::hub();
+    let hub_url = hub.url();
+    crate::harness::hub_init(&hub_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let leaf_port = free_port();
+    let mut node = Node::start(NodeSpec {
+        id: "roamer",
+        spawn_leaf: Some((leaf_port, hub.leafnode_port.unwrap())),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(20), "node seen by the hub", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| r["node_id"] == "roamer")
+            .then_some(())
+    })
+    .await;
+    assert!(node.stop_with(libc::SIGTERM).success());
+    eventually(Duration::from_secs(20), "node offline", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| r["node_id"] == "roamer" && r["status"] == "offline")
+            .then_some(())
+    })
+    .await;
+
+    // Deployed while the node is off: the CLI says so and succeeds.
+    let counter = agent_wasm("counter");
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            counter.to_str().unwrap(),
+            "--trigger",
+            "roam.count",
+            "--node",
+            "roamer",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("roamer") && out.contains("offline"), "{out}");
+
+    // It comes back and converges with no operator action.
+    node.spawn();
+    eventually(
+        Duration::from_secs(30),
+        "converged after coming back",
+        || async {
+            (invoke(&hub_url, "roamer", "counter", "").await.as_deref() == Some("1")).then_some(())
+        },
+    )
+    .await;
+
+    // Restart with the hub gone: the agent comes back from sled, kv state intact,
+    // reachable on the node's own leaf.
+    assert!(node.stop_with(libc::SIGTERM).success());
+    drop(hub);
+    node.spawn();
+    let leaf_url = format!("nats://127.0.0.1:{leaf_port}");
+    let leaf = eventually(Duration::from_secs(20), "leaf back", || async {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(1))
+            .connect(&leaf_url)
+            .await
+            .ok()
+    })
+    .await;
+    let reply = eventually(
+        Duration::from_secs(30),
+        "agent restored offline",
+        || async {
+            let msg = tokio::time::timeout(
+                Duration::from_secs(1),
+                leaf.request("roam.count", "".into()),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            Some(String::from_utf8_lossy(&msg.payload).into_owned())
+        },
+    )
+    .await;
+    assert_eq!(reply, "2");
+    assert!(
+        node.log().contains("restored from local state"),
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test]
+async fn rejections_never_disturb_what_runs() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let (stranger, _) = publisher(dir.path(), "stranger.key").await;
+    let _node = Node::start(NodeSpec {
+        id: "guard",
+        url: Some(cluster.leaf.url()),
+        extra: trusting(&public)
+            + "[limits]\nmax_memory = \"32MiB\"\nmax_module_size = \"100KiB\"\n",
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(20), "node online", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| r["node_id"] == "guard" && r["status"] == "online")
+            .then_some(())
+    })
+    .await;
+    let echo = agent_wasm("echo");
+    let echo = echo.to_str().unwrap();
+    let key = key.to_str().unwrap();
+    let base = ["--name", "svc", "--trigger", "guard.svc", "--node", "guard"];
+    // The module, then the common flags, then `more` (16 MiB of memory unless it says).
+    let args = |module: &str, more: &[&str]| -> Vec<String> {
+        let memory: &[&str] = if more.contains(&"--memory") {
+            &[]
+        } else {
+            &["--memory", "16MiB"]
+        };
+        std::iter::once(module)
+            .chain(base)
+            .chain(memory.iter().copied())
+            .chain(more.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let (ok, out) = deploy(&hub_url, &args(echo, &["--key", key])).await;
+    assert!(ok, "{out}");
+    let serving =
+        || async { invoke(&hub_url, "guard", "svc", "alive").await.as_deref() == Some("alive") };
+    assert!(serving().await);
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let threshold = agent_wasm("threshold"); // 115 KB: above the node's 100 KiB
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            args(echo, &["--key", stranger.to_str().unwrap()]),
+            "untrusted_publisher",
+        ),
+        (args(echo, &["--unsigned"]), "unsigned"),
+        (
+            args(garbage.to_str().unwrap(), &["--key", key]),
+            "invalid_module",
+        ),
+        (
+            args(echo, &["--key", key, "--set-version", "1"]),
+            "stale_version",
+        ),
+        (
+            args(threshold.to_str().unwrap(), &["--key", key]),
+            "module_too_large",
+        ),
+        // 48 MiB is above the node's 32 MiB.
+        (
+            args(echo, &["--memory", "48MiB", "--key", key]),
+            "invalid_spec",
+        ),
+    ];
+    for (args, code) in cases {
+        let (ok, out) = deploy(&hub_url, &args).await;
+        assert!(!ok, "accepted: {out}");
+        assert!(out.contains(code), "want {code}: {out}");
+        assert!(out.contains("version 1 keeps running"), "{out}");
+        // The running version is untouched.
+        assert!(serving().await, "svc stopped serving after {code}");
+    }
+
+    // Forged: a spec signed by the trusted key, its bytes changed afterwards.
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    let js = async_nats::jetstream::new(hub.clone());
+    let kv = js.get_key_value("EDGELEAF_DEPLOYMENTS").await.unwrap();
+    let raw = kv.get("node.guard.svc").await.unwrap().unwrap();
+    let mut env: SignedDeployment = serde_json::from_slice(&raw).unwrap();
+    let secret = SecretKey::load(std::path::Path::new(key)).unwrap();
+    let spec = DeploymentSpec {
+        agent: edgeleaf::protocol::AgentSpec {
+            name: "svc".into(),
+            triggers: vec!["guard.svc".into()],
+            limits: Default::default(),
+            allow_publish: vec![],
+            config: Default::default(),
+        },
+        module: ModuleRef {
+            digest: "00".repeat(32),
+            size: 10,
+        },
+        version: 99,
+        issued_at: "2026-11-25T00:00:00Z".into(),
+        nonce: "x".into(),
+        target: "node.guard.svc".into(),
+        publisher: Some(secret.public().to_string()),
+    };
+    use base64::Engine as _;
+    env.spec = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&spec).unwrap());
+    kv.put("node.guard.svc", serde_json::to_vec(&env).unwrap().into())
+        .await
+        .unwrap();
+    let rejected = eventually(Duration::from_secs(20), "forged spec rejected", || async {
+        status(&hub, "guard", "svc")
+            .await
+            .filter(|s| s.version == Some(99))
+    })
+    .await;
+    assert_eq!(rejected.state, "rejected");
+    assert_eq!(rejected.error.unwrap().code, "bad_signature");
+    assert!(serving().await);
+
+    // Signed correctly but the object under that digest is other bytes.
+    let signed = SignedDeployment::seal(
+        &DeploymentSpec {
+            version: 100,
+            ..spec.clone()
+        },
+        Some(&secret),
+    );
+    let os = js.get_object_store("EDGELEAF_MODULES").await.unwrap();
+    os.put("00".repeat(32).as_str(), &mut &b"0123456789"[..])
+        .await
+        .unwrap();
+    kv.put("node.guard.svc", signed.to_bytes().into())
+        .await
+        .unwrap();
+    let failed = eventually(
+        Duration::from_secs(20),
+        "digest mismatch reported",
+        || async {
+            status(&hub, "guard", "svc")
+                .await
+                .filter(|s| s.version == Some(100))
+        },
+    )
+    .await;
+    let error = failed.error.unwrap();
+    assert!(error.message.contains("digest mismatch"), "{error:?}");
+    assert_eq!(failed.running_version, Some(1));
+    assert!(serving().await);
+
+    // Events name each refusal.
+    let events: Value = {
+        let js = async_nats::jetstream::new(hub.clone());
+        let stream = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
+        let msg = stream
+            .get_last_raw_message_by_subject("edgeleaf.evt.guard.deploy_failed")
+            .await
+            .unwrap();
+        serde_json::from_slice(&msg.payload).unwrap()
+    };
+    assert_eq!(events["agent"], "svc");
+}
