@@ -1,57 +1,172 @@
-//! `edgeleaf agents NODE`: the agents one node runs, from its `ctl.<node>.agents`.
+//! `edgeleaf agents [--node ID] [--json]`: per node and agent, what the nodes
+//! reported in `EDGELEAF_STATUS` (version, digest, state, last error) joined with
+//! the live counters of the nodes that answer `ctl.<node>.agents` now.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use futures::StreamExt;
+use serde::Serialize;
 
 use super::ConnOpts;
-use crate::protocol::{AgentInfo, ControlReply};
+use crate::hub;
+use crate::protocol::{
+    AgentInfo, ControlReply, DeployStatus, ErrorBody, NodeStatus, STATUS_BUCKET,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The node to ask.
-    node: String,
+    /// Only this node.
+    #[arg(long)]
+    node: Option<String>,
     /// Print the rows as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// One row: one agent on one node.
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    node_id: String,
+    agent: String,
+    /// Live state when the node answered (`running`, `backoff`, `failed`), else the
+    /// last reported deployment state, else `unknown`.
+    state: String,
+    /// Deployed version (agents from the node's own config have none).
+    version: Option<u64>,
+    digest: Option<String>,
+    triggers: Vec<String>,
+    /// Live counters, when the node answered.
+    invocations: Option<u64>,
+    failures: Option<u64>,
+    /// Why the last deployment or load failed, if it did.
+    last_error: Option<ErrorBody>,
+    /// Whether the node answered now.
+    live: bool,
+}
+
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     let client = conn.connect().await?;
-    let subject = conn.subjects().agents(&args.node);
-    let msg = tokio::time::timeout(Duration::from_secs(5), client.request(subject, "".into()))
-        .await
-        .with_context(|| format!("node {} did not answer within 5s", args.node))?
-        .with_context(|| format!("node {} did not answer (is it running?)", args.node))?;
-    let rows = match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload)? {
-        ControlReply::Ok(rows) => rows,
-        ControlReply::Error(e) => bail!("{}: {}", e.code, e.message),
-    };
+    let js = hub::jetstream(client.clone(), conn.domain.as_deref());
+    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut nodes: BTreeSet<String> = BTreeSet::new();
+
+    if let Ok(status) = js.get_key_value(STATUS_BUCKET).await
+        && let Ok(mut keys) = status.keys().await
+    {
+        while let Some(Ok(key)) = keys.next().await {
+            let Ok(Some(raw)) = status.get(&key).await else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_slice::<DeployStatus>(&raw) else {
+                continue;
+            };
+            if args.node.as_ref().is_some_and(|n| *n != s.node_id) {
+                continue;
+            }
+            nodes.insert(s.node_id.clone());
+            rows.insert(
+                (s.node_id.clone(), s.agent.clone()),
+                Row {
+                    state: s.state,
+                    version: s.running_version,
+                    digest: s.digest,
+                    last_error: s.error,
+                    node_id: s.node_id,
+                    agent: s.agent,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    match &args.node {
+        Some(n) => {
+            nodes.insert(n.clone());
+        }
+        None => {
+            let fleet = hub::fleet::nodes(&js, &conn.subjects())
+                .await
+                .unwrap_or_default();
+            nodes.extend(
+                fleet
+                    .into_iter()
+                    .filter(|r| r.status == NodeStatus::Online)
+                    .map(|r| r.node_id),
+            );
+        }
+    }
+    let subjects = conn.subjects();
+    let live = futures::future::join_all(nodes.iter().map(|node| {
+        let (client, subject) = (client.clone(), subjects.agents(node));
+        async move {
+            let reply =
+                tokio::time::timeout(Duration::from_secs(2), client.request(subject, "".into()))
+                    .await;
+            let infos = match reply {
+                Ok(Ok(msg)) => {
+                    match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload) {
+                        Ok(ControlReply::Ok(infos)) => Some(infos),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            (node.clone(), infos)
+        }
+    }))
+    .await;
+    for (node, infos) in live {
+        for info in infos.into_iter().flatten() {
+            let row = rows
+                .entry((node.clone(), info.name.clone()))
+                .or_insert_with(|| Row {
+                    node_id: node.clone(),
+                    agent: info.name.clone(),
+                    ..Default::default()
+                });
+            row.live = true;
+            row.state = info.state;
+            row.digest = info.digest.or(row.digest.take());
+            row.triggers = info.triggers;
+            row.invocations = Some(info.invocations);
+            row.failures = Some(info.failures);
+            if let Some(e) = info.error {
+                row.last_error = Some(ErrorBody::new("load_failed", e));
+            }
+        }
+    }
+    let rows: Vec<Row> = rows.into_values().collect();
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("node {} runs no agents", args.node);
+        println!("no agents");
         return Ok(());
     }
     println!(
-        "{:<20} {:<8} {:<13} {:<13} {:>11} {:>9}  TRIGGERS / ERROR",
-        "AGENT", "STATE", "KIND", "DIGEST", "INVOCATIONS", "FAILURES"
+        "{:<16} {:<16} {:<8} {:>7} {:<12} {:>11} {:>8}  TRIGGERS / LAST ERROR",
+        "NODE", "AGENT", "STATE", "VERSION", "DIGEST", "INVOCATIONS", "FAILURES"
     );
     for r in &rows {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         println!(
-            "{:<20} {:<8} {:<13} {:<13} {:>11} {:>9}  {}",
-            r.name,
+            "{:<16} {:<16} {:<8} {:>7} {:<12} {:>11} {:>8}  {}",
+            r.node_id,
+            r.agent,
             r.state,
-            r.kind.as_deref().unwrap_or("-"),
+            opt(r.version),
             r.digest
                 .as_deref()
                 .map(|d| &d[..d.len().min(12)])
                 .unwrap_or("-"),
-            r.invocations,
-            r.failures,
-            r.error.clone().unwrap_or_else(|| r.triggers.join(", "))
+            opt(r.invocations),
+            opt(r.failures),
+            match &r.last_error {
+                Some(e) => format!("{}: {}", e.code, e.message),
+                None => r.triggers.join(", "),
+            }
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! in the hub's `EDGELEAF_DEPLOYMENTS` bucket, then wait for the online nodes it
 //! targets to report. Offline nodes converge when they return.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -20,33 +20,39 @@ use crate::protocol::{
 };
 use crate::shipping::{self, DeploymentSpec, ModuleRef, SecretKey, SignedDeployment, Target};
 
-/// Exactly one of `--node`, `--tag`, `--all`.
+/// Where to: nodes by id, nodes by tag, or all (one kind per command).
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct TargetOpts {
-    /// Deploy to one node, by id.
-    #[arg(long)]
-    node: Option<String>,
-    /// Deploy to every node with this tag (key=value).
-    #[arg(long, value_parser = parse_tag)]
-    tag: Option<(String, String)>,
-    /// Deploy to every node.
+    /// A node, by id (repeat for several).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// Every node with this tag, key=value (repeat for several tags: one
+    /// deployment per tag).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Every node.
     #[arg(long)]
     all: bool,
 }
 
 impl TargetOpts {
-    fn target(&self) -> Result<Target> {
-        Ok(match (&self.node, &self.tag) {
-            (Some(id), _) => {
-                if !crate::protocol::is_token(id) {
-                    bail!("--node {id:?} is not a node id (a single NATS token)");
-                }
-                Target::Node(id.clone())
+    fn targets(&self) -> Result<Vec<Target>> {
+        for id in &self.nodes {
+            if !crate::protocol::is_token(id) {
+                bail!("--node {id:?} is not a node id (a single NATS token)");
             }
-            (_, Some((k, v))) => Target::Tag(k.clone(), v.clone()),
-            _ => Target::All,
-        })
+        }
+        let nodes = self.nodes.iter().map(|id| Target::Node(id.clone()));
+        let tags = self
+            .tags
+            .iter()
+            .map(|(k, v)| Target::Tag(k.clone(), v.clone()));
+        let mut out: Vec<Target> = nodes.chain(tags).collect();
+        if self.all {
+            out.push(Target::All);
+        }
+        Ok(out)
     }
 }
 
@@ -68,8 +74,26 @@ pub struct DeployArgs {
     #[arg(long)]
     set_version: Option<u64>,
     /// How long to wait for the online targeted nodes; 0 does not wait.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     wait: Duration,
+    /// Keep the agent's kv data when it is undeployed.
+    #[arg(long)]
+    keep_kv: bool,
+    /// Print one JSON object: the deployments written and each node's outcome.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One node's outcome, for `--json`.
+#[derive(Debug, serde::Serialize)]
+struct NodeOutcome {
+    node_id: String,
+    /// `running`, `rejected`, `failed`, `pending` (offline: converges when it
+    /// returns) or `no_report` (online but silent until --wait ran out).
+    state: String,
+    version: Option<u64>,
+    running_version: Option<u64>,
+    error: Option<crate::protocol::ErrorBody>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,8 +118,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     agent
         .check(&conn.prefix)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
-    let target = args.target.target()?;
-    let kv_key = target.key(&agent.name);
+    let targets = args.target.targets()?;
 
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
@@ -126,46 +149,101 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         Some(v) => v,
         None => highest_version(&bucket, &agent.name).await? + 1,
     };
-    let spec = DeploymentSpec {
-        module: ModuleRef {
-            digest: digest.clone(),
-            size: wasm.len() as u64,
-        },
-        version,
-        issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        nonce: format!("{:032x}", rand::random::<u128>()),
-        target: kv_key.clone(),
-        publisher: key.as_ref().map(|k| k.public().to_string()),
-        agent,
-    };
-    let sealed = SignedDeployment::seal(&spec, key.as_ref());
-    bucket
-        .put(&kv_key, sealed.to_bytes().into())
-        .await
-        .with_context(|| format!("cannot write deployment {kv_key}"))?;
-    println!("deployed {} version {version} to {kv_key}", spec.agent.name);
-    if args.wait.is_zero() {
-        return Ok(());
+    let mut keys = Vec::new();
+    for target in &targets {
+        let kv_key = target.key(&agent.name);
+        let spec = DeploymentSpec {
+            agent: agent.clone(),
+            module: ModuleRef {
+                digest: digest.clone(),
+                size: wasm.len() as u64,
+            },
+            version,
+            issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            nonce: format!("{:032x}", rand::random::<u128>()),
+            target: kv_key.clone(),
+            publisher: key.as_ref().map(|k| k.public().to_string()),
+            keep_kv: args.keep_kv,
+        };
+        let sealed = SignedDeployment::seal(&spec, key.as_ref());
+        bucket
+            .put(&kv_key, sealed.to_bytes().into())
+            .await
+            .with_context(|| format!("cannot write deployment {kv_key}"))?;
+        if !args.json {
+            println!("deployed {} version {version} to {kv_key}", agent.name);
+        }
+        keys.push(kv_key);
     }
-    wait_for_nodes(&js, conn, &target, &spec.agent.name, version, args.wait).await
+    let outcomes = if args.wait.is_zero() {
+        Vec::new()
+    } else {
+        wait_for_nodes(&js, conn, &targets, &agent.name, version, args.wait).await?
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "agent": agent.name,
+            "version": version,
+            "digest": digest,
+            "keys": keys,
+            "nodes": outcomes,
+        });
+        println!("{out}");
+    } else {
+        for o in &outcomes {
+            print_outcome(o);
+        }
+    }
+    let bad = outcomes
+        .iter()
+        .filter(|o| !matches!(o.state.as_str(), "running" | "pending"))
+        .count();
+    if bad > 0 {
+        bail!(
+            "{bad} online node(s) refused the deployment or did not report within {:?}",
+            args.wait
+        );
+    }
+    Ok(())
+}
+
+fn print_outcome(o: &NodeOutcome) {
+    let node = &o.node_id;
+    match (&o.error, o.state.as_str()) {
+        (_, "pending") => println!("{node:<20} pending: offline, converges when it returns"),
+        (_, "no_report") => println!("{node:<20} no report in time"),
+        (None, state) => println!(
+            "{node:<20} {state} version {}",
+            o.version.unwrap_or_default()
+        ),
+        (Some(e), state) => {
+            let still = o
+                .running_version
+                .map(|v| format!(" (version {v} keeps running)"))
+                .unwrap_or_default();
+            println!("{node:<20} {state} {}: {}{still}", e.code, e.message);
+        }
+    }
 }
 
 pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
-    let kv_key = args.target.target()?.key(&args.name);
     let client = conn.connect().await?;
     let js = hub::jetstream(client, conn.domain.as_deref());
     let bucket = js
         .get_key_value(DEPLOYMENTS_BUCKET)
         .await
         .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
-    if bucket.get(&kv_key).await?.is_none() {
-        bail!("nothing is deployed under {kv_key}");
+    for target in args.target.targets()? {
+        let kv_key = target.key(&args.name);
+        if bucket.get(&kv_key).await?.is_none() {
+            bail!("nothing is deployed under {kv_key}");
+        }
+        bucket
+            .delete(&kv_key)
+            .await
+            .with_context(|| format!("cannot delete {kv_key}"))?;
+        println!("undeployed {kv_key}; targeted nodes remove the agent as they see it");
     }
-    bucket
-        .delete(&kv_key)
-        .await
-        .with_context(|| format!("cannot delete {kv_key}"))?;
-    println!("undeployed {kv_key}; targeted nodes remove the agent as they see it");
     Ok(())
 }
 
@@ -187,39 +265,49 @@ async fn highest_version(bucket: &kv::Store, agent: &str) -> Result<u64> {
     Ok(highest)
 }
 
-/// Waits until every online node the target selects reports on this version.
+/// Waits until every online node the targets select reports on this version.
 async fn wait_for_nodes(
     js: &async_nats::jetstream::Context,
     conn: &ConnOpts,
-    target: &Target,
+    targets: &[Target],
     agent: &str,
     version: u64,
     wait: Duration,
-) -> Result<()> {
+) -> Result<Vec<NodeOutcome>> {
     let rows = hub::fleet::nodes(js, &conn.subjects())
         .await
         .unwrap_or_default();
+    let selected = |r: &&crate::protocol::NodeRow| {
+        targets
+            .iter()
+            .any(|t| t.selects(&r.node_id, &r.heartbeat.tags))
+    };
     let (online, offline): (Vec<_>, Vec<_>) = rows
         .iter()
-        .filter(|r| target.selects(&r.node_id, &r.heartbeat.tags))
+        .filter(selected)
         .partition(|r| r.status == NodeStatus::Online);
-    for r in &offline {
-        println!("{:<20} offline; converges when it returns", r.node_id);
-    }
+    let outcome = |node_id: &str, state: &str| NodeOutcome {
+        node_id: node_id.to_owned(),
+        state: state.to_owned(),
+        version: Some(version),
+        running_version: None,
+        error: None,
+    };
+    let mut done: Vec<NodeOutcome> = offline
+        .iter()
+        .map(|r| outcome(&r.node_id, "pending"))
+        .collect();
     if online.is_empty() {
-        println!("no targeted node is online now");
-        return Ok(());
+        return Ok(done);
     }
     let status = js
         .get_key_value(STATUS_BUCKET)
         .await
         .context("no status bucket on the hub")?;
     let deadline = tokio::time::Instant::now() + wait;
-    let mut pending: BTreeMap<String, ()> =
-        online.iter().map(|r| (r.node_id.clone(), ())).collect();
-    let mut failed = 0;
+    let mut pending: BTreeSet<String> = online.iter().map(|r| r.node_id.clone()).collect();
     while !pending.is_empty() && tokio::time::Instant::now() < deadline {
-        for node in pending.keys().cloned().collect::<Vec<_>>() {
+        for node in pending.clone() {
             let Some(raw) = status.get(format!("{node}.{agent}")).await? else {
                 continue;
             };
@@ -230,30 +318,19 @@ async fn wait_for_nodes(
                 continue;
             }
             pending.remove(&node);
-            match &s.error {
-                None => println!("{node:<20} {} version {version}", s.state),
-                Some(e) => {
-                    failed += 1;
-                    let still = s
-                        .running_version
-                        .map(|v| format!(" (version {v} keeps running)"))
-                        .unwrap_or_default();
-                    println!("{node:<20} {} {}: {}{still}", s.state, e.code, e.message);
-                }
-            }
+            done.push(NodeOutcome {
+                node_id: node,
+                state: s.state,
+                version: s.version,
+                running_version: s.running_version,
+                error: s.error,
+            });
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for node in pending.keys() {
-        println!("{node:<20} no report within {wait:?}");
-    }
-    if failed > 0 || !pending.is_empty() {
-        bail!(
-            "{failed} node(s) refused or failed, {} did not report",
-            pending.len()
-        );
-    }
-    Ok(())
+    done.extend(pending.iter().map(|n| outcome(n, "no_report")));
+    done.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(done)
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

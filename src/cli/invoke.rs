@@ -1,5 +1,7 @@
-//! `edgeleaf invoke NODE AGENT [PAYLOAD]`: one request to one node's agent, on its
-//! direct subject `<prefix>.inv.<node>.<agent>`; the reply goes to stdout.
+//! `edgeleaf invoke SUBJ [PAYLOAD|-]`: one request on a subject (a trigger: one node
+//! of the fleet answers, by queue group), or with `--node ID --agent NAME` straight
+//! to that node's agent on `<prefix>.inv.<node>.<agent>`. The reply goes to stdout;
+//! an error reply goes to stderr with a non-zero exit.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -12,17 +14,36 @@ use crate::protocol::ERROR_HEADER;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    node: String,
-    agent: String,
-    /// The request body; `-` reads stdin. Default: empty.
-    payload: Option<String>,
+    /// SUBJ [PAYLOAD], or with --node/--agent just [PAYLOAD]. A payload of `-`
+    /// reads stdin; no payload sends an empty body.
+    #[arg(value_name = "SUBJ|PAYLOAD")]
+    args: Vec<String>,
+    /// Reach this node's agent directly (with --agent), bypassing the queue group.
+    #[arg(long, requires = "agent")]
+    node: Option<String>,
+    /// The agent to reach on --node.
+    #[arg(long, requires = "node")]
+    agent: Option<String>,
     /// How long to wait for the reply.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
 }
 
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
-    let body = match args.payload.as_deref() {
+    let (subject, payload) = match (&args.node, &args.agent) {
+        (Some(node), Some(agent)) => {
+            if args.args.len() > 1 {
+                bail!("with --node and --agent, give only the payload");
+            }
+            (conn.subjects().invoke(node, agent), args.args.first())
+        }
+        _ => match args.args.as_slice() {
+            [subject] | [subject, _] => (subject.clone(), args.args.get(1)),
+            [] => bail!("give a subject (or --node ID --agent NAME)"),
+            _ => bail!("give a subject and at most one payload"),
+        },
+    };
+    let body = match payload.map(String::as_str) {
         Some("-") => {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf)?;
@@ -32,16 +53,10 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         None => Vec::new(),
     };
     let client = conn.connect().await?;
-    let subject = conn.subjects().invoke(&args.node, &args.agent);
     let msg = tokio::time::timeout(args.timeout, client.request(subject.clone(), body.into()))
         .await
         .with_context(|| format!("no reply on {subject} within {:?}", args.timeout))?
-        .with_context(|| {
-            format!(
-                "no agent {} on node {} answered on {subject}",
-                args.agent, args.node
-            )
-        })?;
+        .with_context(|| format!("nothing answered on {subject}"))?;
     if let Some(code) = msg.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)) {
         bail!("{code}: {}", String::from_utf8_lossy(&msg.payload));
     }

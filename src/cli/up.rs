@@ -246,7 +246,7 @@ fn print_welcome(up: &UpFile) {
         up.publisher_key.display(),
         up.hub_url
     );
-    println!("  {me} invoke {} echo hello -s {}", up.node_id, up.hub_url);
+    println!("  {me} invoke demo.echo hello -s {}", up.hub_url);
     println!();
     println!("Ctrl-C stops the hub, the leaf and the node.");
 }

@@ -364,7 +364,7 @@ impl Reconciler {
     }
 
     /// Undeploys an agent: stops it, then drops its record, module (once unused),
-    /// compiled code and kv data.
+    /// compiled code and kv data (unless the spec said `keep_kv`).
     async fn remove(&mut self, hub: &Hub, name: &str, record: &DeployRecord) {
         self.pool.stop(name).await;
         match self.deployments.remove(name) {
@@ -378,7 +378,8 @@ impl Reconciler {
                 tracing::error!(agent = %name, "cannot remove the local deployment record: {e}")
             }
         }
-        if let Err(e) = AgentKv::destroy(&self.store, name) {
+        let keep_kv = SignedDeployment::peek_spec(&record.envelope).is_some_and(|s| s.keep_kv);
+        if !keep_kv && let Err(e) = AgentKv::destroy(&self.store, name) {
             tracing::warn!(agent = %name, "cannot drop the agent's kv data: {e}");
         }
         let _ = hub.status.delete(self.status_key(name)).await;

@@ -45,6 +45,9 @@ pub struct DeploymentSpec {
     pub target: String,
     /// The publisher's public key (`ed25519:<hex>`), or `None` when unsigned.
     pub publisher: Option<String>,
+    /// Keep the agent's kv data when this deployment is removed.
+    #[serde(default)]
+    pub keep_kv: bool,
 }
 
 /// The value stored in `EDGELEAF_DEPLOYMENTS`.
@@ -94,8 +97,14 @@ impl SignedDeployment {
         }
     }
 
-    /// The version inside an envelope, without verifying it (for picking the next
-    /// version to issue; never for accepting one).
+    /// The spec inside an envelope, without verifying it: for envelopes verified
+    /// before (the node's own records) or for display, never for accepting one.
+    pub fn peek_spec(raw: &[u8]) -> Option<DeploymentSpec> {
+        let env: SignedDeployment = serde_json::from_slice(raw).ok()?;
+        serde_json::from_slice(&B64.decode(&env.spec).ok()?).ok()
+    }
+
+    /// The version an envelope claims, unverified (see [`Self::peek_spec`]).
     pub fn peek_version(raw: &[u8]) -> Option<u64> {
         let env: SignedDeployment = serde_json::from_slice(raw).ok()?;
         let bytes = B64.decode(&env.spec).ok()?;
@@ -202,6 +211,7 @@ mod tests {
             nonce: "n".into(),
             target: target.into(),
             publisher,
+            keep_kv: false,
         }
     }
 

@@ -107,18 +107,25 @@ async fn components_and_wasi_commands_answer_through_the_leaf() {
 
     // The same through the CLI, as an operator would.
     let hub_url = cluster.hub.url();
-    let out = cli(&["invoke", "ag1", "upper-c", "cli", "-s", &hub_url]).await;
+    let out = cli(&[
+        "invoke", "--node", "ag1", "--agent", "upper-c", "cli", "-s", &hub_url,
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "CLI\n");
-    let out = cli(&["invoke", "ag1", "exit-c", "exit:7", "-s", &hub_url]).await;
+    let out = cli(&["invoke", "demo.echo", "by trigger", "-s", &hub_url]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "by trigger\n");
+    let out = cli(&["invoke", "demo.exit", "exit:7", "-s", &hub_url]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exit: exited with code 7"));
-    let rows = cli_json(&["agents", "ag1", "--json", "-s", &hub_url]).await;
+    let rows = cli_json(&["agents", "--node", "ag1", "--json", "-s", &hub_url]).await;
     assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows[0]["agent"], "echo");
+    assert_eq!(rows[0]["live"], true);
     assert!(rows[0]["invocations"].as_u64().unwrap() >= 2, "{rows}");
 }
 

@@ -44,7 +44,19 @@ async fn deploy(hub: &str, args: &[impl AsRef<str>]) -> (bool, String) {
 
 /// The reply of `edgeleaf invoke NODE AGENT PAYLOAD`, or `None` if it failed.
 async fn invoke(hub: &str, node: &str, agent: &str, payload: &str) -> Option<String> {
-    let out = cli(&["invoke", node, agent, payload, "-s", hub, "--timeout", "2s"]).await;
+    let out = cli(&[
+        "invoke",
+        "--node",
+        node,
+        "--agent",
+        agent,
+        payload,
+        "-s",
+        hub,
+        "--timeout",
+        "2s",
+    ])
+    .await;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
@@ -152,6 +164,50 @@ async fn deploys_reach_nodes_by_id_tag_and_all_and_undeploy_removes_them() {
         Some("still echo")
     );
 
+    // Several nodes by id in one command; --json reports each.
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            echo.to_str().unwrap(),
+            "--name",
+            "pair",
+            "--trigger",
+            "ship.pair",
+            "--node",
+            "ship-a",
+            "--node",
+            "ship-b",
+            "--key",
+            key,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let report: Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(report["keys"].as_array().unwrap().len(), 2, "{report}");
+    let states: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["running", "running"], "{report}");
+    let agents = crate::harness::cli_json(&["agents", "--json", "-s", &hub_url]).await;
+    let pairs = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["agent"] == "pair" && r["version"] == 1)
+        .count();
+    assert_eq!(pairs, 2, "{agents}");
+    let out = cli(&[
+        "undeploy", "pair", "--node", "ship-a", "--node", "ship-b", "-s", &hub_url,
+    ])
+    .await;
+    assert!(out.status.success());
+
     // Undeploying the tag falls back to `all`, and drops the counter's kv data.
     let out = cli(&["undeploy", "svc", "--tag", "site=x", "-s", &hub_url]).await;
     assert!(
@@ -244,6 +300,47 @@ async fn offline_nodes_converge_and_restart_from_local_state_without_the_hub() {
         "converged after coming back",
         || async {
             (invoke(&hub_url, "roamer", "counter", "").await.as_deref() == Some("1")).then_some(())
+        },
+    )
+    .await;
+
+    // Undeployed while the node is off: removed when it comes back.
+    let echo = agent_wasm("echo");
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            echo.to_str().unwrap(),
+            "--name",
+            "brief",
+            "--trigger",
+            "roam.brief",
+            "--node",
+            "roamer",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("running"), "{out}");
+    assert!(node.stop_with(libc::SIGTERM).success());
+    let out = cli(&["undeploy", "brief", "--node", "roamer", "-s", &hub_url]).await;
+    assert!(out.status.success());
+    node.spawn();
+    eventually(
+        Duration::from_secs(30),
+        "brief removed after coming back",
+        || async {
+            let rows = crate::harness::try_cli_json(&[
+                "agents", "--node", "roamer", "--json", "-s", &hub_url,
+            ])
+            .await?;
+            let names: Vec<&str> = rows
+                .as_array()?
+                .iter()
+                .filter(|r| r["live"] == true)
+                .filter_map(|r| r["agent"].as_str())
+                .collect();
+            (names == ["counter"]).then_some(())
         },
     )
     .await;
@@ -392,6 +489,7 @@ async fn rejections_never_disturb_what_runs() {
         nonce: "x".into(),
         target: "node.guard.svc".into(),
         publisher: Some(secret.public().to_string()),
+        keep_kv: false,
     };
     use base64::Engine as _;
     env.spec = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&spec).unwrap());
