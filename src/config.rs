@@ -47,9 +47,55 @@ pub struct Config {
     pub heartbeat: HeartbeatSection,
     pub limits: LimitsSection,
     pub store: StoreSection,
+    pub outbox: OutboxSection,
     pub security: SecuritySection,
     /// Statically provisioned agents: how a device is set up offline.
     pub agents: Vec<StaticAgent>,
+}
+
+/// Store-and-forward of results and events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Most bytes buffered while the hub is unreachable.
+    #[serde(deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// Entries older than this are dropped (and counted).
+    #[serde(deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// What a full outbox does: drop the oldest entries or refuse new ones.
+    pub overflow: Overflow,
+    /// `batch`: flushed at least every flush_interval (a power cut loses at most that
+    /// window); `sync`: a reply is sent only once its result is on disk.
+    pub durability: Durability,
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            overflow: Overflow::DropOldest,
+            durability: Durability::Batch,
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    DropOldest,
+    RejectNew,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    Batch,
+    Sync,
 }
 
 /// Who may ship agents to this node.
@@ -306,6 +352,7 @@ const SECTIONS: &[&str] = &[
     "heartbeat",
     "limits",
     "store",
+    "outbox",
     "security",
 ];
 
@@ -456,6 +503,12 @@ impl Config {
             if !names.insert(agent.name.as_str()) {
                 return Err(("agents", format!("two agents are named {:?}", agent.name)));
             }
+        }
+        if self.outbox.max_bytes < 4096 {
+            return Err(("outbox.max_bytes", "must be at least 4KiB".into()));
+        }
+        if self.outbox.flush_interval.is_zero() || self.outbox.ttl.is_zero() {
+            return Err(("outbox", "ttl and flush_interval must be above 0".into()));
         }
         if self.heartbeat.interval < Duration::from_millis(100) {
             return Err(("heartbeat.interval", "must be at least 100ms".into()));

@@ -125,6 +125,10 @@ impl Subjects {
         format!("{}.ctl.{node}.*", self.prefix)
     }
 
+    pub fn outbox(&self, node: &str) -> String {
+        format!("{}.ctl.{node}.outbox", self.prefix)
+    }
+
     pub fn agents(&self, node: &str) -> String {
         format!("{}.ctl.{node}.agents", self.prefix)
     }
@@ -196,6 +200,15 @@ pub struct OutboxStats {
     pub depth: u64,
     pub oldest_age_s: u64,
     pub dropped: u64,
+    /// Bytes buffered.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Appended since the node started.
+    #[serde(default)]
+    pub appended: u64,
+    /// Acknowledged by the hub (and removed) since the node started.
+    #[serde(default)]
+    pub forwarded: u64,
 }
 
 /// Published on `<prefix>.hb.<node>` every interval.

@@ -8,6 +8,7 @@ mod invoke;
 mod keys;
 mod node;
 mod nodes;
+mod outbox;
 mod ping;
 mod run_agent;
 mod up;
@@ -133,6 +134,8 @@ pub enum Command {
     /// Publisher keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// A node's store-and-forward backlog: depth, age, drops, rate.
+    Outbox(outbox::Args),
 }
 
 /// Runs the parsed command.
@@ -149,6 +152,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => deploy::deploy(args, &cli.conn).await,
         Command::Undeploy(args) => deploy::undeploy(args, &cli.conn).await,
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Outbox(args) => outbox::run(args, &cli.conn).await,
     }
 }
 

@@ -12,6 +12,7 @@ use super::ConnOpts;
 use crate::config::{LimitsSection, parse_duration, parse_size};
 use crate::connect::Persistence;
 use crate::node::agents::AgentPool;
+use crate::node::telemetry::Telemetry;
 use crate::protocol::{AgentLimits, AgentSpec, tokenize};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::{Store, StoreOptions};
@@ -100,6 +101,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
+    let stop = crate::shutdown::signal();
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let spec = args.agent.spec(&args.file);
@@ -147,6 +149,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         runtime,
         store.clone(),
         client.clone(),
+        Telemetry::Direct(client.clone()),
         conn.subjects(),
         &node_id,
         limits,
@@ -163,7 +166,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         agent.spec.triggers.join(", "),
         conn.url()
     );
-    crate::shutdown::signal().await;
+    stop.await;
     pool.stop_all().await;
     let _ = client.flush().await;
     store.flush()?;

@@ -64,6 +64,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let signal = crate::shutdown::signal();
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
@@ -130,7 +131,6 @@ pub async fn run(args: Args) -> Result<()> {
     let mut node = tokio::spawn(crate::node::run(config, async {
         let _ = node_stopped.await;
     }));
-    let signal = crate::shutdown::signal();
     tokio::pin!(signal);
 
     let outcome: Result<()> = async {

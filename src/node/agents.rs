@@ -15,6 +15,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::telemetry::Telemetry;
 use crate::config::LimitsSection;
 use crate::host::{Capabilities, log::AgentLog, messaging::Publisher};
 use crate::protocol::{
@@ -52,6 +53,7 @@ struct Running {
 #[derive(Clone)]
 struct Dispatch {
     client: Client,
+    telemetry: Telemetry,
     subjects: Subjects,
     node_id: String,
     agent: Arc<Agent>,
@@ -64,6 +66,8 @@ pub struct AgentPool {
     runtime: Arc<Runtime>,
     store: Store,
     client: Client,
+    /// Where results and events go (the outbox, on a node).
+    telemetry: Telemetry,
     subjects: Subjects,
     node_id: String,
     /// The node's ceilings; a spec above them is refused.
@@ -80,6 +84,7 @@ impl AgentPool {
         runtime: Arc<Runtime>,
         store: Store,
         client: Client,
+        telemetry: Telemetry,
         subjects: Subjects,
         node_id: &str,
         limits: LimitsSection,
@@ -88,6 +93,7 @@ impl AgentPool {
             runtime,
             store,
             client,
+            telemetry,
             subjects,
             node_id: node_id.to_owned(),
             limits,
@@ -99,6 +105,10 @@ impl AgentPool {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Checks a spec against the node's rules and ceilings.
@@ -245,6 +255,7 @@ impl AgentPool {
         let stats = Arc::new(AgentStats::default());
         let dispatch = Dispatch {
             client: self.client.clone(),
+            telemetry: self.telemetry.clone(),
             subjects: self.subjects.clone(),
             node_id: self.node_id.clone(),
             agent: agent.clone(),
@@ -397,7 +408,7 @@ impl AgentPool {
 
     async fn event(&self, kind: &str, agent: Option<&str>, code: Option<&str>, message: String) {
         publish_event(
-            &self.client,
+            &self.telemetry,
             &self.subjects,
             &self.node_id,
             kind,
@@ -446,6 +457,9 @@ impl Dispatch {
         self.total.fetch_add(1, Relaxed);
         self.stats.invocations.fetch_add(1, Relaxed);
         self.account(&outcome);
+        // Recorded before the reply: with `sync` durability, a requester never gets
+        // a reply whose result a power cut could still lose.
+        self.record(subject, at, started.elapsed(), &outcome).await;
         if let Some(reply) = msg.reply.clone() {
             let sent = match &outcome {
                 Ok(output) => self.client.publish(reply, output.clone().into()).await,
@@ -461,7 +475,6 @@ impl Dispatch {
                 tracing::warn!(agent = %self.agent.spec.name, "reply not sent: {e}");
             }
         }
-        self.record(subject, at, started.elapsed(), &outcome).await;
     }
 
     /// `Some(busy)` while the agent is backed off.
@@ -539,8 +552,8 @@ impl Dispatch {
             output_base64,
             error,
         };
-        publish_json(
-            &self.client,
+        emit_json(
+            &self.telemetry,
             self.subjects.result(&self.node_id, name),
             &record,
         )
@@ -549,7 +562,7 @@ impl Dispatch {
             && e.is_fault()
         {
             publish_event(
-                &self.client,
+                &self.telemetry,
                 &self.subjects,
                 &self.node_id,
                 "invocation_failed",
@@ -563,7 +576,7 @@ impl Dispatch {
 }
 
 pub(crate) async fn publish_event(
-    client: &Client,
+    telemetry: &Telemetry,
     subjects: &Subjects,
     node_id: &str,
     kind: &str,
@@ -579,16 +592,12 @@ pub(crate) async fn publish_event(
         code: code.map(str::to_owned),
         message,
     };
-    publish_json(client, subjects.event(node_id, kind), &record).await;
+    emit_json(telemetry, subjects.event(node_id, kind), &record).await;
 }
 
-async fn publish_json<T: Serialize>(client: &Client, subject: String, value: &T) {
+async fn emit_json<T: Serialize>(telemetry: &Telemetry, subject: String, value: &T) {
     match serde_json::to_vec(value) {
-        Ok(body) => {
-            if let Err(e) = client.publish(subject.clone(), body.into()).await {
-                tracing::warn!(%subject, "not published: {e}");
-            }
-        }
+        Ok(body) => telemetry.emit(subject, body).await,
         Err(e) => tracing::error!(%subject, "not serializable: {e}"),
     }
 }

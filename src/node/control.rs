@@ -65,9 +65,10 @@ fn answer_control(state: &NodeState, msg: &Message) -> Option<Vec<u8>> {
     match request {
         "info" => json(&ControlReply::Ok(state.info())),
         "agents" => json(&ControlReply::Ok(state.agents.infos())),
+        "outbox" => json(&ControlReply::Ok(state.outbox.stats())),
         other => json(&ControlReply::<()>::Error(ErrorBody::new(
             "not_found",
-            format!("unknown control request {other:?} (this node answers: info, agents)"),
+            format!("unknown control request {other:?} (this node answers: info, agents, outbox)"),
         ))),
     }
 }

@@ -8,7 +8,7 @@ use async_nats::Client;
 use sysinfo::System;
 
 use super::NodeState;
-use crate::protocol::{Heartbeat, OutboxStats};
+use crate::protocol::Heartbeat;
 use crate::shutdown::Shutdown;
 
 pub(super) async fn run(state: Arc<NodeState>, client: Client, mut shutdown: Shutdown) {
@@ -60,8 +60,7 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         disk_free: sample.disk_free,
         agents: info.agents,
         invocations: state.agents.invocations(),
-        // No outbox yet: results are published directly, so nothing is queued.
-        outbox: OutboxStats::default(),
+        outbox: state.outbox.stats(),
         hub_link: info.hub_link,
         wasm_compiler: info.wasm_compiler,
     }

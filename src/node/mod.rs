@@ -3,10 +3,12 @@
 
 pub mod agents;
 mod control;
+mod forwarder;
 mod heartbeat;
 mod hub_link;
 pub mod leaf;
 pub mod reconcile;
+pub mod telemetry;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -21,9 +23,12 @@ use crate::natsd::ServerStatus;
 use crate::protocol::{HubLink, LeafInfo, LinkState, NodeInfo, Subjects};
 use crate::runtime::{AgentError, EngineOptions, Runtime};
 use crate::shutdown::ShutdownGroup;
+use crate::store::outbox::{Outbox, OutboxOptions};
 use crate::store::{Store, StoreOptions};
 use agents::AgentPool;
+use forwarder::Forwarder;
 use reconcile::Reconciler;
+use telemetry::Telemetry;
 
 /// What the node's tasks share.
 pub(crate) struct NodeState {
@@ -38,6 +43,8 @@ pub(crate) struct NodeState {
     /// The spawned leaf's pid and restart count, when the node runs one.
     leaf: Option<Arc<Mutex<ServerStatus>>>,
     agents: Arc<AgentPool>,
+    /// Store-and-forward backlog, for heartbeats and `ctl.<node>.outbox`.
+    outbox: Arc<Outbox>,
 }
 
 impl NodeState {
@@ -115,6 +122,37 @@ pub fn nats_target(config: &Config) -> NatsTarget {
     }
 }
 
+/// `<state_dir>/node.json`: how to reach the node that runs on a state dir, for
+/// commands that find its database locked (`edgeleaf outbox`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeFile {
+    pub node_id: String,
+    pub nats_url: String,
+    pub prefix: String,
+    pub pid: u32,
+}
+
+impl NodeFile {
+    fn write(config: &Config) -> Result<()> {
+        let file = NodeFile {
+            node_id: config.node.id.clone(),
+            nats_url: config.nats_url(),
+            prefix: config.prefix().to_owned(),
+            pid: std::process::id(),
+        };
+        let path = config.node.state_dir.join("node.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&file)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn read(state_dir: &std::path::Path) -> Result<Self> {
+        let path = state_dir.join("node.json");
+        let text = std::fs::read(&path)
+            .with_context(|| format!("the node is running but {} is unreadable", path.display()))?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+}
+
 /// Creates the state directory owner-only (it will hold keys and agent data).
 fn prepare_state_dir(config: &Config) -> Result<()> {
     let dir = &config.node.state_dir;
@@ -157,6 +195,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     )?;
     let incarnation = store.incarnation()?;
+    NodeFile::write(&config)?;
+    let o = &config.outbox;
+    let outbox = Arc::new(Outbox::open(
+        &store,
+        OutboxOptions {
+            max_bytes: o.max_bytes,
+            ttl: o.ttl,
+            overflow: o.overflow,
+            durability: o.durability,
+        },
+    )?);
     let runtime = Runtime::new(&EngineOptions {
         max_memory: config.limits.max_memory,
         pool_slots: config.limits.pool_slots,
@@ -181,13 +230,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         runtime,
         store.clone(),
         client.clone(),
+        Telemetry::Outbox(outbox.clone()),
         subjects.clone(),
         &config.node.id,
         config.limits.clone(),
     ));
+    let forwarder = Forwarder {
+        outbox: outbox.clone(),
+        client: client.clone(),
+        subjects: subjects.clone(),
+        node_id: config.node.id.clone(),
+        incarnation: incarnation.clone(),
+        domain: config.leaf.domain.clone(),
+        flush_interval: config.outbox.flush_interval,
+    };
     let state = Arc::new(NodeState {
         subjects,
         agents: agents.clone(),
+        outbox: outbox.clone(),
         started_at: SystemTime::now(),
         started: Instant::now(),
         hub_link: Mutex::new(HubLink {
@@ -217,6 +277,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ];
     let reconciler = Reconciler::new(agents.clone(), store.clone(), client.clone(), &state.config)?;
     let reconciling = tokio::spawn(reconciler.run(group.handle()));
+    let forwarding = tokio::spawn(forwarder.run(group.handle()));
     // Agents load while the node already reports and answers: compiling a large
     // module on a slow board can take seconds.
     let provisioning = tokio::spawn({
@@ -232,6 +293,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     provisioning.abort();
     group.shutdown().await;
     let _ = reconciling.await;
+    let _ = forwarding.await;
     agents.stop_all().await;
     // Drain before the leaf stops, so the client does not see (and warn about) its
     // server going away.

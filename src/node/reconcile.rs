@@ -384,7 +384,7 @@ impl Reconciler {
         }
         let _ = hub.status.delete(self.status_key(name)).await;
         publish_event(
-            &self.client,
+            self.pool.telemetry(),
             &self.subjects,
             &self.node_id,
             "undeployed",
@@ -449,7 +449,7 @@ impl Reconciler {
         };
         let code = error.as_ref().map(|e| e.code);
         publish_event(
-            &self.client,
+            self.pool.telemetry(),
             &self.subjects,
             &self.node_id,
             kind,

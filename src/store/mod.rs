@@ -7,6 +7,7 @@
 
 pub mod agent_kv;
 pub mod deployments;
+pub mod outbox;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

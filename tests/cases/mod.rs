@@ -3,5 +3,6 @@ mod config;
 mod fleet;
 mod heartbeat;
 mod leaf;
+mod outbox;
 mod shipping;
 mod up;

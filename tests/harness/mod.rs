@@ -81,6 +81,8 @@ pub fn signal(pid: u32, sig: i32) {
 /// One nats-server process with its own directory; killed and deleted on drop.
 pub struct Server {
     child: Child,
+    /// To start the same server again (same ports, same store).
+    name: String,
     pub dir: TempDir,
     pub port: u16,
     /// Only the hub listens for leafnodes.
@@ -102,25 +104,46 @@ impl Server {
             .prefix(&format!("edgeleaf-{name}-"))
             .tempdir()
             .unwrap();
-        let conf = dir.path().join("server.conf");
-        std::fs::write(&conf, config(dir.path())).unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start nats-server");
+        std::fs::write(dir.path().join("server.conf"), config(dir.path())).unwrap();
+        let child = Self::spawn(dir.path());
         let server = Self {
             child,
+            name: name.to_owned(),
             dir,
             port,
             leafnode_port,
         };
         server.wait_ready(name);
         server
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(dir.join("server.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start nats-server")
+    }
+
+    /// Kills the server (SIGKILL): a crash, or a link cut from the device's side.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same server again, on the same ports with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready(&self.name.clone());
     }
 
     /// Waits until the server sends its INFO line to a client.

@@ -1,0 +1,207 @@
+//! Outbox → hub. Publishes buffered results and events in order to the hub's
+//! `EDGELEAF_TELEMETRY` stream with JetStream acks and `Nats-Msg-Id =
+//! <node>:<incarnation>:<seq>` (replays inside the stream's duplicate window are
+//! dropped by the hub), keeps a bounded number of acks in flight, and removes an
+//! entry only after its ack. After a failure it first asks the hub for the last
+//! sequence it holds from this node and incarnation, and skips what is already
+//! there: the duplicate window alone does not cover a retry after a long outage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::{self, Context as JetStream};
+use futures::StreamExt;
+
+use super::agents::publish_event;
+use super::telemetry::Telemetry;
+use crate::protocol::{Subjects, TELEMETRY_STREAM};
+use crate::shutdown::Shutdown;
+use crate::store::outbox::Outbox;
+
+/// Entries read from the outbox per round.
+const BATCH: usize = 256;
+/// Acks awaited at once.
+const IN_FLIGHT: usize = 64;
+/// Longest pause between retries while the hub does not acknowledge.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Header with the node-local sequence (for reconciliation after an outage).
+pub const SEQ_HEADER: &str = "Edgeleaf-Seq";
+pub const INCARNATION_HEADER: &str = "Edgeleaf-Incarnation";
+
+pub struct Forwarder {
+    pub outbox: Arc<Outbox>,
+    pub client: async_nats::Client,
+    pub subjects: Subjects,
+    pub node_id: String,
+    pub incarnation: String,
+    /// The hub's JetStream domain.
+    pub domain: String,
+    /// Flush at least this often in `batch` durability.
+    pub flush_interval: Duration,
+}
+
+impl Forwarder {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let js = jetstream::with_domain(self.client.clone(), &self.domain);
+        let mut backoff = Duration::from_millis(100);
+        // Start by reconciling: the previous run may have died between a publish
+        // and its ack.
+        let mut reconciled = false;
+        let mut last_expire = tokio::time::Instant::now();
+        loop {
+            if last_expire.elapsed() > Duration::from_secs(1) {
+                if let Err(e) = self.outbox.expire() {
+                    tracing::error!("outbox expiry failed: {e}");
+                }
+                last_expire = tokio::time::Instant::now();
+            }
+            let round = async {
+                if !reconciled {
+                    self.reconcile(&js).await?;
+                    reconciled = true;
+                }
+                self.report_drops().await;
+                self.forward(&js).await
+            }
+            .await;
+            let pause = match round {
+                Ok(true) => {
+                    backoff = Duration::from_millis(100);
+                    continue; // more to send
+                }
+                Ok(false) => {
+                    backoff = Duration::from_millis(100);
+                    self.flush_interval
+                }
+                Err(e) => {
+                    tracing::debug!("forwarding paused: {e:#}");
+                    reconciled = false;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                _ = self.outbox.appended.notified(), if pause == self.flush_interval => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+            if let Err(e) = self.outbox.flush() {
+                tracing::error!("outbox flush failed: {e}");
+            }
+        }
+        let _ = self.outbox.flush();
+    }
+
+    /// Sends one batch; `Ok(true)` when there may be more.
+    async fn forward(&self, js: &JetStream) -> Result<bool> {
+        let batch = self.outbox.pending(BATCH)?;
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let full = batch.len() == BATCH;
+        let mut acks = std::collections::VecDeque::new();
+        for entry in batch {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}:{}:{}", self.node_id, self.incarnation, entry.seq).as_str(),
+            );
+            headers.insert(SEQ_HEADER, entry.seq.to_string().as_str());
+            headers.insert(INCARNATION_HEADER, self.incarnation.as_str());
+            let ack = js
+                .publish_with_headers(entry.subject.clone(), headers, entry.payload.into())
+                .await
+                .context("publish to the hub")?;
+            acks.push_back((entry.seq, ack));
+            if acks.len() >= IN_FLIGHT {
+                self.settle(acks.pop_front()).await?;
+            }
+        }
+        while let Some(a) = acks.pop_front() {
+            self.settle(Some(a)).await?;
+        }
+        Ok(full)
+    }
+
+    async fn settle(&self, ack: Option<(u64, jetstream::context::PublishAckFuture)>) -> Result<()> {
+        let Some((seq, ack)) = ack else { return Ok(()) };
+        ack.await
+            .with_context(|| format!("no ack for outbox entry {seq}"))?;
+        self.outbox.remove(seq)?;
+        Ok(())
+    }
+
+    /// Skips what the hub already stored from this incarnation.
+    async fn reconcile(&self, js: &JetStream) -> Result<()> {
+        let Some(first) = self.outbox.pending(1)?.first().map(|e| e.seq) else {
+            return Ok(());
+        };
+        let stream = js
+            .get_stream(TELEMETRY_STREAM)
+            .await
+            .context("telemetry stream")?;
+        let mut last = 0u64;
+        for filter in [
+            format!("{}.res.{}.>", self.subjects.prefix(), self.node_id),
+            format!("{}.evt.{}.>", self.subjects.prefix(), self.node_id),
+        ] {
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: filter,
+                    deliver_policy: DeliverPolicy::Last,
+                    ..Default::default()
+                })
+                .await
+                .context("reconcile consumer")?;
+            if consumer.cached_info().num_pending == 0 {
+                continue;
+            }
+            let mut messages = consumer.messages().await?;
+            if let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+                && let Some(h) = &msg.headers
+                && h.get(INCARNATION_HEADER).map(|v| v.as_str()) == Some(self.incarnation.as_str())
+                && let Some(seq) = h
+                    .get(SEQ_HEADER)
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+            {
+                last = last.max(seq);
+            }
+        }
+        if last >= first {
+            let skipped = self.outbox.remove_through(last)?;
+            tracing::info!(
+                skipped,
+                through = last,
+                "outbox entries already on the hub skipped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reports drops (overflow, TTL) once the link is back.
+    async fn report_drops(&self) {
+        let n = self.outbox.take_unreported();
+        if n == 0 {
+            return;
+        }
+        let stats = self.outbox.stats();
+        // Straight to NATS: through a full outbox the report itself could be dropped.
+        publish_event(
+            &Telemetry::Direct(self.client.clone()),
+            &self.subjects,
+            &self.node_id,
+            "outbox_dropped",
+            None,
+            Some("dropped"),
+            format!(
+                "{n} results/events were dropped from the outbox (full or expired); {} in total",
+                stats.dropped
+            ),
+        )
+        .await;
+    }
+}

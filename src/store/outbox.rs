@@ -1,0 +1,384 @@
+//! The outbox: results and events are appended here (with a node-local sequence)
+//! before anything is sent, and removed only once the hub acknowledged them.
+//!
+//! Sequences come from sled's `generate_id`, which only grows, also across restarts,
+//! so a message id `<node>:<incarnation>:<seq>` is never reused. Size is bounded by
+//! `max_bytes` with an explicit overflow policy, age by a TTL; every drop is counted
+//! (persisted) and reported. Durability: `batch` relies on a flush at least every
+//! `flush_interval` (done by the forwarder); `sync` flushes before `append` returns.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Store, StoreError};
+use crate::config::{Durability, Overflow};
+use crate::protocol::OutboxStats;
+
+/// One buffered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Milliseconds since the Unix epoch, node clock.
+    pub appended_ms: u64,
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox full ({bytes} of {max} bytes) and its policy is reject_new")]
+    Full { bytes: u64, max: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxOptions {
+    pub max_bytes: u64,
+    pub ttl: Duration,
+    pub overflow: Overflow,
+    pub durability: Durability,
+}
+
+/// In-memory view, kept exact under concurrent appends.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes: u64,
+    count: u64,
+    /// Dropped since the state dir was new (persisted).
+    dropped: u64,
+    /// Dropped since the last report to the hub.
+    unreported: u64,
+    appended: u64,
+    forwarded: u64,
+}
+
+pub struct Outbox {
+    db: sled::Db,
+    entries: sled::Tree,
+    meta: sled::Tree,
+    opts: OutboxOptions,
+    counters: Mutex<Counters>,
+    /// Wakes the forwarder when something was appended.
+    pub appended: tokio::sync::Notify,
+}
+
+const DROPPED_KEY: &[u8] = b"outbox.dropped";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn encode(subject: &str, payload: &[u8], appended_ms: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10 + subject.len() + payload.len());
+    v.extend_from_slice(&appended_ms.to_be_bytes());
+    v.extend_from_slice(&(subject.len() as u16).to_be_bytes());
+    v.extend_from_slice(subject.as_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn decode(seq: u64, v: &[u8]) -> Option<Entry> {
+    let appended_ms = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let len = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
+    let subject = std::str::from_utf8(v.get(10..10 + len)?).ok()?.to_owned();
+    Some(Entry {
+        seq,
+        subject,
+        payload: v.get(10 + len..)?.to_vec(),
+        appended_ms,
+    })
+}
+
+/// Bytes an entry counts for (what it costs on disk, roughly).
+fn cost(v: &[u8]) -> u64 {
+    v.len() as u64 + 8
+}
+
+impl Outbox {
+    pub fn open(store: &Store, opts: OutboxOptions) -> Result<Self, StoreError> {
+        let entries = store.db.open_tree("outbox")?;
+        let meta = store.db.open_tree("outbox_meta")?;
+        let mut c = Counters::default();
+        for kv in entries.iter() {
+            let (_, v) = kv?;
+            c.bytes += cost(&v);
+            c.count += 1;
+        }
+        c.dropped = meta
+            .get(DROPPED_KEY)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        Ok(Self {
+            db: store.db.clone(),
+            entries,
+            meta,
+            opts,
+            counters: Mutex::new(c),
+            appended: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a message; in `sync` durability, returns once it is on disk.
+    pub async fn append(&self, subject: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        let seq = self.append_buffered(subject, payload)?;
+        if self.opts.durability == Durability::Sync {
+            // sled coalesces concurrent flushes: invocations share one fsync.
+            self.entries.flush_async().await.map_err(StoreError::from)?;
+        }
+        self.appended.notify_one();
+        Ok(seq)
+    }
+
+    fn append_buffered(&self, subject: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        let value = encode(subject, payload, now_ms());
+        let size = cost(&value);
+        let mut c = self.counters();
+        if c.bytes + size > self.opts.max_bytes {
+            match self.opts.overflow {
+                Overflow::RejectNew => {
+                    self.count_drops(&mut c, 1)?;
+                    return Err(OutboxError::Full {
+                        bytes: c.bytes,
+                        max: self.opts.max_bytes,
+                    });
+                }
+                Overflow::DropOldest => {
+                    let mut dropped = 0;
+                    while c.bytes + size > self.opts.max_bytes {
+                        let Some((k, v)) = self.entries.pop_min().map_err(StoreError::from)? else {
+                            break;
+                        };
+                        let _ = k;
+                        c.bytes -= cost(&v);
+                        c.count -= 1;
+                        dropped += 1;
+                    }
+                    self.count_drops(&mut c, dropped)?;
+                }
+            }
+        }
+        let seq = self.db.generate_id().map_err(StoreError::from)?;
+        self.entries
+            .insert(seq.to_be_bytes(), value)
+            .map_err(StoreError::from)?;
+        c.bytes += size;
+        c.count += 1;
+        c.appended += 1;
+        Ok(seq)
+    }
+
+    fn count_drops(&self, c: &mut Counters, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        c.dropped += n;
+        c.unreported += n;
+        self.meta.insert(DROPPED_KEY, &c.dropped.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Up to `limit` entries in sequence order.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.entries.iter().take(limit) {
+            let (k, v) = kv?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            match decode(seq, &v) {
+                Some(e) => out.push(e),
+                None => {
+                    // Unreadable (should not happen): drop it rather than block the queue.
+                    tracing::error!(seq, "unreadable outbox entry dropped");
+                    self.remove(seq)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an entry the hub acknowledged (or already holds).
+    pub fn remove(&self, seq: u64) -> Result<(), StoreError> {
+        if let Some(v) = self.entries.remove(seq.to_be_bytes())? {
+            let mut c = self.counters();
+            c.bytes -= cost(&v);
+            c.count -= 1;
+            c.forwarded += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry up to and including `seq` (already on the hub).
+    pub fn remove_through(&self, seq: u64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for kv in self.entries.range(..=seq.to_be_bytes()) {
+            let (k, _) = kv?;
+            let s = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            self.remove(s)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Drops entries older than the TTL; returns how many.
+    pub fn expire(&self) -> Result<u64, StoreError> {
+        let cutoff = now_ms().saturating_sub(self.opts.ttl.as_millis() as u64);
+        let mut expired = 0;
+        for kv in self.entries.iter() {
+            let (k, v) = kv?;
+            let Some(e) = decode(
+                u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                &v,
+            ) else {
+                continue;
+            };
+            if e.appended_ms >= cutoff {
+                break; // in sequence order, so the rest is younger
+            }
+            if let Some(v) = self.entries.remove(e.seq.to_be_bytes())? {
+                let mut c = self.counters();
+                c.bytes -= cost(&v);
+                c.count -= 1;
+            }
+            expired += 1;
+        }
+        if expired > 0 {
+            let mut c = self.counters();
+            self.count_drops(&mut c, expired)?;
+        }
+        Ok(expired)
+    }
+
+    /// Drops not yet reported to the hub; resets the count.
+    pub fn take_unreported(&self) -> u64 {
+        std::mem::take(&mut self.counters().unreported)
+    }
+
+    /// Puts back a count taken by [`Outbox::take_unreported`] whose report failed.
+    pub fn restore_unreported(&self, n: u64) {
+        self.counters().unreported += n;
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.entries.flush()?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        let oldest = self
+            .entries
+            .first()
+            .ok()
+            .flatten()
+            .and_then(|(k, v)| decode(u64::from_be_bytes(k.as_ref().try_into().ok()?), &v))
+            .map(|e| now_ms().saturating_sub(e.appended_ms) / 1000)
+            .unwrap_or(0);
+        let c = self.counters();
+        OutboxStats {
+            depth: c.count,
+            oldest_age_s: oldest,
+            dropped: c.dropped,
+            bytes: c.bytes,
+            appended: c.appended,
+            forwarded: c.forwarded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn open(dir: &std::path::Path, max: u64, overflow: Overflow) -> (Store, Outbox) {
+        let store = Store::open(
+            dir,
+            StoreOptions {
+                cache_capacity: 1 << 20,
+                flush_every: Duration::from_millis(100),
+            },
+        )
+        .unwrap();
+        let outbox = Outbox::open(
+            &store,
+            OutboxOptions {
+                max_bytes: max,
+                ttl: Duration::from_secs(3600),
+                overflow,
+                durability: Durability::Sync,
+            },
+        )
+        .unwrap();
+        (store, outbox)
+    }
+
+    #[tokio::test]
+    async fn order_survives_reopen_and_sequences_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outbox) = open(dir.path(), 1 << 20, Overflow::DropOldest);
+        let a = outbox.append("x.a", b"1").await.unwrap();
+        let b = outbox.append("x.b", b"2").await.unwrap();
+        assert!(b > a);
+        outbox.remove(a).unwrap();
+        drop((outbox, store));
+        let (_store, outbox) = open(dir.path(), 1 << 20, Overflow::DropOldest);
+        let pending = outbox.pending(10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (
+                pending[0].seq,
+                pending[0].subject.as_str(),
+                &pending[0].payload[..]
+            ),
+            (b, "x.b", &b"2"[..])
+        );
+        let c = outbox.append("x.c", b"3").await.unwrap();
+        assert!(c > b, "sequence reused after reopen");
+        assert_eq!(outbox.stats().depth, 2);
+    }
+
+    #[tokio::test]
+    async fn overflow_policies_count_what_they_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, outbox) = open(dir.path(), 300, Overflow::DropOldest);
+        for i in 0..10u8 {
+            outbox.append("s", &[i; 40]).await.unwrap();
+        }
+        let kept: Vec<u8> = outbox
+            .pending(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.payload[0])
+            .collect();
+        let stats = outbox.stats();
+        assert_eq!(stats.dropped as usize + kept.len(), 10);
+        assert_eq!(*kept.last().unwrap(), 9, "drop_oldest keeps the newest");
+        assert!(stats.bytes <= 300);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, outbox) = open(dir.path(), 300, Overflow::RejectNew);
+        let mut refused = 0;
+        for i in 0..10u8 {
+            if outbox.append("s", &[i; 40]).await.is_err() {
+                refused += 1;
+            }
+        }
+        let kept: Vec<u8> = outbox
+            .pending(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.payload[0])
+            .collect();
+        assert_eq!(kept[0], 0, "reject_new keeps the oldest");
+        assert_eq!(outbox.stats().dropped, refused);
+        assert_eq!(outbox.take_unreported(), refused);
+        assert_eq!(outbox.take_unreported(), 0);
+    }
+}

@@ -1,0 +1,345 @@
+//! Store-and-forward under faults: results reach the hub exactly once, in order,
+//! whatever happens to the hub, the link or the node in between.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use edgeleaf::protocol::{ControlReply, OutboxStats, ResultRecord};
+use futures::StreamExt;
+
+use crate::harness::{Node, NodeSpec, Server, agent_toml, agent_wasm, eventually, free_port};
+
+/// Every result record the hub stored for `node`, in stream order, with the
+/// node-local sequence from its headers.
+async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, ResultRecord)> {
+    let client = async_nats::connect(hub_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("edgeleaf.res.{node}.>"),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return out;
+    }
+    let mut messages = consumer.messages().await.unwrap();
+    while pending > 0 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("stream read stalled")
+            .unwrap()
+            .unwrap();
+        pending = msg.info().unwrap().pending;
+        let seq = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Edgeleaf-Seq"))
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        out.push((seq, serde_json::from_slice(&msg.payload).unwrap()));
+    }
+    out
+}
+
+async fn outbox_stats(client: &async_nats::Client, node: &str) -> Option<OutboxStats> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request(format!("edgeleaf.ctl.{node}.outbox"), "".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    match serde_json::from_slice(&msg.payload).ok()? {
+        ControlReply::Ok(s) => Some(s),
+        ControlReply::Error(_) => None,
+    }
+}
+
+/// A node with its own leaf to `hub`, serving echo on `load.echo`.
+fn echo_node(hub: &Server, id: &'static str, leaf_port: u16, outbox: &str) -> Node {
+    Node::start(NodeSpec {
+        id,
+        spawn_leaf: Some((leaf_port, hub.leafnode_port.unwrap())),
+        extra: format!("\n[outbox]\n{outbox}\n")
+            + &agent_toml("echo", &agent_wasm("echo"), &["load.echo"], ""),
+        ..Default::default()
+    })
+}
+
+async fn connect_when_up(url: &str) -> async_nats::Client {
+    eventually(Duration::from_secs(30), "server reachable", || async {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(1))
+            .connect(url)
+            .await
+            .ok()
+    })
+    .await
+}
+
+async fn served(client: &async_nats::Client) {
+    eventually(Duration::from_secs(30), "echo serving", || async {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.request("load.echo", "warm-up".into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        (msg.payload.as_ref() == b"warm-up").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hub_outage_loses_and_duplicates_nothing() {
+    let mut hub = Server::hub();
+    let hub_url = hub.url();
+    crate::harness::hub_init(&hub_url).await;
+    let leaf_port = free_port();
+    let _node = echo_node(&hub, "outage", leaf_port, "");
+    let leaf = connect_when_up(&format!("nats://127.0.0.1:{leaf_port}")).await;
+    served(&leaf).await;
+
+    hub.kill();
+    // While the hub is gone the agent keeps serving local clients on the leaf,
+    // and every result waits in the outbox.
+    for i in 0..1000 {
+        leaf.publish("load.echo", format!("m{i:04}").into())
+            .await
+            .unwrap();
+    }
+    leaf.flush().await.unwrap();
+    eventually(Duration::from_secs(60), "1000 results buffered", || async {
+        outbox_stats(&leaf, "outage")
+            .await
+            .filter(|s| s.depth >= 1000)
+    })
+    .await;
+    assert_eq!(
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            leaf.request("load.echo", "during".into())
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .payload
+        .as_ref(),
+        b"during"
+    );
+
+    hub.restart();
+    let drained = eventually(Duration::from_secs(60), "outbox drained", || async {
+        outbox_stats(&leaf, "outage").await.filter(|s| s.depth == 0)
+    })
+    .await;
+    assert_eq!(drained.dropped, 0);
+
+    let stored = stored_results(&hub_url, "outage").await;
+    let outputs: Vec<&str> = stored
+        .iter()
+        .filter_map(|(_, r)| r.output.as_deref())
+        .collect();
+    let expected: Vec<String> = (0..1000).map(|i| format!("m{i:04}")).collect();
+    // Invocations run concurrently, so results are produced (and sequenced) in
+    // completion order: compare as a set, and check the order by sequence.
+    let mut got: Vec<&str> = outputs
+        .iter()
+        .copied()
+        .filter(|o| o.starts_with('m'))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "every result exactly once");
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stored in the node's order, no duplicates"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_in_sync_mode_loses_no_acknowledged_result() {
+    let hub = Server::hub();
+    let hub_url = hub.url();
+    crate::harness::hub_init(&hub_url).await;
+    let leaf_port = free_port();
+    let mut node = echo_node(&hub, "crashy", leaf_port, "durability = \"sync\"");
+    let client = connect_when_up(&hub_url).await;
+    served(&client).await;
+
+    // Requests from the hub until the node is killed mid-stream.
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..400 {
+                let body = format!("r{i:04}");
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.request("load.echo", body.clone().into()),
+                )
+                .await
+                {
+                    Ok(Ok(msg)) if msg.payload.as_ref() == body.as_bytes() => {
+                        acknowledged.push(body)
+                    }
+                    _ => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    node.stop_with(libc::SIGKILL);
+    let acknowledged = sender.await.unwrap();
+    assert!(
+        acknowledged.len() > 10,
+        "too few requests before the kill: {}",
+        acknowledged.len()
+    );
+
+    node.spawn();
+    eventually(
+        Duration::from_secs(60),
+        "outbox drained after restart",
+        || async {
+            outbox_stats(&client, "crashy")
+                .await
+                .filter(|s| s.depth == 0)
+        },
+    )
+    .await;
+    let stored = stored_results(&hub_url, "crashy").await;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, r) in &stored {
+        if let Some(o) = r.output.as_deref() {
+            *counts.entry(o).or_default() += 1;
+        }
+    }
+    for body in &acknowledged {
+        assert_eq!(
+            counts.get(body.as_str()),
+            Some(&1),
+            "{body}: acknowledged result missing or duplicated"
+        );
+    }
+    assert!(counts.values().all(|c| *c == 1), "duplicates on the hub");
+}
+
+#[tokio::test]
+async fn a_full_outbox_drops_by_policy_and_counts_it() {
+    for (policy, keeps_newest) in [("drop_oldest", true), ("reject_new", false)] {
+        let mut hub = Server::hub();
+        let hub_url = hub.url();
+        crate::harness::hub_init(&hub_url).await;
+        let leaf_port = free_port();
+        let id: &'static str = if keeps_newest {
+            "full-drop"
+        } else {
+            "full-reject"
+        };
+        let _node = echo_node(
+            &hub,
+            id,
+            leaf_port,
+            &format!("max_bytes = \"16KiB\"\noverflow = \"{policy}\""),
+        );
+        let leaf = connect_when_up(&format!("nats://127.0.0.1:{leaf_port}")).await;
+        served(&leaf).await;
+        eventually(
+            Duration::from_secs(30),
+            "start-up events forwarded",
+            || async { outbox_stats(&leaf, id).await.filter(|s| s.depth == 0) },
+        )
+        .await;
+
+        hub.kill();
+        for i in 0..300 {
+            leaf.publish("load.echo", format!("f{i:04}").into())
+                .await
+                .unwrap();
+        }
+        leaf.flush().await.unwrap();
+        let full = eventually(Duration::from_secs(30), "outbox full", || async {
+            outbox_stats(&leaf, id)
+                .await
+                .filter(|s| s.depth + s.dropped >= 300)
+        })
+        .await;
+        assert!(
+            full.dropped > 0 && full.bytes <= 16 * 1024,
+            "{policy}: {full:?}"
+        );
+        // The node keeps serving.
+        let msg = tokio::time::timeout(
+            Duration::from_secs(5),
+            leaf.request("load.echo", "alive".into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(msg.payload.as_ref(), b"alive");
+
+        hub.restart();
+        let drained = eventually(Duration::from_secs(60), "outbox drained", || async {
+            outbox_stats(&leaf, id).await.filter(|s| s.depth == 0)
+        })
+        .await;
+        let stored = stored_results(&hub_url, id).await;
+        let kept: Vec<String> = stored
+            .iter()
+            .filter_map(|(_, r)| r.output.clone())
+            .filter(|o| o.starts_with('f'))
+            .collect();
+        // Nothing lost beyond what was counted, nothing duplicated. (The "alive"
+        // result was refused too under reject_new; under drop_oldest it pushed out
+        // one more old result.)
+        let alive_refused = u64::from(!keeps_newest);
+        assert_eq!(
+            kept.len() as u64 + drained.dropped,
+            300 + alive_refused,
+            "{policy}: kept {} dropped {}",
+            kept.len(),
+            drained.dropped
+        );
+        let mut sorted = kept.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), kept.len(), "{policy}: duplicates");
+        // Results are recorded in completion order (invocations run concurrently),
+        // so "oldest" is by recording, not by message number: check that the kept
+        // ones are the late (drop_oldest) or the early (reject_new) messages.
+        let median: u32 = sorted[sorted.len() / 2][1..].parse().unwrap();
+        if keeps_newest {
+            assert!(median > 150, "{policy}: kept {sorted:?}");
+        } else {
+            assert!(median < 150, "{policy}: kept {sorted:?}");
+            assert_eq!(
+                sorted.first().map(String::as_str),
+                Some("f0000"),
+                "{policy}"
+            );
+        }
+        // The drops were reported as an event once the link was back.
+        let client = async_nats::connect(&hub_url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
+        eventually(Duration::from_secs(10), "drop event", || async {
+            stream
+                .get_last_raw_message_by_subject(&format!("edgeleaf.evt.{id}.outbox_dropped"))
+                .await
+                .ok()
+        })
+        .await;
+    }
+}
