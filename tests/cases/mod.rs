@@ -1,5 +1,6 @@
 mod agents;
 mod config;
+mod faults;
 mod fleet;
 mod heartbeat;
 mod leaf;
