@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::ConnOpts;
-use crate::config::{LimitsSection, parse_duration, parse_size};
+use crate::config::{AgentLimitsConfig, LimitsSection, parse_duration, parse_size};
 use crate::connect::Persistence;
 use crate::node::agents::AgentPool;
 use crate::node::telemetry::Telemetry;
-use crate::protocol::{AgentLimits, AgentSpec, tokenize};
+use crate::protocol::{AgentSpec, tokenize};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::{Store, StoreOptions};
 
@@ -80,14 +80,15 @@ impl AgentOpts {
         AgentSpec {
             name,
             triggers: self.triggers.clone(),
-            limits: AgentLimits {
+            limits: AgentLimitsConfig {
                 memory: self.memory,
-                timeout_ms: self.timeout.as_millis() as u64,
+                timeout: self.timeout,
                 max_concurrency: self.max_concurrency,
                 fuel: self.fuel,
                 max_output: self.max_output,
                 kv_quota: self.kv_quota,
-            },
+            }
+            .to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.iter().cloned().collect::<BTreeMap<_, _>>(),
         }

@@ -499,19 +499,24 @@ pub fn agent_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// One request, bounded: panics when nothing answers within 20 s.
+async fn request(client: &async_nats::Client, subject: &str, body: &str) -> async_nats::Message {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no reply on {subject} within 20s"))
+    .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"))
+}
+
 /// A request that expects an error reply: returns (code, message).
 pub async fn request_error(
     client: &async_nats::Client,
     subject: &str,
     body: &str,
 ) -> (String, String) {
-    let msg = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.request(subject.to_owned(), body.to_owned().into()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no reply on {subject} within 20s"))
-    .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+    let msg = request(client, subject, body).await;
     let code = msg
         .headers
         .as_ref()
@@ -528,13 +533,7 @@ pub async fn request_error(
 
 /// A request that expects a successful reply: returns its body as text.
 pub async fn request_ok(client: &async_nats::Client, subject: &str, body: &str) -> String {
-    let msg = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.request(subject.to_owned(), body.to_owned().into()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no reply on {subject} within 20s"))
-    .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+    let msg = request(client, subject, body).await;
     if let Some(code) = msg
         .headers
         .as_ref()
