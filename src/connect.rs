@@ -87,6 +87,13 @@ impl NatsTarget {
                 match event {
                     async_nats::Event::Connected => tracing::debug!(%url, "nats connected"),
                     async_nats::Event::Disconnected => tracing::warn!(%url, "nats disconnected"),
+                    // The client dropped messages: a subscription's buffer (65,536
+                    // messages) overflowed. Say so loudly; it is data loss.
+                    async_nats::Event::SlowConsumer(sid) => tracing::warn!(
+                        %url,
+                        subscription = sid,
+                        "slow consumer: messages dropped because a subscription's buffer was full"
+                    ),
                     other => tracing::debug!(%url, "nats: {other}"),
                 }
             }

@@ -366,6 +366,7 @@ impl Reconciler {
     /// Undeploys an agent: stops it, then drops its record, module (once unused),
     /// compiled code and kv data (unless the spec said `keep_kv`).
     async fn remove(&mut self, hub: &Hub, name: &str, record: &DeployRecord) {
+        tracing::info!(agent = %name, key = %record.key, "deployment removed; undeploying");
         self.pool.stop(name).await;
         match self.deployments.remove(name) {
             Ok(Some(digest)) => {

@@ -55,6 +55,12 @@ struct Counters {
 }
 
 pub struct Outbox {
+    /// Group commit for `sync` durability: the highest sequence known to be on disk.
+    /// A caller whose entry is already covered by someone else's flush returns at
+    /// once; otherwise it flushes for everyone queued behind it.
+    flushed: tokio::sync::Mutex<u64>,
+    /// The highest sequence appended so far.
+    last_seq: std::sync::atomic::AtomicU64,
     db: sled::Db,
     entries: sled::Tree,
     meta: sled::Tree,
@@ -114,6 +120,8 @@ impl Outbox {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         Ok(Self {
+            flushed: tokio::sync::Mutex::new(0),
+            last_seq: std::sync::atomic::AtomicU64::new(0),
             db: store.db.clone(),
             entries,
             meta,
@@ -131,11 +139,29 @@ impl Outbox {
     pub async fn append(&self, subject: &str, payload: &[u8]) -> Result<u64, OutboxError> {
         let seq = self.append_buffered(subject, payload)?;
         if self.opts.durability == Durability::Sync {
-            // sled coalesces concurrent flushes: invocations share one fsync.
-            self.entries.flush_async().await.map_err(StoreError::from)?;
+            self.flush_through(seq).await?;
         }
         self.appended.notify_one();
         Ok(seq)
+    }
+
+    /// Returns once every entry up to `seq` is on disk. Concurrent callers share
+    /// one flush. (sled 0.34's `flush_async` deadlocks with a few concurrent
+    /// callers — found by benches/outbox.sh — so the flush runs on a blocking
+    /// thread, one at a time.)
+    async fn flush_through(&self, seq: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= seq {
+            return Ok(());
+        }
+        let target = self.last_seq.load(SeqCst).max(seq);
+        let tree = self.entries.clone();
+        tokio::task::spawn_blocking(move || tree.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
+        *flushed = target;
+        Ok(())
     }
 
     fn append_buffered(&self, subject: &str, payload: &[u8]) -> Result<u64, OutboxError> {
@@ -170,6 +196,8 @@ impl Outbox {
         self.entries
             .insert(seq.to_be_bytes(), value)
             .map_err(StoreError::from)?;
+        self.last_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
         c.bytes += size;
         c.count += 1;
         c.appended += 1;
@@ -342,6 +370,28 @@ mod tests {
         let c = outbox.append("x.c", b"3").await.unwrap();
         assert!(c > b, "sequence reused after reopen");
         assert_eq!(outbox.stats().depth, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_appends_survive_many_concurrent_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, outbox) = open(dir.path(), 1 << 20, Overflow::DropOldest);
+        let outbox = std::sync::Arc::new(outbox);
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let o = outbox.clone();
+                tokio::spawn(async move {
+                    for j in 0..10 {
+                        o.append("s", format!("{i}-{j}").as_bytes()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let all = futures::future::join_all(tasks);
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("concurrent sync appends hung");
+        assert_eq!(outbox.stats().depth, 640);
     }
 
     #[tokio::test]

@@ -324,11 +324,6 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
             assert!(median > 150, "{policy}: kept {sorted:?}");
         } else {
             assert!(median < 150, "{policy}: kept {sorted:?}");
-            assert_eq!(
-                sorted.first().map(String::as_str),
-                Some("f0000"),
-                "{policy}"
-            );
         }
         // The drops were reported as an event once the link was back.
         let client = async_nats::connect(&hub_url).await.unwrap();
