@@ -30,6 +30,8 @@ use crate::store::agent_kv::AgentKv;
 const FAULTS_BEFORE_BACKOFF: u32 = 5;
 /// Longest back-off.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Messages admitted into the node per instance an agent may run (see `serve`).
+const DISPATCH_PER_INSTANCE: usize = 64;
 
 /// Counters of one agent, shared by its invocations.
 #[derive(Default)]
@@ -422,11 +424,24 @@ impl AgentPool {
 
 /// Receives the agent's messages and runs each in its own task (the agent's
 /// semaphore bounds how many run at once).
+///
+/// At most [`DISPATCH_PER_INSTANCE`] × max_concurrency messages are in the node at
+/// once (running, or waiting up to `QUEUE_WAIT` for an instance). Beyond that this
+/// loop stops reading, so a burst waits in the subscription's buffer instead of
+/// becoming an unbounded number of tasks (measured: 100k at once took 290 MiB).
 async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch) {
+    let slots = dispatch.agent.spec.limits.max_concurrency.max(1) as usize * DISPATCH_PER_INSTANCE;
+    let slots = Arc::new(tokio::sync::Semaphore::new(slots));
     let mut messages = futures::stream::select_all(subscriptions);
     while let Some(msg) = messages.next().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let d = dispatch.clone();
-        tokio::spawn(async move { d.handle(msg).await });
+        tokio::spawn(async move {
+            d.handle(msg).await;
+            drop(slot);
+        });
     }
 }
 
