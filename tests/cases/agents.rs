@@ -2,35 +2,13 @@
 
 use std::time::Duration;
 
-use edgeleaf::protocol::{ControlReply, EventRecord, NodeInfo, ResultRecord};
+use edgeleaf::protocol::{EventRecord, NodeInfo, ResultRecord};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Node, NodeSpec, agent_toml, agent_wasm, cli, cli_json, eventually, next_json,
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, cli, cli_json, control, eventually, next_json,
     request_error, request_ok,
 };
-
-/// Asks a node for `ctl.<node>.<what>` through the hub, once it answers.
-async fn control<T: serde::de::DeserializeOwned>(
-    hub: &async_nats::Client,
-    node: &str,
-    what: &str,
-) -> T {
-    eventually(Duration::from_secs(20), "control reply", || async {
-        let msg = tokio::time::timeout(
-            Duration::from_secs(1),
-            hub.request(format!("edgeleaf.ctl.{node}.{what}"), "".into()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        match serde_json::from_slice(&msg.payload).expect("control reply is not JSON") {
-            ControlReply::Ok(v) => Some(v),
-            ControlReply::Error(e) => panic!("{what} failed: {e:?}"),
-        }
-    })
-    .await
-}
 
 /// Waits until a node has started (or failed) its static agents.
 async fn agents_settled(hub: &async_nats::Client, node: &str, count: usize) -> Vec<Value> {

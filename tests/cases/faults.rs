@@ -88,21 +88,9 @@ async fn a_good_agent_answers_correctly_while_hostile_ones_run() {
         Duration::from_secs(30),
         "all three agents running",
         || async {
-            let msg = tokio::time::timeout(
-                Duration::from_secs(1),
-                hub.request("edgeleaf.ctl.load.agents", "".into()),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            let rows: ControlReply<Vec<serde_json::Value>> =
-                serde_json::from_slice(&msg.payload).ok()?;
-            match rows {
-                ControlReply::Ok(rows) => {
-                    (rows.iter().filter(|r| r["state"] == "running").count() == 3).then_some(())
-                }
-                ControlReply::Error(_) => None,
-            }
+            let rows: Vec<serde_json::Value> =
+                crate::harness::control(&hub, "load", "agents").await;
+            (rows.iter().filter(|r| r["state"] == "running").count() == 3).then_some(())
         },
     )
     .await;

@@ -1,7 +1,5 @@
 //! A node's heartbeat, published on its leaf, reaches the hub with every field.
 
-use std::time::Duration;
-
 use crate::harness::{Cluster, Node, NodeSpec, next_json};
 use edgeleaf::protocol::{ControlReply, Heartbeat, LinkState, NodeInfo};
 
@@ -92,23 +90,7 @@ async fn info_and_unknown_control_requests_through_the_hub() {
         ..Default::default()
     });
     let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
-    let info: NodeInfo = crate::harness::eventually(Duration::from_secs(20), "info reply", || {
-        let hub = hub.clone();
-        async move {
-            let msg = tokio::time::timeout(
-                Duration::from_secs(1),
-                hub.request("edgeleaf.ctl.ctl-node.info", "".into()),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            match serde_json::from_slice(&msg.payload).unwrap() {
-                ControlReply::Ok(info) => Some(info),
-                ControlReply::Error(e) => panic!("info failed: {e:?}"),
-            }
-        }
-    })
-    .await;
+    let info: NodeInfo = crate::harness::control(&hub, "ctl-node", "info").await;
     assert_eq!(info.node_id, "ctl-node");
     assert!(!info.leaf.spawned);
     assert_eq!(info.leaf.url, cluster.leaf.url());

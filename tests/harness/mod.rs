@@ -546,3 +546,25 @@ pub async fn request_ok(client: &async_nats::Client, subject: &str, body: &str) 
     }
     String::from_utf8_lossy(&msg.payload).into_owned()
 }
+
+/// Asks a node for `ctl.<node>.<what>` through the hub, once it answers.
+pub async fn control<T: serde::de::DeserializeOwned>(
+    hub: &async_nats::Client,
+    node: &str,
+    what: &str,
+) -> T {
+    eventually(Duration::from_secs(20), "control reply", || async {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(1),
+            hub.request(format!("edgeleaf.ctl.{node}.{what}"), "".into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        match serde_json::from_slice(&msg.payload).expect("control reply is not JSON") {
+            edgeleaf::protocol::ControlReply::Ok(v) => Some(v),
+            edgeleaf::protocol::ControlReply::Error(e) => panic!("{what} failed: {e:?}"),
+        }
+    })
+    .await
+}
