@@ -224,10 +224,6 @@ impl Supervisor {
         })
     }
 
-    pub fn status(&self) -> ServerStatus {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A handle that reads the status after the supervisor moved elsewhere.
     pub fn status_handle(&self) -> Arc<Mutex<ServerStatus>> {
         self.status.clone()

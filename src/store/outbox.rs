@@ -234,13 +234,21 @@ impl Outbox {
 
     /// Removes an entry the hub acknowledged (or already holds).
     pub fn remove(&self, seq: u64) -> Result<(), StoreError> {
-        if let Some(v) = self.entries.remove(seq.to_be_bytes())? {
-            let mut c = self.counters();
-            c.bytes -= cost(&v);
-            c.count -= 1;
-            c.forwarded += 1;
+        if self.take(seq)? {
+            self.counters().forwarded += 1;
         }
         Ok(())
+    }
+
+    /// Deletes one entry and its bytes from the counters; false if it was gone.
+    fn take(&self, seq: u64) -> Result<bool, StoreError> {
+        let Some(v) = self.entries.remove(seq.to_be_bytes())? else {
+            return Ok(false);
+        };
+        let mut c = self.counters();
+        c.bytes -= cost(&v);
+        c.count -= 1;
+        Ok(true)
     }
 
     /// Removes every entry up to and including `seq` (already on the hub).
@@ -270,11 +278,7 @@ impl Outbox {
             if e.appended_ms >= cutoff {
                 break; // in sequence order, so the rest is younger
             }
-            if let Some(v) = self.entries.remove(e.seq.to_be_bytes())? {
-                let mut c = self.counters();
-                c.bytes -= cost(&v);
-                c.count -= 1;
-            }
+            self.take(e.seq)?;
             expired += 1;
         }
         if expired > 0 {
@@ -287,11 +291,6 @@ impl Outbox {
     /// Drops not yet reported to the hub; resets the count.
     pub fn take_unreported(&self) -> u64 {
         std::mem::take(&mut self.counters().unreported)
-    }
-
-    /// Puts back a count taken by [`Outbox::take_unreported`] whose report failed.
-    pub fn restore_unreported(&self, n: u64) {
-        self.counters().unreported += n;
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
