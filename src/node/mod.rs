@@ -8,6 +8,7 @@ mod heartbeat;
 mod hub_link;
 pub mod leaf;
 pub mod reconcile;
+pub mod systemd;
 pub mod telemetry;
 
 use std::future::Future;
@@ -284,14 +285,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let (agents, state) = (agents.clone(), state.clone());
         async move { start_static_agents(&agents, &state.config).await }
     });
+    let watchdog = systemd::watchdog_interval()
+        .map(|every| tokio::spawn(systemd::watchdog(state.clone(), every, group.handle())));
+    systemd::notify("READY=1");
     tokio::select! {
         _ = shutdown => {}
         // A task that ends on its own is a bug or a lost subscription: stop
         // cleanly rather than run half a node; the service manager restarts us.
         _ = futures::future::select_all(tasks) => tracing::error!("a node task ended unexpectedly; stopping"),
     }
+    systemd::notify("STOPPING=1");
     provisioning.abort();
     group.shutdown().await;
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     let _ = reconciling.await;
     let _ = forwarding.await;
     agents.stop_all().await;

@@ -1,9 +1,11 @@
 mod agents;
 mod config;
+mod cross;
 mod faults;
 mod fleet;
 mod heartbeat;
 mod leaf;
 mod outbox;
+mod service;
 mod shipping;
 mod up;

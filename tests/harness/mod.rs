@@ -301,11 +301,29 @@ pub fn agent_toml(name: &str, wasm: &Path, triggers: &[&str], more: &str) -> Str
     )
 }
 
+/// The command that runs a node: this build's binary, or `$EDGELEAF_CROSS_NODE_BIN` (a
+/// binary for another architecture) run by `$EDGELEAF_CROSS_NODE_RUNNER` (e.g.
+/// `qemu-aarch64-static`), as `scripts/cross-smoke.sh` sets them.
+pub fn node_command() -> Command {
+    let bin = std::env::var("EDGELEAF_CROSS_NODE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let runner = std::env::var("EDGELEAF_CROSS_NODE_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// A running `edgeleaf node`, with its config and state in a temp dir. Killed on drop.
 pub struct Node {
     child: Option<Child>,
     pub dir: TempDir,
     pub id: String,
+    env: Vec<(String, String)>,
 }
 
 /// What a test node needs to know; the rest of the config is written by `Node::start`.
@@ -319,6 +337,8 @@ pub struct NodeSpec<'a> {
     pub interval: &'a str,
     /// Appended to the config as is (e.g. `[[agents]]` tables).
     pub extra: String,
+    /// Extra environment for the node process.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for NodeSpec<'_> {
@@ -330,6 +350,7 @@ impl Default for NodeSpec<'_> {
             tags: &[],
             interval: "1s",
             extra: String::new(),
+            env: &[],
         }
     }
 }
@@ -365,6 +386,11 @@ impl Node {
             child: None,
             dir,
             id: spec.id.to_owned(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         node.spawn();
         node
@@ -378,11 +404,14 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("node.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let child = node_command()
             .args(["node", "-c"])
             .arg(self.dir.path().join("node.toml"))
             .env("EDGELEAF_LOG", "info,edgeleaf=debug")
             .env_remove("NATS_URL")
+            .env_remove("EDGELEAF_CROSS_NODE_BIN")
+            .env_remove("EDGELEAF_CROSS_NODE_RUNNER")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
