@@ -311,15 +311,19 @@ pub struct LimitsSection {
     pub pool_slots: u32,
 }
 
+/// A 32-bit process (armv7) has 3 GiB of address space, and the pooling allocator
+/// reserves `pool_slots x 2 x max_memory` of it up front: smaller defaults there.
+const IS_32_BIT: bool = cfg!(target_pointer_width = "32");
+
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_agents: 32,
-            max_memory: 64 << 20,
+            max_memory: if IS_32_BIT { 32 << 20 } else { 64 << 20 },
             max_timeout: Duration::from_secs(30),
             max_concurrency: 16,
             max_module_size: 32 << 20,
-            pool_slots: 64,
+            pool_slots: if IS_32_BIT { 8 } else { 64 },
         }
     }
 }
@@ -527,6 +531,17 @@ impl Config {
         }
         if l.max_timeout.is_zero() {
             return Err(("limits.max_timeout", "must be greater than 0".into()));
+        }
+        let reserved = u64::from(l.pool_slots) * 2 * l.max_memory;
+        if IS_32_BIT && reserved > 1 << 30 {
+            return Err((
+                "limits.pool_slots",
+                format!(
+                    "pool_slots x 2 x max_memory = {} MiB of address space, more than a 32-bit \
+                     process can spare (at most 1024 MiB): lower pool_slots or max_memory",
+                    reserved >> 20
+                ),
+            ));
         }
         Ok(self)
     }
