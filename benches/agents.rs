@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench --bench agents               # from the repository root
 //! cargo bench --bench agents -- --quick    # smaller counts, a smoke test
+//! cargo bench --bench agents -- --no-nats  # sections 1 and 2 only (e.g. under qemu)
 //! ```
 //!
 //! Needs the example agents (`bash wasm-agents/build.sh` builds `wasm-agents/dist/`)
@@ -74,6 +75,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts and durations of one run.
 struct Settings {
+    /// Skip section 3 (`--no-nats`).
+    nats: bool,
     in_process_warmup: usize,
     in_process_calls: usize,
     cache_runs: usize,
@@ -87,9 +90,12 @@ struct Settings {
 
 impl Settings {
     fn from_args() -> Self {
-        // `cargo bench` passes `--bench`; only `--quick` means anything here.
+        // `cargo bench` passes `--bench`; only `--quick` and `--no-nats` mean
+        // anything here.
+        let nats = !std::env::args().any(|a| a == "--no-nats");
         if std::env::args().any(|a| a == "--quick") {
             Self {
+                nats,
                 in_process_warmup: 100,
                 in_process_calls: 1_000,
                 cache_runs: 2,
@@ -101,6 +107,7 @@ impl Settings {
             }
         } else {
             Self {
+                nats,
                 in_process_warmup: 1_000,
                 in_process_calls: 20_000,
                 cache_runs: 5,
@@ -152,7 +159,10 @@ async fn run(settings: &Settings) -> Result<String> {
     let echo = read_wasm(&dist, "echo.wasm")?;
     let upper = read_wasm(&dist, "upper-c.wasm")?;
     let threshold = read_wasm(&dist, "threshold.wasm")?;
-    let nats_server = nats_server_bin()?;
+    let nats_server = match settings.nats {
+        true => Some(nats_server_bin()?),
+        false => None,
+    };
     let load_start = load_average();
     let started = Instant::now();
 
@@ -168,6 +178,7 @@ async fn run(settings: &Settings) -> Result<String> {
 
     progress("1/3 in process: echo.wasm, upper-c.wasm");
     let wasm_runtime = Runtime::new(&engine_options(None))?;
+    let compiler = wasm_runtime.compiler();
     let in_process = vec![
         (
             "echo.wasm (component)",
@@ -199,14 +210,27 @@ async fn run(settings: &Settings) -> Result<String> {
     progress("2/3 compile vs cache load: threshold.wasm");
     let cache = bench_cache(&threshold, settings.cache_runs)?;
 
-    progress("3/3 through NATS: hub + leaf nats-server on loopback");
-    let nats = bench_nats(&nats_server, &store, &echo, settings).await?;
+    let nats = match &nats_server {
+        Some(nats_server) => {
+            progress("3/3 through NATS: hub + leaf nats-server on loopback");
+            Some(bench_nats(nats_server, &store, &echo, settings).await?)
+        }
+        None => None,
+    };
 
     let mut out = String::new();
-    write_header(&mut out, &nats_server, &load_start, started.elapsed());
+    write_header(
+        &mut out,
+        nats_server.as_deref(),
+        compiler,
+        &load_start,
+        started.elapsed(),
+    );
     write_in_process(&mut out, &in_process, settings);
     write_cache(&mut out, &cache, threshold.len());
-    write_nats(&mut out, &nats, settings);
+    if let Some(nats) = &nats {
+        write_nats(&mut out, nats, settings);
+    }
     Ok(out)
 }
 
@@ -919,7 +943,13 @@ fn command_line(program: &Path, args: &[&str]) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_owned())
 }
 
-fn write_header(out: &mut String, nats_server: &Path, load_start: &str, took: Duration) {
+fn write_header(
+    out: &mut String,
+    nats_server: Option<&Path>,
+    compiler: &str,
+    load_start: &str,
+    took: Duration,
+) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut commit = command_line(Path::new("git"), &["rev-parse", "--short", "HEAD"])
         .unwrap_or_else(|| "unknown".to_owned());
@@ -931,8 +961,6 @@ fn write_header(out: &mut String, nats_server: &Path, load_start: &str, took: Du
     {
         commit.push_str(" plus uncommitted changes in src/ or Cargo.lock");
     }
-    let nats_version =
-        command_line(nats_server, &["--version"]).unwrap_or_else(|| "unknown".to_owned());
     let _ = writeln!(
         out,
         "## Agents — {}\n",
@@ -943,14 +971,18 @@ fn write_header(out: &mut String, nats_server: &Path, load_start: &str, took: Du
         "- edgeleaf {} (commit {commit}), `cargo bench --bench agents` (bench profile = release)",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(nats_server) = nats_server {
+        let nats_version =
+            command_line(nats_server, &["--version"]).unwrap_or_else(|| "unknown".to_owned());
+        let _ = writeln!(
+            out,
+            "- nats-server: {nats_version} ({})",
+            nats_server.display()
+        );
+    }
     let _ = writeln!(
         out,
-        "- nats-server: {nats_version} ({})",
-        nats_server.display()
-    );
-    let _ = writeln!(
-        out,
-        "- host: {cores} cores, {} {}; load average (1/5/15 min) at start {load_start}, at end {}",
+        "- host: {cores} cores, {} {} (wasm: {compiler}); load average (1/5/15 min) at start {load_start}, at end {}",
         std::env::consts::OS,
         std::env::consts::ARCH,
         load_average()

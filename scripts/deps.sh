@@ -6,20 +6,9 @@
 # wasm-agents/README.md). Idempotent.
 set -euo pipefail
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 have_nats() { command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; }
-
-APT_UPDATED=""
-apt_install() {
-  if [ -z "$APT_UPDATED" ]; then
-    # A mirror hiccup for one index must not stop us; what we need is checked after.
-    $SUDO apt-get update -qq || echo "deps: apt-get update reported errors; trying the install anyway" >&2
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
 
 if ! have_nats; then
   echo "deps: installing nats-server from the distribution" >&2
@@ -29,15 +18,10 @@ have_nats || { echo "deps: nats-server is still missing after apt-get install" >
 
 GUEST_PACKAGES="rustc-web cargo-web rust-web-src lld wasi-libc clang libclang-rt-14-dev-wasm32"
 if [ "${EDGELEAF_GUESTS:-0}" = 1 ]; then
-  missing=""
-  for p in $GUEST_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-  if [ -n "$missing" ]; then
-    echo "deps: installing the wasm guest toolchain:$missing" >&2
-    apt_install $missing
+  if [ -n "$(apt_missing $GUEST_PACKAGES)" ]; then
+    echo "deps: installing the wasm guest toolchain: $(apt_missing $GUEST_PACKAGES)" >&2
   fi
-  for p in $GUEST_PACKAGES; do
-    dpkg -s "$p" >/dev/null 2>&1 || { echo "deps: $p is still missing after apt-get install" >&2; exit 1; }
-  done
+  apt_require $GUEST_PACKAGES || exit 1
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
