@@ -40,8 +40,10 @@ pub struct AgentOpts {
     /// Agent name. Default: the file name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Linear memory per instance.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    /// Linear memory per instance. The default fits every node's default ceiling
+    /// (`limits.max_memory`: 64MiB, 32MiB on 32-bit boards), like an `[[agents]]`
+    /// entry's.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub memory: u64,
     /// Deadline per invocation.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
