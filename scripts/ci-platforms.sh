@@ -35,10 +35,24 @@ deb_check() {
     scripts/check-deb.sh "$deb"
 }
 
+# The node under qemu, then its package: the right Debian architecture, and a
+# binary for the right machine inside.
+cross_check() { # TARGET DEB_ARCH ELF_MACHINE
+  scripts/cross-smoke.sh "$1" || return
+  local deb dir
+  deb="$(scripts/package-deb.sh "$1" --profile debug)" || return
+  [ "$(dpkg-deb -f "$deb" Architecture)" = "$2" ] || { echo "ci: $deb is not $2" >&2; return 1; }
+  dir="$(mktemp -d)"
+  dpkg-deb -x "$deb" "$dir"
+  readelf -h "$dir/usr/bin/edgeleaf" | grep -q "Machine:.*$3" || { echo "ci: $deb holds no $3 binary" >&2; rm -rf "$dir"; return 1; }
+  rm -rf "$dir"
+  echo "ci: $(basename "$deb"): Architecture $2, $3 binary" >&2
+}
+
 step "deb amd64: build, dpkg -i, check, remove, purge" deb_check
-step "aarch64 node under qemu" scripts/cross-smoke.sh aarch64-unknown-linux-gnu
+step "aarch64 node under qemu, arm64 .deb" cross_check aarch64-unknown-linux-gnu arm64 AArch64
 if [ "${EDGELEAF_CI_ARMV7:-1}" != 0 ]; then
-  step "armv7 node under qemu (Pulley)" scripts/cross-smoke.sh armv7-unknown-linux-gnueabihf
+  step "armv7 node under qemu (Pulley), armhf .deb" cross_check armv7-unknown-linux-gnueabihf armhf ARM
 fi
 
 echo "=== ci-platforms summary" >&2

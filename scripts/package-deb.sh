@@ -33,9 +33,9 @@ done
 [ -n "$target" ] || { echo "usage: scripts/package-deb.sh TARGET [--profile release|debug] [--out DIR]" >&2; exit 2; }
 
 case "$target" in
-  x86_64-*) arch=amd64 ;;
-  aarch64-*) arch=arm64 ;;
-  armv7-*) arch=armhf ;;
+  x86_64-*) arch=amd64 objcopy=objcopy ;;
+  aarch64-*) arch=arm64 objcopy=aarch64-linux-gnu-objcopy ;;
+  armv7-*) arch=armhf objcopy=arm-linux-gnueabihf-objcopy ;;
   *) echo "package-deb: no Debian architecture for $target" >&2; exit 2 ;;
 esac
 bin="target/$target/$profile/edgeleaf"
@@ -57,7 +57,7 @@ install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/
 install -m 0755 "$bin" "$root/usr/bin/edgeleaf"
 if [ "$profile" = debug ]; then
   # A debug build is packaged only for checks; keep it small anyway.
-  objcopy --strip-debug "$root/usr/bin/edgeleaf" 2>/dev/null || true
+  "$objcopy" --strip-debug "$root/usr/bin/edgeleaf" 2>/dev/null || true
 fi
 install -m 0644 systemd/edgeleaf.service systemd/edgeleaf-leaf.service "$root/lib/systemd/system/"
 install -m 0640 config/device.toml "$root/etc/edgeleaf/edgeleaf.toml"
