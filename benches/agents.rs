@@ -3,7 +3,9 @@
 //! ```sh
 //! cargo bench --bench agents               # from the repository root
 //! cargo bench --bench agents -- --quick    # smaller counts, a smoke test
-//! cargo bench --bench agents -- --no-nats  # sections 1 and 2 only (e.g. under qemu)
+//! cargo bench --bench agents -- --no-nats  # sections 1 and 2 only
+//! cargo bench --bench agents -- --no-nats --no-cache  # section 1 only (under qemu-user,
+//!                                          # whose memory the ten engines of 2 exhaust)
 //! ```
 //!
 //! Needs the example agents (`bash wasm-agents/build.sh` builds `wasm-agents/dist/`)
@@ -77,6 +79,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Settings {
     /// Skip section 3 (`--no-nats`).
     nats: bool,
+    /// Skip section 2 (`--no-cache`).
+    cache: bool,
     in_process_warmup: usize,
     in_process_calls: usize,
     cache_runs: usize,
@@ -93,9 +97,11 @@ impl Settings {
         // `cargo bench` passes `--bench`; only `--quick` and `--no-nats` mean
         // anything here.
         let nats = !std::env::args().any(|a| a == "--no-nats");
+        let cache = !std::env::args().any(|a| a == "--no-cache");
         if std::env::args().any(|a| a == "--quick") {
             Self {
                 nats,
+                cache,
                 in_process_warmup: 100,
                 in_process_calls: 1_000,
                 cache_runs: 2,
@@ -108,6 +114,7 @@ impl Settings {
         } else {
             Self {
                 nats,
+                cache,
                 in_process_warmup: 1_000,
                 in_process_calls: 20_000,
                 cache_runs: 5,
@@ -207,8 +214,13 @@ async fn run(settings: &Settings) -> Result<String> {
     ];
     drop(wasm_runtime);
 
-    progress("2/3 compile vs cache load: threshold.wasm");
-    let cache = bench_cache(&threshold, settings.cache_runs)?;
+    let cache = match settings.cache {
+        true => {
+            progress("2/3 compile vs cache load: threshold.wasm");
+            Some(bench_cache(&threshold, settings.cache_runs)?)
+        }
+        false => None,
+    };
 
     let nats = match &nats_server {
         Some(nats_server) => {
@@ -227,7 +239,9 @@ async fn run(settings: &Settings) -> Result<String> {
         started.elapsed(),
     );
     write_in_process(&mut out, &in_process, settings);
-    write_cache(&mut out, &cache, threshold.len());
+    if let Some(cache) = &cache {
+        write_cache(&mut out, cache, threshold.len());
+    }
     if let Some(nats) = &nats {
         write_nats(&mut out, nats, settings);
     }
