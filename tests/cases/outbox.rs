@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use edgeleaf::protocol::{ControlReply, OutboxStats, ResultRecord};
+use edgeleaf::protocol::{OutboxStats, ResultRecord};
 use futures::StreamExt;
 
-use crate::harness::{Node, NodeSpec, Server, agent_toml, agent_wasm, eventually, free_port};
+use crate::harness::{
+    Node, NodeSpec, Server, agent_toml, agent_wasm, eventually, free_port, try_control,
+};
 
 /// Every result record the hub stored for `node`, in stream order, with the
 /// node-local sequence from its headers.
@@ -48,20 +50,6 @@ async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, ResultRecord)> {
         out.push((seq, serde_json::from_slice(&msg.payload).unwrap()));
     }
     out
-}
-
-async fn outbox_stats(client: &async_nats::Client, node: &str) -> Option<OutboxStats> {
-    let msg = tokio::time::timeout(
-        Duration::from_secs(1),
-        client.request(format!("edgeleaf.ctl.{node}.outbox"), "".into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    match serde_json::from_slice(&msg.payload).ok()? {
-        ControlReply::Ok(s) => Some(s),
-        ControlReply::Error(_) => None,
-    }
 }
 
 /// A node with its own leaf to `hub`, serving echo on `load.echo`.
@@ -120,7 +108,7 @@ async fn a_hub_outage_loses_and_duplicates_nothing() {
     }
     leaf.flush().await.unwrap();
     eventually(Duration::from_secs(60), "1000 results buffered", || async {
-        outbox_stats(&leaf, "outage")
+        try_control::<OutboxStats>(&leaf, "outage", "outbox")
             .await
             .filter(|s| s.depth >= 1000)
     })
@@ -140,7 +128,9 @@ async fn a_hub_outage_loses_and_duplicates_nothing() {
 
     hub.restart();
     let drained = eventually(Duration::from_secs(60), "outbox drained", || async {
-        outbox_stats(&leaf, "outage").await.filter(|s| s.depth == 0)
+        try_control::<OutboxStats>(&leaf, "outage", "outbox")
+            .await
+            .filter(|s| s.depth == 0)
     })
     .await;
     assert_eq!(drained.dropped, 0);
@@ -213,7 +203,7 @@ async fn kill_9_in_sync_mode_loses_no_acknowledged_result() {
         Duration::from_secs(60),
         "outbox drained after restart",
         || async {
-            outbox_stats(&client, "crashy")
+            try_control::<OutboxStats>(&client, "crashy", "outbox")
                 .await
                 .filter(|s| s.depth == 0)
         },
@@ -259,7 +249,11 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
         eventually(
             Duration::from_secs(30),
             "start-up events forwarded",
-            || async { outbox_stats(&leaf, id).await.filter(|s| s.depth == 0) },
+            || async {
+                try_control::<OutboxStats>(&leaf, id, "outbox")
+                    .await
+                    .filter(|s| s.depth == 0)
+            },
         )
         .await;
 
@@ -271,7 +265,7 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
         }
         leaf.flush().await.unwrap();
         let full = eventually(Duration::from_secs(30), "outbox full", || async {
-            outbox_stats(&leaf, id)
+            try_control::<OutboxStats>(&leaf, id, "outbox")
                 .await
                 .filter(|s| s.depth + s.dropped >= 300)
         })
@@ -292,7 +286,9 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
 
         hub.restart();
         let drained = eventually(Duration::from_secs(60), "outbox drained", || async {
-            outbox_stats(&leaf, id).await.filter(|s| s.depth == 0)
+            try_control::<OutboxStats>(&leaf, id, "outbox")
+                .await
+                .filter(|s| s.depth == 0)
         })
         .await;
         let stored = stored_results(&hub_url, id).await;

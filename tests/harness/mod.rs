@@ -582,18 +582,28 @@ pub async fn control<T: serde::de::DeserializeOwned>(
     node: &str,
     what: &str,
 ) -> T {
-    eventually(Duration::from_secs(20), "control reply", || async {
-        let msg = tokio::time::timeout(
-            Duration::from_secs(1),
-            hub.request(format!("edgeleaf.ctl.{node}.{what}"), "".into()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        match serde_json::from_slice(&msg.payload).expect("control reply is not JSON") {
-            edgeleaf::protocol::ControlReply::Ok(v) => Some(v),
-            edgeleaf::protocol::ControlReply::Error(e) => panic!("{what} failed: {e:?}"),
-        }
+    eventually(Duration::from_secs(20), "control reply", || {
+        try_control(hub, node, what)
     })
     .await
+}
+
+/// One `ctl.<node>.<what>` request (1 s): `None` if nobody answered in time; panics
+/// on an error reply or a reply that is not JSON.
+pub async fn try_control<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    node: &str,
+    what: &str,
+) -> Option<T> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request(format!("edgeleaf.ctl.{node}.{what}"), "".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    match serde_json::from_slice(&msg.payload).expect("control reply is not JSON") {
+        edgeleaf::protocol::ControlReply::Ok(v) => Some(v),
+        edgeleaf::protocol::ControlReply::Error(e) => panic!("{what} failed: {e:?}"),
+    }
 }
