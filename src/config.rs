@@ -312,7 +312,8 @@ pub struct LimitsSection {
 }
 
 /// A 32-bit process (armv7) has 3 GiB of address space, and the pooling allocator
-/// reserves `pool_slots x 2 x max_memory` of it up front: smaller defaults there.
+/// reserves `pool_slots x MEMORIES_PER_COMPONENT (2) x max_memory` of it up front:
+/// smaller defaults there.
 const IS_32_BIT: bool = cfg!(target_pointer_width = "32");
 
 impl Default for LimitsSection {
@@ -532,7 +533,8 @@ impl Config {
         if l.max_timeout.is_zero() {
             return Err(("limits.max_timeout", "must be greater than 0".into()));
         }
-        let reserved = u64::from(l.pool_slots) * 2 * l.max_memory;
+        let memories = u64::from(crate::runtime::engine::MEMORIES_PER_COMPONENT);
+        let reserved = u64::from(l.pool_slots) * memories * l.max_memory;
         if IS_32_BIT && reserved > 1 << 30 {
             return Err((
                 "limits.pool_slots",

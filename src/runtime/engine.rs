@@ -23,7 +23,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Core instances, memories and tables one component may hold. A Rust component
 /// for wasm32-wasip2 has a handful of core instances (the module and its shims).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const MEMORIES_PER_COMPONENT: u32 = 2;
+pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 8;
 
 /// Bytes of linear memory a warm pool slot keeps resident between invocations.
