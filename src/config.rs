@@ -23,6 +23,8 @@ pub enum ConfigError {
     },
     #[error("config {origin}: {message}")]
     Syntax { origin: String, message: String },
+    #[error("refusing to start: {} {message}", .path.display())]
+    Insecure { path: PathBuf, message: String },
     #[error(
         "config {origin}: key `{key}`{}: {message}",
         .env.as_ref().map(|v| format!(" (from {v})")).unwrap_or_default()
@@ -208,8 +210,8 @@ impl Default for NodeSection {
     }
 }
 
-/// The node's own NATS connection (to its leaf server).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The node's own NATS connection (to its leaf server). `Debug` hides the secrets.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSection {
     /// Defaults to `nats://<leaf.listen>` (the leaf the node runs, or the usual local one).
@@ -224,6 +226,24 @@ pub struct NatsSection {
     /// First token of every edgeleaf subject.
     pub prefix: Option<String>,
 }
+
+impl std::fmt::Debug for NatsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSection")
+            .field("url", &self.url.as_deref().map(crate::connect::redact_url))
+            .field("creds", &self.creds)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("nkey", &self.nkey)
+            .field("tls", &self.tls)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Keys whose values are secrets: errors about them never quote the value.
+const SECRET_KEYS: &[&str] = &["nats.password", "nats.token"];
 
 /// PEM files for a TLS connection; all optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -368,6 +388,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        refuse_world_writable(path, "config")?;
         let mut config = Self::from_toml(&text, &path.display().to_string(), std::env::vars())?;
         let base = path.parent().unwrap_or(Path::new("."));
         for agent in &mut config.agents {
@@ -375,12 +396,82 @@ impl Config {
                 agent.wasm = base.join(&agent.wasm);
             }
         }
+        config.check_secret_files()?;
         Ok(config)
     }
 
     /// Defaults plus the environment, for a node started without a file.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_toml("", "(defaults)", std::env::vars())
+        let config = Self::from_toml("", "(defaults)", std::env::vars())?;
+        config.check_secret_files()?;
+        Ok(config)
+    }
+
+    /// The files that hold secrets (credentials, nkey seeds, TLS keys), with the
+    /// key that names each.
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("nats.creds", &self.nats.creds),
+            ("nats.nkey", &self.nats.nkey),
+            ("nats.tls.key", &self.nats.tls.key),
+            ("leaf.creds", &self.leaf.creds),
+            ("leaf.tls.key", &self.leaf.tls.key),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| Some((key, path.as_deref()?)))
+        .collect()
+    }
+
+    /// Refuses a secret file that anyone may write: whoever can replace a key or a
+    /// credentials file can make the node talk to their server as someone else.
+    fn check_secret_files(&self) -> Result<(), ConfigError> {
+        for (key, path) in self.secret_files() {
+            refuse_world_writable(path, key)?;
+        }
+        Ok(())
+    }
+
+    /// What is allowed but unwise, for the log at start and `node --check`:
+    /// plain text off this machine, secrets that other users can read.
+    pub fn warnings(&self, config_path: Option<&Path>) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        out.extend(crate::connect::plaintext_warning(
+            "nats.url",
+            &self.nats_url(),
+            &self.nats.tls,
+        ));
+        if let Some(url) = &self.leaf.hub_url {
+            out.extend(crate::connect::plaintext_warning(
+                "leaf.hub_url",
+                url,
+                &self.leaf.tls,
+            ));
+        }
+        let world_readable =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+        for (key, path) in self.secret_files() {
+            if world_readable(path) {
+                out.push(format!(
+                    "{key} {} is readable by every user; chmod o-r it",
+                    path.display()
+                ));
+            }
+        }
+        let has_secrets = self.nats.password.is_some()
+            || self.nats.token.is_some()
+            || self
+                .leaf
+                .hub_url
+                .as_deref()
+                .is_some_and(|u| u.contains('@'));
+        if let Some(path) = config_path.filter(|p| has_secrets && world_readable(p)) {
+            out.push(format!(
+                "config {} holds a password or token and is readable by every user; chmod o-r it",
+                path.display()
+            ));
+        }
+        out
     }
 
     /// Parses `text` (its `origin` names it in errors), overlays `env`, validates.
@@ -405,8 +496,12 @@ impl Config {
         let key_error = |key: String, message: String| ConfigError::Key {
             origin: origin.to_owned(),
             env: from_env.get(&key).cloned(),
+            message: match SECRET_KEYS.contains(&key.as_str()) {
+                // serde quotes the offending value; this one must not be printed.
+                true => "must be a string (value not shown: it is a secret)".to_owned(),
+                false => message,
+            },
             key,
-            message,
         };
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| key_error(e.path().to_string(), e.into_inner().message().to_owned()))?;
@@ -558,6 +653,22 @@ impl Config {
 
     pub fn prefix(&self) -> &str {
         self.nats.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+    }
+}
+
+/// A file that every user may write is refused: `what` names it in the error.
+fn refuse_world_writable(path: &Path, what: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o002 != 0 => Err(ConfigError::Insecure {
+            path: path.to_owned(),
+            message: format!(
+                "{what} is writable by every user (mode {:o}); chmod o-w it",
+                meta.permissions().mode() & 0o7777
+            ),
+        }),
+        // A missing file is reported by whoever needs it, with its own context.
+        _ => Ok(()),
     }
 }
 

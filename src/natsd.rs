@@ -81,6 +81,24 @@ impl ServerFiles {
     }
 }
 
+/// Writes a file only its owner can read: a server config may carry credentials
+/// (a hub URL with a password in it).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // An older file keeps its mode on open; narrow it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Quotes a string for the nats-server config format.
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -207,8 +225,7 @@ impl Supervisor {
     pub async fn start(spec: ServerSpec) -> Result<Self> {
         std::fs::create_dir_all(&spec.files.dir)
             .with_context(|| format!("cannot create {}", spec.files.dir.display()))?;
-        std::fs::write(spec.files.config(), &spec.config)
-            .with_context(|| format!("cannot write {}", spec.files.config().display()))?;
+        write_private(&spec.files.config(), &spec.config)?;
         stop_stale(&spec).await;
         let child = spawn_ready(&spec).await?;
         let status = Arc::new(Mutex::new(ServerStatus {
@@ -470,6 +487,29 @@ pub fn is_our_server(pid: i32, config: &Path) -> bool {
 }
 
 /// The last lines the server wrote, to explain why it stopped.
+/// The last error the server logged since its last leafnode link came up: for a
+/// leaf, why the hub refuses it (a TLS or authorization failure). Reads only the
+/// end of the log.
+pub fn last_error(files: &ServerFiles) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut file = std::fs::File::open(files.log()).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    for line in text.lines().rev() {
+        if line.contains("Leafnode connection created") {
+            return None;
+        }
+        if let Some((_, message)) = line.split_once("[ERR] ") {
+            return Some(message.trim().to_owned());
+        }
+    }
+    None
+}
+
 fn log_tail(files: &ServerFiles) -> String {
     let mut lines: Vec<String> = Vec::new();
     for path in [files.stderr(), files.log()] {

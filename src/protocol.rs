@@ -178,6 +178,10 @@ pub struct HubLink {
     pub state: LinkState,
     /// When the state last changed, by the node's clock (RFC 3339).
     pub since: String,
+    /// While down, the last error the node's own leaf server logged about its link
+    /// (e.g. a TLS or authorization refusal by the hub), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,15 +24,22 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
     if let Some(url) = &conn.server {
         config.nats.url = Some(url.clone());
     }
+    let warnings = config.warnings(args.config.as_deref());
     if args.check {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "config OK: node {} ({}), nats {}, leaf spawn {}",
             config.node.id,
             config.node.name,
-            config.nats_url(),
+            crate::connect::redact_url(&config.nats_url()),
             config.leaf.spawn
         );
         return Ok(());
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     crate::node::run(config, crate::shutdown::signal()).await
 }

@@ -42,6 +42,16 @@ pub(super) async fn probe(state: &NodeState, client: &Client) {
         Ok(Ok(_)) => LinkState::Up,
         _ => LinkState::Down,
     };
+    if new == LinkState::Down && state.leaf.is_some() {
+        // The leaf answers even when the hub refuses it; its log says why.
+        let reason = crate::natsd::last_error(&super::leaf::files(&state.config));
+        if state.set_hub_link_reason(reason.clone()) {
+            tracing::warn!(
+                "hub link down; the leaf server reports: {}",
+                reason.unwrap_or_default()
+            );
+        }
+    }
     if let Some(link) = state.set_hub_link(new) {
         match (link.state, reply) {
             (LinkState::Up, _) => tracing::info!("hub link up"),

@@ -56,6 +56,16 @@ impl NodeState {
             .clone()
     }
 
+    /// Records why the link is down; returns true when the reason is new.
+    fn set_hub_link_reason(&self, reason: Option<String>) -> bool {
+        let mut link = self.hub_link.lock().unwrap_or_else(|e| e.into_inner());
+        if link.state != LinkState::Down || link.reason == reason {
+            return false;
+        }
+        link.reason = reason;
+        link.reason.is_some()
+    }
+
     /// Records a probe result; returns the new state when it changed.
     fn set_hub_link(&self, state: LinkState) -> Option<HubLink> {
         let mut link = self.hub_link.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,6 +75,7 @@ impl NodeState {
         *link = HubLink {
             state,
             since: rfc3339(SystemTime::now()),
+            reason: None,
         };
         Some(link.clone())
     }
@@ -92,7 +103,7 @@ impl NodeState {
             interval_s: c.heartbeat.interval.as_secs_f64(),
             hub_link: self.hub_link(),
             leaf: LeafInfo {
-                url: c.nats_url(),
+                url: crate::connect::redact_url(&c.nats_url()),
                 spawned: self.leaf.is_some(),
                 pid: leaf.pid,
                 restarts: leaf.restarts,
@@ -254,6 +265,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         hub_link: Mutex::new(HubLink {
             state: LinkState::Down,
             since: rfc3339(SystemTime::now()),
+            reason: None,
         }),
         leaf: leaf.as_ref().map(|l| l.status_handle()),
         config,
@@ -261,7 +273,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         node_id = %state.config.node.id,
         %incarnation,
-        url = %state.config.nats_url(),
+        url = %crate::connect::redact_url(&state.config.nats_url()),
         leaf_spawned = leaf.is_some(),
         "node running"
     );

@@ -6,6 +6,7 @@ mod fleet;
 mod heartbeat;
 mod leaf;
 mod outbox;
+mod security;
 mod service;
 mod shipping;
 mod up;

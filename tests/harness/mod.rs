@@ -167,6 +167,23 @@ impl Server {
         }
     }
 
+    /// A server with a config of the test's own: `config(dir, port, leafnode_port)`.
+    /// `leafnodes` asks for a second free port for a leafnode listener.
+    pub fn custom(
+        name: &str,
+        leafnodes: bool,
+        config: impl FnOnce(&Path, u16, Option<u16>) -> String,
+    ) -> Self {
+        let port = free_port();
+        let leafnode_port = leafnodes.then(free_port);
+        Self::start(
+            name,
+            |dir| config(dir, port, leafnode_port),
+            port,
+            leafnode_port,
+        )
+    }
+
     /// A hub: JetStream (domain `hub`) and a leafnode listener.
     pub fn hub() -> Self {
         let (port, leafnode_port) = (free_port(), free_port());
@@ -335,6 +352,13 @@ pub struct NodeSpec<'a> {
     pub spawn_leaf: Option<(u16, u16)>,
     pub tags: &'a [(&'a str, &'a str)],
     pub interval: &'a str,
+    /// The leaf's `hub_url`, when not the plain `nats-leaf://127.0.0.1:<port>` of
+    /// `spawn_leaf` (e.g. with a user and password in it).
+    pub hub_url: Option<String>,
+    /// More lines for the `[nats]` section (credentials, TLS).
+    pub nats: String,
+    /// More lines for the `[leaf]` section (credentials, TLS).
+    pub leaf: String,
     /// Appended to the config as is (e.g. `[[agents]]` tables).
     pub extra: String,
     /// Extra environment for the node process.
@@ -349,6 +373,9 @@ impl Default for NodeSpec<'_> {
             spawn_leaf: None,
             tags: &[],
             interval: "1s",
+            hub_url: None,
+            nats: String::new(),
+            leaf: String::new(),
             extra: String::new(),
             env: &[],
         }
@@ -372,12 +399,22 @@ impl Node {
                 .join(", "),
             spec.interval
         );
-        if let Some(url) = &spec.url {
-            toml += &format!("[nats]\nurl = \"{url}\"\n");
+        if spec.url.is_some() || !spec.nats.is_empty() {
+            toml += "[nats]\n";
+            if let Some(url) = &spec.url {
+                toml += &format!("url = \"{url}\"\n");
+            }
+            toml += &spec.nats;
+            toml += "\n";
         }
         if let Some((listen, hub_leafnode)) = spec.spawn_leaf {
+            let hub_url = spec
+                .hub_url
+                .clone()
+                .unwrap_or_else(|| format!("nats-leaf://127.0.0.1:{hub_leafnode}"));
             toml += &format!(
-                "[leaf]\nspawn = true\nlisten = \"127.0.0.1:{listen}\"\nhub_url = \"nats-leaf://127.0.0.1:{hub_leafnode}\"\n"
+                "[leaf]\nspawn = true\nlisten = \"127.0.0.1:{listen}\"\nhub_url = \"{hub_url}\"\n{}\n",
+                spec.leaf
             );
         }
         toml += &spec.extra;
@@ -473,6 +510,101 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("--- node {} log ---\n{}", self.id, self.log());
         }
+    }
+}
+
+/// A test PKI in a temp dir: a CA, a server certificate for 127.0.0.1 and
+/// localhost, a client certificate, and a second CA that signed neither.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::Builder::new()
+            .prefix("edgeleaf-pki-")
+            .tempdir()
+            .unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, issuer) = ca("edgeleaf test CA");
+        let (other_cert, _) = ca("some other CA");
+        write("ca.pem", ca_cert.pem());
+        write("other-ca.pem", other_cert.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ),
+            ("client", vec!["edgeleaf-client".to_owned()]),
+        ] {
+            let params = CertificateParams::new(sans).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A nats-server `tls { }` block with the server certificate, verifying clients.
+    pub fn server_tls_block(&self) -> String {
+        format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, timeout: 5 }}",
+            self.path("server.pem"),
+            self.path("server-key.pem"),
+            self.path("ca.pem")
+        )
+    }
+
+    /// A node's `tls = { ... }` with `ca_file` as the CA and the client certificate.
+    pub fn node_tls(&self, ca_file: &str) -> String {
+        format!(
+            "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n",
+            self.path(ca_file),
+            self.path("client.pem"),
+            self.path("client-key.pem")
+        )
+    }
+
+    /// The CLI's `--tlsca/--tlscert/--tlskey` flags.
+    pub fn cli_flags(&self) -> Vec<String> {
+        vec![
+            "--tlsca".into(),
+            self.path("ca.pem"),
+            "--tlscert".into(),
+            self.path("client.pem"),
+            "--tlskey".into(),
+            self.path("client-key.pem"),
+        ]
+    }
+
+    /// A test client with the CA and the client certificate.
+    pub async fn client(&self, url: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(self.path("ca.pem").into())
+            .add_client_certificate(
+                self.path("client.pem").into(),
+                self.path("client-key.pem").into(),
+            )
+            .require_tls(true)
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("test client cannot connect to {url} with TLS: {e}"))
     }
 }
 

@@ -1,0 +1,412 @@
+//! Issue 7: TLS and credentials on every link, against real servers that demand them.
+//! Certificates are made in the test (rcgen); nkeys with the nkeys crate.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::harness::{
+    BIN, Node, NodeSpec, Pki, Server, cli, eventually, free_port, hub_init, next_json,
+};
+
+/// Every text a test saw: node logs, CLI output, replies. None may hold a secret.
+#[derive(Default)]
+struct Seen(Vec<(String, String)>);
+
+impl Seen {
+    fn add(&mut self, what: impl Into<String>, text: impl Into<String>) {
+        self.0.push((what.into(), text.into()));
+    }
+
+    fn cli(&mut self, what: &str, out: &std::process::Output) {
+        self.add(
+            format!("{what} stdout"),
+            String::from_utf8_lossy(&out.stdout),
+        );
+        self.add(
+            format!("{what} stderr"),
+            String::from_utf8_lossy(&out.stderr),
+        );
+    }
+
+    fn assert_no_secret(&self, secrets: &[&str]) {
+        for (what, text) in &self.0 {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{what} leaks a secret: {text}");
+            }
+        }
+    }
+}
+
+fn args<'a>(base: &[&'a str], more: &'a [String]) -> Vec<&'a str> {
+    base.iter()
+        .copied()
+        .chain(more.iter().map(String::as_str))
+        .collect()
+}
+
+/// A hub with JetStream whose client port takes TLS only, verifying clients.
+fn tls_hub(pki: &Pki) -> Server {
+    let tls = pki.server_tls_block();
+    Server::custom("tls-hub", false, |dir, port, _| {
+        format!(
+            "server_name: tls-hub\nlisten: 127.0.0.1:{port}\n{tls}\n\
+             jetstream {{ store_dir: \"{}\", domain: hub }}\n",
+            dir.join("js").display()
+        )
+    })
+}
+
+#[tokio::test]
+async fn tls_node_and_cli_need_the_right_ca_and_say_why_otherwise() {
+    let pki = Pki::new();
+    let hub = tls_hub(&pki);
+    let url = format!("tls://127.0.0.1:{}", hub.port);
+    let flags = pki.cli_flags();
+
+    let out = cli(&args(&["hub", "init", "-s", &url], &flags)).await;
+    assert!(
+        out.status.success(),
+        "hub init over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA the CLI is refused, and says where to look.
+    let out = cli(&["nodes", "-s", &url]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot connect to NATS") && stderr.contains("--tlsca"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let client = pki.client(&url).await;
+    let mut heartbeats = client.subscribe("edgeleaf.hb.*").await.unwrap();
+    client.flush().await.unwrap();
+    let good = Node::start(NodeSpec {
+        id: "tls-good",
+        url: Some(url.clone()),
+        nats: pki.node_tls("ca.pem"),
+        ..Default::default()
+    });
+    let bad = Node::start(NodeSpec {
+        id: "tls-bad",
+        url: Some(url.clone()),
+        nats: pki.node_tls("other-ca.pem"),
+        ..Default::default()
+    });
+    let hb = next_json(&mut heartbeats).await;
+    assert_eq!(hb["node_id"], "tls-good", "{hb}");
+
+    // The node with the wrong CA keeps trying, and its log says why at once.
+    let log = eventually(
+        Duration::from_secs(20),
+        "the TLS refusal in the log",
+        || {
+            let log = bad.log();
+            async move { log.contains("cannot connect to NATS yet").then_some(log) }
+        },
+    )
+    .await;
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(log.contains("tls.ca"), "{log}");
+    // ... and nothing of it reached the hub.
+    let listed = cli(&args(&["nodes", "-s", &url], &flags)).await;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("tls-good") && !listed.contains("tls-bad"),
+        "{listed}"
+    );
+    drop(good);
+}
+
+#[tokio::test]
+async fn leaf_links_over_tls_with_a_password_and_reports_a_refusal() {
+    let pki = Pki::new();
+    let (password, wrong) = ("leaf-pw-5f3a9c0e", "not-the-password-77d1");
+    let tls = pki.server_tls_block();
+    let hub = Server::custom("leaf-auth-hub", true, |dir, port, leafnode| {
+        format!(
+            "server_name: leaf-auth-hub\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{ store_dir: \"{}\", domain: hub }}\n\
+             leafnodes {{ listen: 127.0.0.1:{}\n {tls}\n authorization {{ user: gw, password: \"{password}\" }} }}\n",
+            dir.join("js").display(),
+            leafnode.unwrap()
+        )
+    });
+    hub_init(&hub.url()).await;
+    let leafnode = hub.leafnode_port.unwrap();
+    let client = async_nats::connect(hub.url()).await.unwrap();
+    let mut heartbeats = client.subscribe("edgeleaf.hb.*").await.unwrap();
+    client.flush().await.unwrap();
+    let node = |id: &'static str, pw: &str| {
+        let listen = free_port();
+        let node = Node::start(NodeSpec {
+            id,
+            spawn_leaf: Some((listen, leafnode)),
+            hub_url: Some(format!("nats-leaf://gw:{pw}@127.0.0.1:{leafnode}")),
+            leaf: pki.node_tls("ca.pem"),
+            ..Default::default()
+        });
+        (node, listen)
+    };
+    let (good, _) = node("leaf-good", password);
+    let (bad, bad_listen) = node("leaf-bad", wrong);
+    let mut seen = Seen::default();
+
+    // Heartbeats only ever come from the node the hub let in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let hb = loop {
+        let hb = next_json(&mut heartbeats).await;
+        assert_eq!(hb["node_id"], "leaf-good", "{hb}");
+        if hb["hub_link"]["state"] == "up" {
+            break hb;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub link never up: {hb}"
+        );
+    };
+    seen.add("heartbeat", hb.to_string());
+
+    // The refused node still answers on its own leaf, and says why the hub is down.
+    let local = async_nats::connect(format!("127.0.0.1:{bad_listen}"))
+        .await
+        .unwrap();
+    let info = eventually(Duration::from_secs(30), "info with a reason", || {
+        let local = local.clone();
+        async move {
+            let msg = local
+                .request("edgeleaf.ctl.leaf-bad.info", "".into())
+                .await
+                .ok()?;
+            let info: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
+            info["ok"]["hub_link"]["reason"].is_string().then_some(info)
+        }
+    })
+    .await;
+    let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
+    assert_eq!(info["ok"]["hub_link"]["state"], "down", "{info}");
+    assert!(reason.contains("Authorization Violation"), "{reason}");
+    assert!(
+        bad.log().contains("the leaf server reports"),
+        "{}",
+        bad.log()
+    );
+    seen.add("info", info.to_string());
+
+    // The rendered leaf config holds the password: owner only.
+    let conf = bad.state_dir().join("leaf/nats-server.conf");
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", conf.display());
+    seen.add("good log", good.log());
+    seen.add("bad log", bad.log());
+    seen.assert_no_secret(&[password, wrong]);
+}
+
+#[tokio::test]
+async fn password_token_and_nkey_auth_work_and_no_secret_is_ever_shown() {
+    let (password, wrong, token) = ("alice-pw-93be1f", "wrong-pw-0c77aa", "tok-4e1d0b9a77");
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let seed_file = keys.path().join("node.nk");
+    std::fs::write(&seed_file, &seed).unwrap();
+    std::fs::set_permissions(&seed_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = user.public_key();
+    let hub = Server::custom("users-hub", false, |dir, port, _| {
+        format!(
+            "server_name: users-hub\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{ store_dir: \"{}\", domain: hub }}\n\
+             authorization {{ users = [ {{ user: alice, password: \"{password}\" }}, {{ nkey: {public} }} ] }}\n",
+            dir.join("js").display()
+        )
+    });
+    let token_hub = Server::custom("token-hub", false, |_, port, _| {
+        format!(
+            "server_name: token-hub\nlisten: 127.0.0.1:{port}\nauthorization {{ token: \"{token}\" }}\n"
+        )
+    });
+    let mut seen = Seen::default();
+    let alice = ["--user", "alice", "--password", password];
+
+    let out = cli(&[&["hub", "init", "-s", &hub.url()][..], &alice].concat()).await;
+    seen.cli("hub init", &out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("alice".into(), password.into())
+            .connect(hub.url())
+            .await
+            .unwrap();
+    let token_client = async_nats::ConnectOptions::with_token(token.into())
+        .connect(token_hub.url())
+        .await
+        .unwrap();
+    let mut heartbeats = client.subscribe("edgeleaf.hb.*").await.unwrap();
+    let mut token_heartbeats = token_client.subscribe("edgeleaf.hb.*").await.unwrap();
+    client.flush().await.unwrap();
+    token_client.flush().await.unwrap();
+
+    let nodes = [
+        Node::start(NodeSpec {
+            id: "by-password",
+            url: Some(hub.url()),
+            nats: format!("user = \"alice\"\npassword = \"{password}\"\n"),
+            ..Default::default()
+        }),
+        Node::start(NodeSpec {
+            id: "by-nkey",
+            url: Some(hub.url()),
+            nats: format!("nkey = \"{}\"\n", seed_file.display()),
+            ..Default::default()
+        }),
+        Node::start(NodeSpec {
+            id: "by-token",
+            url: Some(token_hub.url()),
+            nats: format!("token = \"{token}\"\n"),
+            ..Default::default()
+        }),
+        Node::start(NodeSpec {
+            id: "wrong-password",
+            url: Some(hub.url()),
+            nats: format!("user = \"alice\"\npassword = \"{wrong}\"\n"),
+            ..Default::default()
+        }),
+    ];
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 2 {
+        let hb = next_json(&mut heartbeats).await;
+        seen.add("heartbeat", hb.to_string());
+        ids.insert(hb["node_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        ["by-nkey", "by-password"]
+    );
+    let hb = next_json(&mut token_heartbeats).await;
+    assert_eq!(hb["node_id"], "by-token");
+
+    let refused = &nodes[3];
+    let log = eventually(Duration::from_secs(20), "the refusal in the log", || {
+        let log = refused.log();
+        async move { log.contains("cannot connect to NATS yet").then_some(log) }
+    })
+    .await;
+    assert!(
+        log.to_lowercase().contains("authorization violation"),
+        "{log}"
+    );
+    assert!(log.contains("check the credentials"), "{log}");
+
+    // The CLI: the right password lists the nodes, a wrong one is refused by name.
+    let out = cli(&[&["nodes", "-s", &hub.url()][..], &alice].concat()).await;
+    seen.cli("nodes", &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("by-password"));
+    let out = cli(&[
+        "nodes",
+        "-s",
+        &hub.url(),
+        "--user",
+        "alice",
+        "--password",
+        wrong,
+    ])
+    .await;
+    seen.cli("nodes with a wrong password", &out);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("authorization violation"),
+        "{stderr}"
+    );
+    let out = cli(&["nodes", "-s", &token_hub.url(), "--token", token]).await;
+    seen.cli("nodes with a token", &out);
+    let info = cli(&[&["nodes", "-s", &hub.url(), "--json"][..], &alice].concat()).await;
+    seen.cli("nodes json", &info);
+    let msg = client
+        .request("edgeleaf.ctl.by-password.info", "".into())
+        .await
+        .unwrap();
+    seen.add("info", String::from_utf8_lossy(&msg.payload));
+
+    for node in &nodes {
+        seen.add(format!("log of {}", node.id), node.log());
+        let json = std::fs::read_to_string(node.state_dir().join("node.json")).unwrap_or_default();
+        seen.add(format!("node.json of {}", node.id), json);
+    }
+    seen.assert_no_secret(&[password, wrong, token, &seed]);
+}
+
+/// `node --check` on a config file; (success, stdout, stderr).
+async fn check(config: &str, mode: u32) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["node", "--check", "-c"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn plain_text_off_the_machine_warns_and_writable_secrets_are_refused() {
+    // 192.0.2.0/24 is TEST-NET-1: `--check` never connects, so nothing is sent.
+    let remote = "[nats]\nurl = \"nats://alice:pw-6a1c@192.0.2.10:4222\"\n";
+    let (ok, stdout, stderr) = check(remote, 0o600).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("plain text") && stderr.contains("nats.url"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("nats://alice:***@192.0.2.10:4222"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pw-6a1c") && !stderr.contains("pw-6a1c"));
+
+    let leaf = "[leaf]\nspawn = true\nhub_url = \"nats-leaf://hub.example:7422\"\n";
+    let (ok, _, stderr) = check(leaf, 0o600).await;
+    assert!(ok && stderr.contains("leaf.hub_url"), "{stderr}");
+    let leaf_tls = format!("{leaf}tls = {{ ca = \"/etc/edgeleaf/ca.pem\" }}\n");
+    let (ok, _, stderr) = check(&leaf_tls, 0o600).await;
+    assert!(ok && !stderr.contains("plain text"), "{stderr}");
+    let local = "[nats]\nurl = \"nats://127.0.0.1:4222\"\n";
+    let (ok, _, stderr) = check(local, 0o644).await;
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+
+    // A config anyone may write is refused, and so is a secret file anyone may write.
+    let (ok, _, stderr) = check(local, 0o666).await;
+    assert!(!ok && stderr.contains("writable by every user"), "{stderr}");
+    let keys = tempfile::tempdir().unwrap();
+    let seed = keys.path().join("node.nk");
+    std::fs::write(
+        &seed,
+        "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let config = format!("[nats]\nnkey = \"{}\"\n", seed.display());
+    let (ok, _, stderr) = check(&config, 0o600).await;
+    assert!(!ok && stderr.contains("nats.nkey"), "{stderr}");
+    assert!(stderr.contains("writable by every user"), "{stderr}");
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, _, stderr) = check(&config, 0o600).await;
+    assert!(ok && stderr.contains("readable by every user"), "{stderr}");
+
+    // A mistyped secret is reported by key, without its value.
+    let (ok, _, stderr) = check("[nats]\npassword = 918273645\n", 0o600).await;
+    assert!(!ok && stderr.contains("nats.password"), "{stderr}");
+    assert!(!stderr.contains("918273645"), "{stderr}");
+}
