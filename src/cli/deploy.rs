@@ -147,7 +147,10 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
     let version = match args.set_version {
         Some(v) => v,
-        None => highest_version(&bucket, &agent.name).await? + 1,
+        None => {
+            let kv_keys: Vec<String> = targets.iter().map(|t| t.key(&agent.name)).collect();
+            highest_version(&bucket, &agent.name, &kv_keys).await? + 1
+        }
     };
     let mut keys = Vec::new();
     for target in &targets {
@@ -247,9 +250,22 @@ pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
     Ok(())
 }
 
-/// The highest version deployed for `agent` under any target (0 if none).
-async fn highest_version(bucket: &kv::Store, agent: &str) -> Result<u64> {
+/// The highest version deployed for `agent` under any target, or ever written
+/// under one of `kv_keys` (undeployed ones included: nodes refuse a version they
+/// accepted there before), 0 if none.
+async fn highest_version(bucket: &kv::Store, agent: &str, kv_keys: &[String]) -> Result<u64> {
     let mut highest = 0;
+    for kv_key in kv_keys {
+        let mut history = bucket
+            .history(kv_key)
+            .await
+            .with_context(|| format!("cannot read the history of {kv_key}"))?;
+        while let Some(entry) = history.next().await {
+            if let Some(v) = SignedDeployment::peek_version(&entry?.value) {
+                highest = highest.max(v);
+            }
+        }
+    }
     let mut keys = bucket.keys().await.context("cannot list deployments")?;
     while let Some(key) = keys.next().await {
         let key = key?;

@@ -5,7 +5,7 @@
 //! the hub becomes reachable, on every change, and every [`RESYNC`] as a safety net.
 //! Each outcome is reported in `EDGELEAF_STATUS` (`<node>.<agent>`) and as an event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -123,6 +123,12 @@ impl Reconciler {
                     continue;
                 }
             };
+            // Records from before the accepted-versions tree existed seed it.
+            if let Ok(None) = self.deployments.accepted(&record.key) {
+                let _ =
+                    self.deployments
+                        .set_accepted(&record.key, record.version, &record.envelope);
+            }
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
                     if self.pool.start(spec.agent, &bytes).await.is_ok() {
@@ -176,9 +182,11 @@ impl Reconciler {
     }
 
     /// Reads the deployments aimed at this node; the most specific wins per agent.
-    async fn desired(&self, hub: &Hub) -> Result<BTreeMap<String, Desired>> {
+    /// Also returns every key aimed at this node, winner or not.
+    async fn desired(&self, hub: &Hub) -> Result<(BTreeMap<String, Desired>, BTreeSet<String>)> {
         let mut keys = hub.bucket.keys().await.context("list deployments")?;
         let mut out: BTreeMap<String, Desired> = BTreeMap::new();
+        let mut present = BTreeSet::new();
         while let Some(key) = keys.next().await {
             let key = key.context("list deployments")?;
             let Some((target, agent)) = Target::parse_key(&key) else {
@@ -190,6 +198,7 @@ impl Reconciler {
             let Some(raw) = hub.bucket.get(&key).await.context("read deployment")? else {
                 continue;
             };
+            present.insert(key.clone());
             let better = match out.get(&agent) {
                 None => true,
                 Some(d) => {
@@ -208,11 +217,27 @@ impl Reconciler {
                 );
             }
         }
-        Ok(out)
+        Ok((out, present))
+    }
+
+    /// Keys deleted from the hub (undeployed) since something was accepted under
+    /// them: what was accepted there must never come back, even byte for byte.
+    fn retire_deleted_keys(&self, present: &BTreeSet<String>) -> Result<()> {
+        for key in self.deployments.live_accepted_keys()? {
+            // A key that no longer selects this node (its tags changed) was not
+            // deleted; leave it.
+            let selects = Target::parse_key(&key)
+                .is_some_and(|(target, _)| target.selects(&self.node_id, &self.tags));
+            if selects && !present.contains(&key) && self.deployments.retire(&key)? {
+                tracing::info!(%key, "deployment key deleted; what it held will not be accepted again");
+            }
+        }
+        Ok(())
     }
 
     async fn reconcile(&mut self, hub: &Hub) -> Result<()> {
-        let desired = self.desired(hub).await?;
+        let (desired, present) = self.desired(hub).await?;
+        self.retire_deleted_keys(&present)?;
         for (name, want) in &desired {
             self.converge(hub, name, want).await;
         }
@@ -283,6 +308,12 @@ impl Reconciler {
                 if let Err(e) = self.deployments.put(name, &record, &module) {
                     tracing::error!(agent = %name, "deployment runs but could not be saved locally: {e}");
                 }
+                if let Err(e) = self
+                    .deployments
+                    .set_accepted(&want.key, spec.version, &want.raw)
+                {
+                    tracing::error!(agent = %name, "cannot record the accepted version: {e}");
+                }
                 self.settled_bad.remove(name);
                 self.report(
                     hub,
@@ -350,6 +381,31 @@ impl Reconciler {
                     spec.version, cur.version
                 ),
             ));
+        }
+        if let Some(seen) = self.deployments.accepted(&want.key).ok().flatten() {
+            use sha2::Digest as _;
+            let same = seen.envelope_sha256 == hex::encode(sha2::Sha256::digest(&want.raw));
+            if spec.version < seen.version
+                || (spec.version == seen.version && (!same || seen.retired))
+            {
+                return Err(Rejection::new(
+                    "replayed",
+                    format!(
+                        "version {} under {} is not newer than version {} accepted there before{} \
+                         (an old deployment written back?); a new deployment needs \
+                         --set-version {} or higher",
+                        spec.version,
+                        want.key,
+                        seen.version,
+                        if seen.retired {
+                            " and undeployed since"
+                        } else {
+                            ""
+                        },
+                        seen.version + 1
+                    ),
+                ));
+            }
         }
         Ok(spec)
     }

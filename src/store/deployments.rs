@@ -18,12 +18,26 @@ pub struct DeployRecord {
     pub digest: String,
 }
 
-/// The `deployments` tree (agent name → record) and the `modules` tree (digest →
-/// bytes).
+/// The newest deployment ever accepted under one KV key: replay protection. A
+/// deployment under that key must be newer, or be these very bytes while the key
+/// has not been deleted since. Kept after an undeploy, so an old signed envelope
+/// written back into the bucket is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub version: u64,
+    /// sha256 of the envelope, hex.
+    pub envelope_sha256: String,
+    /// The key was deleted after this was accepted: not even these bytes come back.
+    pub retired: bool,
+}
+
+/// The `deployments` tree (agent name → record), the `modules` tree (digest →
+/// bytes) and the `accepted` tree (KV key → [`Accepted`]).
 #[derive(Clone)]
 pub struct Deployments {
     records: sled::Tree,
     modules: sled::Tree,
+    accepted: sled::Tree,
 }
 
 impl Deployments {
@@ -31,7 +45,57 @@ impl Deployments {
         Ok(Self {
             records: store.db.open_tree("deployments")?,
             modules: store.db.open_tree("modules")?,
+            accepted: store.db.open_tree("accepted")?,
         })
+    }
+
+    /// The newest deployment accepted under `key`, ever.
+    pub fn accepted(&self, key: &str) -> Result<Option<Accepted>, StoreError> {
+        Ok(self
+            .accepted
+            .get(key)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Records that `envelope` (version `version`) was accepted under `key`.
+    pub fn set_accepted(&self, key: &str, version: u64, envelope: &[u8]) -> Result<(), StoreError> {
+        use sha2::Digest as _;
+        let accepted = Accepted {
+            version,
+            envelope_sha256: hex::encode(sha2::Sha256::digest(envelope)),
+            retired: false,
+        };
+        self.accepted
+            .insert(key, serde_json::to_vec(&accepted).unwrap_or_default())?;
+        self.accepted.flush()?;
+        Ok(())
+    }
+
+    /// Marks `key` as deleted from the hub; returns true when that is news.
+    pub fn retire(&self, key: &str) -> Result<bool, StoreError> {
+        let Some(mut accepted) = self.accepted(key)? else {
+            return Ok(false);
+        };
+        if accepted.retired {
+            return Ok(false);
+        }
+        accepted.retired = true;
+        self.accepted
+            .insert(key, serde_json::to_vec(&accepted).unwrap_or_default())?;
+        self.accepted.flush()?;
+        Ok(true)
+    }
+
+    /// Every key something was ever accepted under, and not yet retired.
+    pub fn live_accepted_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.accepted.iter() {
+            let (k, v) = kv?;
+            if serde_json::from_slice::<Accepted>(&v).is_ok_and(|a| !a.retired) {
+                out.push(String::from_utf8_lossy(&k).into_owned());
+            }
+        }
+        Ok(out)
     }
 
     pub fn get(&self, agent: &str) -> Result<Option<DeployRecord>, StoreError> {

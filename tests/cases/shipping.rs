@@ -548,3 +548,92 @@ async fn rejections_never_disturb_what_runs() {
     };
     assert_eq!(events["agent"], "svc");
 }
+
+#[tokio::test]
+async fn replayed_deployments_are_refused_even_after_undeploy() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let _node = Node::start(NodeSpec {
+        id: "replay",
+        url: Some(cluster.leaf.url()),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(20), "node online", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| r["node_id"] == "replay" && r["status"] == "online")
+            .then_some(())
+    })
+    .await;
+    let echo = agent_wasm("echo");
+    let args = [
+        echo.to_str().unwrap(),
+        "--name",
+        "svc",
+        "--trigger",
+        "replay.svc",
+        "--node",
+        "replay",
+        "--memory",
+        "16MiB",
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    let kv = async_nats::jetstream::new(hub.clone())
+        .get_key_value("EDGELEAF_DEPLOYMENTS")
+        .await
+        .unwrap();
+    let serving =
+        || async { invoke(&hub_url, "replay", "svc", "alive").await.as_deref() == Some("alive") };
+    // Someone who can write the bucket, but has no publisher key, puts an old
+    // signed envelope back.
+    let replay = |raw: bytes::Bytes, version: u64| {
+        let (kv, hub) = (kv.clone(), hub.clone());
+        async move {
+            kv.put("node.replay.svc", raw).await.unwrap();
+            eventually(Duration::from_secs(20), "the replay refused", || async {
+                status(&hub, "replay", "svc")
+                    .await
+                    .filter(|s| s.version == Some(version) && s.state == "rejected")
+            })
+            .await
+        }
+    };
+
+    let (ok, out) = deploy(&hub_url, &args).await;
+    assert!(ok && out.contains("version 1"), "{out}");
+    let v1 = kv.get("node.replay.svc").await.unwrap().unwrap();
+    let (ok, out) = deploy(&hub_url, &args).await;
+    assert!(ok && out.contains("version 2"), "{out}");
+    let v2 = kv.get("node.replay.svc").await.unwrap().unwrap();
+
+    let refused = replay(v1.clone(), 1).await;
+    assert_eq!(refused.error.unwrap().code, "stale_version");
+    assert_eq!(refused.running_version, Some(2));
+    assert!(serving().await, "version 2 stopped serving after a replay");
+
+    // Undeployed, then the newest envelope itself is written back: still refused.
+    let out = cli(&["undeploy", "svc", "--node", "replay", "-s", &hub_url]).await;
+    assert!(out.status.success());
+    eventually(Duration::from_secs(20), "svc undeployed", || async {
+        (!serving().await).then_some(())
+    })
+    .await;
+    let refused = replay(v2, 2).await;
+    assert_eq!(refused.error.unwrap().code, "replayed");
+    assert_eq!(refused.running_version, None);
+    assert!(
+        !serving().await,
+        "an undeployed agent came back from a replay"
+    );
+
+    // The publisher's next deploy counts past the undeployed history, and runs.
+    let (ok, out) = deploy(&hub_url, &args).await;
+    assert!(ok && out.contains("version 3"), "{out}");
+    assert!(serving().await);
+}
