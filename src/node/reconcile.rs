@@ -359,6 +359,10 @@ impl Reconciler {
                 format!("spec names agent {:?}, key names {name:?}", spec.agent.name),
             ));
         }
+        // Escaping subjects and the like: refused before the module is fetched.
+        spec.agent
+            .check(self.subjects.prefix())
+            .map_err(|e| Rejection::new(e.code, e.message))?;
         if spec.module.size > self.max_module_size {
             return Err(Rejection::new(
                 "module_too_large",

@@ -410,3 +410,146 @@ async fn plain_text_off_the_machine_warns_and_writable_secrets_are_refused() {
     assert!(!ok && stderr.contains("nats.password"), "{stderr}");
     assert!(!stderr.contains("918273645"), "{stderr}");
 }
+
+#[tokio::test]
+async fn agents_see_no_files_no_environment_and_only_their_own_kv() {
+    let cluster = crate::harness::Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let hostile = crate::harness::agent_wasm("hostile");
+    let extra = [
+        crate::harness::agent_toml("h-a", &hostile, &["sandbox.a"], ""),
+        crate::harness::agent_toml("h-b", &hostile, &["sandbox.b"], ""),
+    ]
+    .concat();
+    let node = Node::start(NodeSpec {
+        id: "sandbox",
+        url: Some(cluster.leaf.url()),
+        extra,
+        env: &[("EDGELEAF_TEST_SECRET", "env-secret-1b2c")],
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(60), "both agents loaded", || async {
+        let rows: Vec<serde_json::Value> =
+            crate::harness::try_control(&hub, "sandbox", "agents").await?;
+        (rows.iter().filter(|r| r["state"] == "running").count() == 2).then_some(())
+    })
+    .await;
+    let ok = |subject: &'static str, body: String| {
+        let hub = hub.clone();
+        async move { crate::harness::request_ok(&hub, subject, &body).await }
+    };
+
+    // No files: not the node's database, not /etc, not even a listing of /.
+    let db = node.state_dir().join("db").display().to_string();
+    for path in [db.as_str(), "/etc/passwd", "/proc/self/environ", "."] {
+        let (code, message) =
+            crate::harness::request_error(&hub, "sandbox.a", &format!("fs:{path}")).await;
+        assert_eq!(code, "agent_error", "{path}: {message}");
+        assert!(message.starts_with("fs: "), "{path}: {message}");
+    }
+    let (_, message) = crate::harness::request_error(&hub, "sandbox.a", "ls:/").await;
+    assert!(message.starts_with("ls: "), "{message}");
+
+    // No environment: the node's own variables stay outside.
+    assert_eq!(ok("sandbox.a", "env".into()).await, "env:0 ");
+
+    // Its own kv only: b cannot see a's key, by name or by listing.
+    assert_eq!(ok("sandbox.a", "kvset:token=a-only".into()).await, "stored");
+    assert_eq!(ok("sandbox.a", "kvget:token".into()).await, "a-only");
+    assert_eq!(ok("sandbox.b", "kvget:token".into()).await, "none");
+    assert_eq!(ok("sandbox.b", "kvlist:".into()).await, "");
+    for key in ["agent_kv/h-a/token", "../h-a/token", "h-a.token"] {
+        assert_eq!(
+            ok("sandbox.b", format!("kvget:{key}")).await,
+            "none",
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
+    let cluster = crate::harness::Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let keys = tempfile::tempdir().unwrap();
+    let key_path = keys.path().join("pub.key");
+    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let _node = Node::start(NodeSpec {
+        id: "esc",
+        url: Some(cluster.leaf.url()),
+        extra: format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n"),
+        ..Default::default()
+    });
+    let echo = crate::harness::agent_wasm("echo");
+    let echo = echo.to_str().unwrap();
+    let escapes = [
+        ">",
+        "*.x",
+        "$SYS.>",
+        "$JS.API.>",
+        "$KV.EDGELEAF_DEPLOYMENTS.>",
+        "_INBOX.>",
+        "edgeleaf.ctl.other.info",
+        "edgeleaf.hb.other",
+    ];
+    // The CLI refuses them before anything is written.
+    for subject in escapes {
+        for flag in ["--trigger", "--allow-publish"] {
+            let mut args = vec![
+                "deploy", echo, "--name", "esc", "--node", "esc", "-s", &hub_url, "--key",
+            ];
+            args.push(key_path.to_str().unwrap());
+            if flag == "--allow-publish" {
+                args.extend(["--trigger", "esc.ok"]);
+            }
+            args.extend([flag, subject]);
+            let out = cli(&args).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{flag} {subject} accepted");
+            assert!(stderr.contains(subject), "{flag} {subject}: {stderr}");
+        }
+    }
+    // A spec signed by a trusted key but written past the CLI is refused by the node.
+    let secret = edgeleaf::shipping::SecretKey::load(&key_path).unwrap();
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    let js = async_nats::jetstream::new(hub.clone());
+    let kv = js.get_key_value("EDGELEAF_DEPLOYMENTS").await.unwrap();
+    let status = js.get_key_value("EDGELEAF_STATUS").await.unwrap();
+    for (version, subject) in (1u64..).zip(escapes) {
+        let spec = edgeleaf::shipping::DeploymentSpec {
+            agent: edgeleaf::protocol::AgentSpec {
+                name: "esc".into(),
+                triggers: vec!["esc.ok".into()],
+                limits: Default::default(),
+                allow_publish: vec![subject.into()],
+                config: Default::default(),
+            },
+            module: edgeleaf::shipping::ModuleRef {
+                digest: "00".repeat(32),
+                size: 10,
+            },
+            version,
+            issued_at: "2026-11-26T00:00:00Z".into(),
+            nonce: format!("n{version}"),
+            target: "node.esc.esc".into(),
+            publisher: Some(secret.public().to_string()),
+            keep_kv: false,
+        };
+        let sealed = edgeleaf::shipping::SignedDeployment::seal(&spec, Some(&secret));
+        kv.put("node.esc.esc", sealed.to_bytes().into())
+            .await
+            .unwrap();
+        let report: serde_json::Value =
+            eventually(Duration::from_secs(20), "the node's verdict", || async {
+                let raw = status.get("esc.esc").await.ok()??;
+                let report: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+                (report["version"] == version).then_some(report)
+            })
+            .await;
+        assert_eq!(report["state"], "rejected", "{subject}: {report}");
+        assert_eq!(report["error"]["code"], "forbidden", "{subject}: {report}");
+        let message = report["error"]["message"].as_str().unwrap();
+        assert!(message.contains(subject), "{subject}: {message}");
+    }
+}

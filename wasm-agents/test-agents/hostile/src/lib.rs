@@ -16,6 +16,12 @@
 //! | `spin:<ms>`          | busy-waits `<ms>` milliseconds on the monotonic clock, then replies `done` |
 //! | `config:<key>`       | replies with the config value of `<key>`, or `none` |
 //! | `log`                | writes one line at each log level, then replies `logged` |
+//! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
+//! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
+//! | `env`                | replies `env:<n> <NAME,...>`: the environment it sees |
+//! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
+//! | `kvget:<key>`        | replies with the value under `<key>`, or `none` |
+//! | `kvlist:<prefix>`    | replies with the keys under `<prefix>`, comma-separated |
 //!
 //! Anything else is `Err("unknown mode ...")`.
 
@@ -78,6 +84,29 @@ impl Agent for Hostile {
                 log::error("hostile: error line");
                 Ok(b"logged".to_vec())
             }
+            ("fs", Some(path)) => std::fs::read(path).map_err(|e| format!("fs: {e}")),
+            ("ls", Some(path)) => std::fs::read_dir(path)
+                .map(|dir| {
+                    let names: Vec<String> = dir
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.join(",").into_bytes()
+                })
+                .map_err(|e| format!("ls: {e}")),
+            ("env", None) => {
+                let names: Vec<String> = std::env::vars_os()
+                    .map(|(k, _)| k.to_string_lossy().into_owned())
+                    .collect();
+                Ok(format!("env:{} {}", names.len(), names.join(",")).into_bytes())
+            }
+            ("kvset", Some(rest)) => {
+                let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+                kv::set(key, value)?;
+                Ok(b"stored".to_vec())
+            }
+            ("kvget", Some(key)) => Ok(kv::get(key)?.unwrap_or_else(|| b"none".to_vec())),
+            ("kvlist", Some(prefix)) => Ok(kv::list_keys(prefix)?.join(",").into_bytes()),
             _ => Err(format!("unknown mode {text:?}")),
         }
     }
