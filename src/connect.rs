@@ -20,6 +20,9 @@ pub struct NatsTarget {
     /// Path to an nkey seed file.
     pub nkey: Option<PathBuf>,
     pub tls: TlsFiles,
+    /// Reply inboxes under this prefix instead of `_INBOX`: a node uses
+    /// `_INBOX.<id>`, so a hub can deliver to it only the replies meant for it.
+    pub inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for NatsTarget {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for NatsTarget {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("nkey", &self.nkey)
             .field("tls", &self.tls)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -90,6 +94,9 @@ impl NatsTarget {
     /// Credentials, TLS and the event log; the same for every attempt.
     async fn options(&self, name: &str, timeout: Duration) -> Result<ConnectOptions> {
         let mut opts = ConnectOptions::new().name(name).connection_timeout(timeout);
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
         if let Some(path) = &self.creds {
             opts = opts
                 .credentials_file(path)

@@ -10,6 +10,70 @@ use crate::hub::{self, init::HubOptions};
 pub enum HubCommand {
     /// Create the streams and buckets edgeleaf uses (idempotent).
     Init(InitArgs),
+    /// Print a nats-server `accounts` block with one account per node, so that the
+    /// hub lets each node's leaf send and receive only that node's subjects.
+    Accounts(AccountsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AccountsArgs {
+    /// A node: ID, or ID:PASSWORD (repeat). A password is generated when not given.
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    /// A user of the hub's own account: NAME:PASSWORD (repeat). Default: `hub`
+    /// with a generated password.
+    #[arg(long = "hub-user")]
+    hub_users: Vec<String>,
+    /// Namespace of hub-to-node agent requests: `<NS>.<node id>.>`.
+    #[arg(long, default_value = "dev")]
+    to_node: String,
+    /// Namespace of hub-to-every-node agent messages: `<NS>.>`.
+    #[arg(long, default_value = "fleet")]
+    broadcast: String,
+    /// Namespace agents publish to the hub in: `<NS>.<node id>.>`.
+    #[arg(long, default_value = "up")]
+    from_node: String,
+}
+
+impl AccountsArgs {
+    fn spec(&self, prefix: &str) -> Result<hub::accounts::AccountsSpec> {
+        let split = |s: &str, what: &str| -> Result<(String, String)> {
+            let (name, password) = match s.split_once(':') {
+                Some((n, p)) if !p.is_empty() => (n, p.to_owned()),
+                Some(_) => anyhow::bail!("{what} {s:?}: empty password"),
+                None => (s, hub::accounts::random_password()),
+            };
+            if !crate::protocol::is_token(name) {
+                anyhow::bail!("{what} {name:?} is not a single NATS token");
+            }
+            Ok((name.to_owned(), password))
+        };
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| split(n, "--node"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut hub_users = self
+            .hub_users
+            .iter()
+            .map(|u| split(u, "--hub-user"))
+            .collect::<Result<Vec<_>>>()?;
+        if hub_users.is_empty() {
+            hub_users.push(("hub".into(), hub::accounts::random_password()));
+        }
+        for ns in [&self.to_node, &self.broadcast, &self.from_node] {
+            crate::protocol::check_agent_pattern(ns, prefix)
+                .map_err(|e| anyhow::anyhow!("namespace {e}"))?;
+        }
+        Ok(hub::accounts::AccountsSpec {
+            prefix: prefix.to_owned(),
+            hub_users,
+            nodes,
+            to_node: self.to_node.clone(),
+            broadcast: self.broadcast.clone(),
+            from_node: self.from_node.clone(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +94,10 @@ pub struct InitArgs {
 
 pub async fn run(cmd: HubCommand, conn: &ConnOpts) -> Result<()> {
     match cmd {
+        HubCommand::Accounts(args) => {
+            print!("{}", hub::accounts::render(&args.spec(&conn.prefix)?));
+            Ok(())
+        }
         HubCommand::Init(args) => {
             let client = conn.connect().await?;
             let js = hub::jetstream(client.clone(), conn.domain.as_deref());

@@ -88,6 +88,7 @@ impl ConnOpts {
                 cert: self.tlscert.clone(),
                 key: self.tlskey.clone(),
             },
+            inbox_prefix: None,
         }
     }
 

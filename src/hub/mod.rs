@@ -1,6 +1,7 @@
 //! The hub side, with no daemon of its own: the JetStream resources that carry
 //! telemetry and shipping ([`init`]), and the fleet view read from them ([`fleet`]).
 
+pub mod accounts;
 pub mod fleet;
 pub mod init;
 

@@ -131,6 +131,7 @@ pub fn nats_target(config: &Config) -> NatsTarget {
         token: n.token.clone(),
         nkey: n.nkey.clone(),
         tls: n.tls.clone(),
+        inbox_prefix: Some(format!("_INBOX.{}", config.node.id)),
     }
 }
 

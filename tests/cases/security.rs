@@ -553,3 +553,270 @@ async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
         assert!(message.contains(subject), "{subject}: {message}");
     }
 }
+
+/// Everything that arrives on `sub` within `window`, as text.
+async fn drain(sub: &mut async_nats::Subscriber, window: Duration) -> Vec<String> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+        out.push(format!(
+            "{} {}",
+            msg.subject,
+            String::from_utf8_lossy(&msg.payload)
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
+    let out = cli(&[
+        "hub",
+        "accounts",
+        "--node",
+        "acct-a:pw-a-71f0",
+        "--node",
+        "acct-b:pw-b-0d9e",
+        "--hub-user",
+        "ops:ops-pw-55c1",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accounts = String::from_utf8(out.stdout).unwrap();
+    let hub = Server::custom("accounts-hub", true, |dir, port, leafnode| {
+        std::fs::write(dir.join("accounts.conf"), &accounts).unwrap();
+        format!(
+            "server_name: accounts-hub\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{ store_dir: \"{}\", domain: hub }}\n\
+             leafnodes {{ listen: 127.0.0.1:{} }}\ninclude \"accounts.conf\"\n",
+            dir.join("js").display(),
+            leafnode.unwrap()
+        )
+    });
+    let url = hub.url();
+    let ops = ["--user", "ops", "--password", "ops-pw-55c1"];
+    let with_ops =
+        |args: &[&str]| -> Vec<String> { args.iter().chain(&ops).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&refs).await
+    };
+    let out = run(with_ops(&["hub", "init", "-s", &url])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let keys = tempfile::tempdir().unwrap();
+    let key_path = keys.path().join("pub.key");
+    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let leafnode = hub.leafnode_port.unwrap();
+    let start = |id: &'static str, password: &str| {
+        let listen = free_port();
+        let node = Node::start(NodeSpec {
+            id,
+            spawn_leaf: Some((listen, leafnode)),
+            hub_url: Some(format!("nats-leaf://{id}:{password}@127.0.0.1:{leafnode}")),
+            extra: format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n"),
+            ..Default::default()
+        });
+        (node, listen)
+    };
+    let (a, a_listen) = start("acct-a", "pw-a-71f0");
+    let (_b, _) = start("acct-b", "pw-b-0d9e");
+
+    let hub_client =
+        async_nats::ConnectOptions::with_user_and_password("ops".into(), "ops-pw-55c1".into())
+            .connect(&url)
+            .await
+            .unwrap();
+    eventually(Duration::from_secs(30), "both nodes online", || async {
+        let out = run(with_ops(&["nodes", "--json", "-s", &url])).await;
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (rows
+            .as_array()?
+            .iter()
+            .filter(|r| r["status"] == "online" && r["heartbeat"]["hub_link"]["state"] == "up")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    // Broadcast ping: each node answers through its own account.
+    let out = run(with_ops(&["ping", "-s", &url, "--json"])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("acct-a") && text.contains("acct-b"),
+        "ping: {text}"
+    );
+
+    // A signed deployment reaches node a: the deployments watch, the module
+    // download and its own status key all pass through its account.
+    let echo = crate::harness::agent_wasm("echo");
+    let out = run(with_ops(&[
+        "deploy",
+        echo.to_str().unwrap(),
+        "--name",
+        "echo",
+        "--trigger",
+        "dev.acct-a.echo",
+        "--node",
+        "acct-a",
+        "--key",
+        key_path.to_str().unwrap(),
+        "-s",
+        &url,
+        "--wait",
+        "30s",
+    ]))
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("running"),
+        "deploy: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Hub to agent on its allotted namespace, and the direct invoke subject.
+    let reply = crate::harness::request_ok(&hub_client, "dev.acct-a.echo", "hello a").await;
+    assert_eq!(reply, "hello a");
+    let out = run(with_ops(&[
+        "invoke", "--node", "acct-a", "--agent", "echo", "direct", "-s", &url,
+    ]))
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "direct");
+    // The result reached the hub's telemetry stream through the node's account.
+    let js = async_nats::jetstream::new(hub_client.clone());
+    let telemetry = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
+    eventually(Duration::from_secs(20), "a's result on the hub", || async {
+        telemetry
+            .get_last_raw_message_by_subject("edgeleaf.res.acct-a.echo")
+            .await
+            .ok()
+    })
+    .await;
+
+    // Now a's device misbehaves: a client on its leaf poses as node b.
+    let mut hub_sees = hub_client.subscribe(">").await.unwrap();
+    hub_client.flush().await.unwrap();
+    let rogue = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix("_INBOX.rogue")
+        .connect(format!("127.0.0.1:{a_listen}"))
+        .await
+        .unwrap();
+    let mut sniff = rogue.subscribe("_INBOX.>").await.unwrap();
+    let mut sniff_ctl = rogue.subscribe("edgeleaf.ctl.acct-b.>").await.unwrap();
+    rogue.flush().await.unwrap();
+    for subject in [
+        "edgeleaf.hb.acct-b",
+        "edgeleaf.res.acct-b.echo",
+        "edgeleaf.evt.acct-b.started",
+        "edgeleaf.log.acct-b.echo",
+        "up.acct-b.alerts",
+        "fleet.forged",
+    ] {
+        rogue
+            .publish(subject, "{\"forged\": true}".into())
+            .await
+            .unwrap();
+    }
+    rogue.flush().await.unwrap();
+    let rogue_js = async_nats::jetstream::with_domain(rogue.clone(), "hub");
+    let put = async {
+        let status = rogue_js.get_key_value("EDGELEAF_STATUS").await.ok()?;
+        status
+            .put("acct-b.echo", "{\"forged\": true}".into())
+            .await
+            .ok()
+    };
+    let put = tokio::time::timeout(Duration::from_secs(5), put).await;
+    assert!(!matches!(put, Ok(Some(_))), "a wrote b's status key");
+    let delete = tokio::time::timeout(
+        Duration::from_secs(5),
+        rogue_js.delete_stream("EDGELEAF_TELEMETRY"),
+    )
+    .await;
+    assert!(
+        !matches!(delete, Ok(Ok(_))),
+        "a deleted the telemetry stream"
+    );
+    // b keeps answering its own control subject; a's leaf sees neither the request
+    // nor the reply.
+    let info = crate::harness::request_ok(&hub_client, "edgeleaf.ctl.acct-b.info", "").await;
+    assert!(info.contains("acct-b"), "{info}");
+
+    let seen = drain(&mut hub_sees, Duration::from_secs(2)).await;
+    let forged: Vec<&String> = seen.iter().filter(|m| m.contains("forged")).collect();
+    assert!(forged.is_empty(), "forgeries reached the hub: {forged:?}");
+    assert!(
+        js.get_stream("EDGELEAF_TELEMETRY").await.is_ok(),
+        "telemetry stream gone"
+    );
+    let status = js.get_key_value("EDGELEAF_STATUS").await.unwrap();
+    let b_status = status.get("acct-b.echo").await.unwrap();
+    assert!(b_status.is_none(), "{b_status:?}");
+    // Replies on a's leaf are a's own (its node's and the rogue's), never b's or
+    // a hub client's.
+    let sniffed = drain(&mut sniff, Duration::from_millis(200)).await;
+    let others: Vec<&String> = sniffed
+        .iter()
+        .filter(|m| !m.starts_with("_INBOX.acct-a.") && !m.starts_with("_INBOX.rogue."))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "a's leaf saw others' replies: {others:?}"
+    );
+    let sniffed = drain(&mut sniff_ctl, Duration::from_millis(200)).await;
+    assert!(sniffed.is_empty(), "a's leaf saw b's control: {sniffed:?}");
+    drop(a);
+}
+
+#[tokio::test]
+async fn shipped_hub_config_is_current_and_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let shipped = std::fs::read_to_string(root.join("hub-accounts.conf")).unwrap();
+    let (made_with, body) = shipped.split_once('\n').unwrap();
+    let args: Vec<&str> = made_with
+        .strip_prefix("# Made with: edgeleaf ")
+        .expect("first line says how the file was made")
+        .split_whitespace()
+        .collect();
+    let out = cli(&args).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        body,
+        "config/hub-accounts.conf is stale: regenerate it with the command on its first line"
+    );
+
+    // hub.conf with this machine's paths (certificates from a test PKI) passes
+    // nats-server's own check.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = std::fs::read_to_string(root.join("hub.conf"))
+        .unwrap()
+        .replace("/etc/nats/hub.pem", &pki.path("server.pem"))
+        .replace("/etc/nats/hub-key.pem", &pki.path("server-key.pem"))
+        .replace("/etc/nats/ca.pem", &pki.path("ca.pem"))
+        .replace("/var/lib/nats", &dir.path().display().to_string());
+    std::fs::write(dir.path().join("hub.conf"), hub).unwrap();
+    std::fs::write(dir.path().join("hub-accounts.conf"), shipped).unwrap();
+    let check = std::process::Command::new(crate::harness::nats_server_bin())
+        .arg("-c")
+        .arg(dir.path().join("hub.conf"))
+        .arg("-t")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
