@@ -243,6 +243,10 @@ pub struct Heartbeat {
     pub hub_link: HubLink,
     /// `cranelift` or `pulley`.
     pub wasm_compiler: String,
+    /// The node's x25519 public key (`x25519:<hex>`): `deploy --secret` seals values
+    /// to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<String>,
 }
 
 /// The answer to `ctl.ping` and (inside `{"ok": …}`) to `ctl.<node>.info`.
@@ -265,6 +269,9 @@ pub struct NodeInfo {
     pub agents: AgentCounts,
     /// Compiled-code cache counters since start.
     pub compiled_cache: CacheCounters,
+    /// The node's x25519 public key, for sealing secrets to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<String>,
 }
 
 /// What the compiled-code cache did since the node started.

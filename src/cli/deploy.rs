@@ -79,6 +79,11 @@ pub struct DeployArgs {
     /// Keep the agent's kv data when it is undeployed.
     #[arg(long)]
     keep_kv: bool,
+    /// A secret config value, NAME=VALUE or NAME=@FILE (repeat). It is sealed to each
+    /// targeted node's key (nodes that have sent a heartbeat), travels and is stored
+    /// encrypted, and reaches the agent like `--config`. Never printed.
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    secrets: Vec<String>,
     /// Print one JSON object: the deployments written and each node's outcome.
     #[arg(long)]
     json: bool,
@@ -119,9 +124,22 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         .check(&conn.prefix)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     let targets = args.target.targets()?;
+    let secrets = read_secrets(&args.secrets, &agent)?;
 
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
+    // The nodes each target reaches, by their reported keys: secrets are sealed to
+    // them before anything is written.
+    let recipients = match secrets.is_empty() {
+        true => Vec::new(),
+        false => {
+            let fleet = hub::fleet::nodes(&js, &conn.subjects()).await?;
+            targets
+                .iter()
+                .map(|t| recipients(t, &fleet))
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
     let modules = js
         .get_object_store(MODULES_BUCKET)
         .await
@@ -153,8 +171,20 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         }
     };
     let mut keys = Vec::new();
-    for target in &targets {
+    for (i, target) in targets.iter().enumerate() {
         let kv_key = target.key(&agent.name);
+        let sealed_secrets = match recipients.get(i) {
+            Some(nodes) => seal_secrets(&secrets, nodes)?,
+            None => Default::default(),
+        };
+        if !sealed_secrets.is_empty() && !args.json {
+            let ids: Vec<&str> = recipients[i].iter().map(|(id, _)| id.as_str()).collect();
+            eprintln!(
+                "{} secret(s) for {kv_key} sealed to {}",
+                secrets.len(),
+                ids.join(", ")
+            );
+        }
         let spec = DeploymentSpec {
             agent: agent.clone(),
             module: ModuleRef {
@@ -167,6 +197,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             target: kv_key.clone(),
             publisher: key.as_ref().map(|k| k.public().to_string()),
             keep_kv: args.keep_kv,
+            secrets: sealed_secrets,
         };
         let sealed = SignedDeployment::seal(&spec, key.as_ref());
         bucket
@@ -248,6 +279,81 @@ pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
         println!("undeployed {kv_key}; targeted nodes remove the agent as they see it");
     }
     Ok(())
+}
+
+/// `--secret NAME=VALUE` / `NAME=@FILE`, checked against the agent's plain config.
+fn read_secrets(
+    args: &[String],
+    agent: &crate::protocol::AgentSpec,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in args {
+        // The value is never echoed back, not even in an error.
+        let Some((name, value)) = arg.split_once('=') else {
+            bail!("--secret wants NAME=VALUE or NAME=@FILE (no '=' in the argument)");
+        };
+        if name.is_empty() || agent.config.contains_key(name) || out.contains_key(name) {
+            bail!("--secret {name:?}: empty, or already given (as --config or --secret)");
+        }
+        let value = match value.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--secret {name}: cannot read {path}"))?
+                .trim_end_matches('\n')
+                .to_owned(),
+            None => value.to_owned(),
+        };
+        out.insert(name.to_owned(), value);
+    }
+    Ok(out)
+}
+
+/// The nodes `target` selects among those that reported, with their public keys.
+fn recipients(
+    target: &Target,
+    fleet: &[crate::protocol::NodeRow],
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut keyless = Vec::new();
+    for row in fleet {
+        if !target.selects(&row.node_id, &row.heartbeat.tags) {
+            continue;
+        }
+        match &row.heartbeat.enc_key {
+            Some(key) => out.push((row.node_id.clone(), key.clone())),
+            None => keyless.push(row.node_id.as_str()),
+        }
+    }
+    if !keyless.is_empty() {
+        eprintln!(
+            "warning: {} reported no encryption key (an older edgeleaf): they cannot open the secrets",
+            keyless.join(", ")
+        );
+    }
+    if out.is_empty() {
+        bail!(
+            "no node with an encryption key matches {}: secrets are sealed to nodes that \
+             have sent a heartbeat; start the node first",
+            target.key("<agent>")
+        );
+    }
+    Ok(out)
+}
+
+/// Each secret sealed to each node: name → node id → sealed value.
+fn seal_secrets(
+    secrets: &std::collections::BTreeMap<String, String>,
+    nodes: &[(String, String)],
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
+    secrets
+        .iter()
+        .map(|(name, value)| {
+            let per_node = nodes
+                .iter()
+                .map(|(id, key)| Ok((id.clone(), shipping::secrets::seal(key, value)?)))
+                .collect::<Result<_>>()?;
+            Ok((name.clone(), per_node))
+        })
+        .collect()
 }
 
 /// The highest version deployed for `agent` under any target, or ever written

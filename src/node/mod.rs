@@ -23,6 +23,7 @@ use crate::connect::{NatsTarget, Persistence};
 use crate::natsd::ServerStatus;
 use crate::protocol::{HubLink, LeafInfo, LinkState, NodeInfo, Subjects};
 use crate::runtime::{AgentError, EngineOptions, Runtime};
+use crate::shipping::secrets::NodeKey;
 use crate::shutdown::ShutdownGroup;
 use crate::store::outbox::{Outbox, OutboxOptions};
 use crate::store::{Store, StoreOptions};
@@ -46,6 +47,8 @@ pub(crate) struct NodeState {
     agents: Arc<AgentPool>,
     /// Store-and-forward backlog, for heartbeats and `ctl.<node>.outbox`.
     outbox: Arc<Outbox>,
+    /// Opens the secrets sealed to this node.
+    node_key: Arc<NodeKey>,
 }
 
 impl NodeState {
@@ -111,6 +114,7 @@ impl NodeState {
             wasm_compiler: self.agents.runtime().compiler().to_owned(),
             agents: self.agents.counts(),
             compiled_cache: self.agents.cache_counters(),
+            enc_key: Some(self.node_key.public()),
         }
     }
 }
@@ -208,6 +212,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     )?;
     let incarnation = store.incarnation()?;
+    let node_key = Arc::new(NodeKey::load_or_create(&config.node.state_dir)?);
     NodeFile::write(&config)?;
     let o = &config.outbox;
     let outbox = Arc::new(Outbox::open(
@@ -269,6 +274,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             reason: None,
         }),
         leaf: leaf.as_ref().map(|l| l.status_handle()),
+        node_key: node_key.clone(),
         config,
     });
     tracing::info!(
@@ -289,7 +295,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
     ];
-    let reconciler = Reconciler::new(agents.clone(), store.clone(), client.clone(), &state.config)?;
+    let reconciler = Reconciler::new(
+        agents.clone(),
+        store.clone(),
+        client.clone(),
+        node_key,
+        &state.config,
+    )?;
     let reconciling = tokio::spawn(reconciler.run(group.handle()));
     let forwarding = tokio::spawn(forwarder.run(group.handle()));
     // Agents load while the node already reports and answers: compiling a large

@@ -18,8 +18,9 @@ use super::agents::{AgentPool, publish_event};
 use crate::config::Config;
 use crate::hub;
 use crate::protocol::{
-    DEPLOYMENTS_BUCKET, DeployStatus, ErrorBody, MODULES_BUCKET, STATUS_BUCKET, Subjects,
+    AgentSpec, DEPLOYMENTS_BUCKET, DeployStatus, ErrorBody, MODULES_BUCKET, STATUS_BUCKET, Subjects,
 };
+use crate::shipping::secrets::NodeKey;
 use crate::shipping::{
     self, DeploymentSpec, PublicKey, Rejection, SignedDeployment, Target, TrustPolicy,
 };
@@ -51,6 +52,8 @@ pub struct Reconciler {
     domain: String,
     policy: TrustPolicy,
     max_module_size: u64,
+    /// Opens the secrets sealed to this node.
+    node_key: Arc<NodeKey>,
     /// The raw envelope last refused or failed per agent, so an unchanged bad
     /// deployment is not retried (and re-reported) at every resync.
     settled_bad: HashMap<String, Vec<u8>>,
@@ -61,6 +64,7 @@ impl Reconciler {
         pool: Arc<AgentPool>,
         store: Store,
         client: Client,
+        node_key: Arc<NodeKey>,
         config: &Config,
     ) -> Result<Self> {
         let parse = |keys: &[String]| -> Vec<PublicKey> {
@@ -83,6 +87,7 @@ impl Reconciler {
                 allow_unsigned: config.security.allow_unsigned,
             },
             max_module_size: config.limits.max_module_size,
+            node_key,
             settled_bad: HashMap::new(),
         })
     }
@@ -129,9 +134,16 @@ impl Reconciler {
                     self.deployments
                         .set_accepted(&record.key, record.version, &record.envelope);
             }
+            let agent = match self.agent_spec(&spec) {
+                Ok(agent) => agent,
+                Err(rej) => {
+                    tracing::warn!(agent = %name, "local deployment not restored: {rej}");
+                    continue;
+                }
+            };
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
-                    if self.pool.start(spec.agent, &bytes).await.is_ok() {
+                    if self.pool.start(agent, &bytes).await.is_ok() {
                         tracing::info!(agent = %name, version = record.version, "deployment restored from local state");
                     }
                 }
@@ -259,8 +271,11 @@ impl Reconciler {
         {
             return;
         }
-        let spec = match self.accept(name, want, current.as_ref()) {
-            Ok(spec) => spec,
+        let accepted = self
+            .accept(name, want, current.as_ref())
+            .and_then(|spec| Ok((self.agent_spec(&spec)?, spec)));
+        let (agent, spec) = match accepted {
+            Ok(both) => both,
             Err(rej) => {
                 self.settled_bad.insert(name.to_owned(), want.raw.clone());
                 // The version it claims, so the publisher's CLI can match the report.
@@ -297,7 +312,7 @@ impl Reconciler {
                 return;
             }
         };
-        match self.pool.start(spec.agent.clone(), &module).await {
+        match self.pool.start(agent, &module).await {
             Ok(_) => {
                 let record = DeployRecord {
                     key: want.key.clone(),
@@ -412,6 +427,36 @@ impl Reconciler {
             }
         }
         Ok(spec)
+    }
+
+    /// The agent as it runs here: its config plus the secrets sealed to this node,
+    /// opened in memory only.
+    fn agent_spec(&self, spec: &DeploymentSpec) -> Result<AgentSpec, Rejection> {
+        let mut agent = spec.agent.clone();
+        for (name, per_node) in &spec.secrets {
+            let sealed = per_node.get(&self.node_id).ok_or_else(|| {
+                Rejection::new(
+                    "secret_unavailable",
+                    format!(
+                        "secret {name:?} is not sealed to this node (it had not reported its \
+                         key when this was deployed): deploy again"
+                    ),
+                )
+            })?;
+            let value = self.node_key.open(sealed).map_err(|why| {
+                Rejection::new(
+                    "secret_unavailable",
+                    format!("secret {name:?} cannot be opened: {why}"),
+                )
+            })?;
+            if agent.config.insert(name.clone(), value).is_some() {
+                return Err(Rejection::new(
+                    "invalid_spec",
+                    format!("{name:?} is both a config value and a secret"),
+                ));
+            }
+        }
+        Ok(agent)
     }
 
     /// The module bytes: the local copy if there is one, else from the hub.

@@ -8,6 +8,7 @@
 
 pub mod keys;
 pub mod modules;
+pub mod secrets;
 pub mod target;
 
 use base64::Engine as _;
@@ -48,6 +49,11 @@ pub struct DeploymentSpec {
     /// Keep the agent's kv data when this deployment is removed.
     #[serde(default)]
     pub keep_kv: bool,
+    /// Secret config values: name → node id → the value sealed to that node's key
+    /// ([`secrets::seal`]). The node adds the values it can open to the agent's
+    /// config.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// The value stored in `EDGELEAF_DEPLOYMENTS`.
@@ -212,6 +218,7 @@ mod tests {
             target: target.into(),
             publisher,
             keep_kv: false,
+            secrets: Default::default(),
         }
     }
 

@@ -535,6 +535,7 @@ async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
             target: "node.esc.esc".into(),
             publisher: Some(secret.public().to_string()),
             keep_kv: false,
+            secrets: Default::default(),
         };
         let sealed = edgeleaf::shipping::SignedDeployment::seal(&spec, Some(&secret));
         kv.put("node.esc.esc", sealed.to_bytes().into())
@@ -819,4 +820,192 @@ async fn shipped_hub_config_is_current_and_valid() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[tokio::test]
+async fn secrets_open_only_on_their_node_and_are_never_shown_or_stored_in_clear() {
+    let cluster = crate::harness::Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let keys = tempfile::tempdir().unwrap();
+    let key_path = keys.path().join("pub.key");
+    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let trust = format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n");
+    let vault = Node::start(NodeSpec {
+        id: "vault",
+        url: Some(cluster.leaf.url()),
+        extra: trust.clone(),
+        ..Default::default()
+    });
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    eventually(Duration::from_secs(20), "vault's key reported", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| {
+                r["node_id"] == "vault"
+                    && r["heartbeat"]["enc_key"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with("x25519:"))
+            })
+            .then_some(())
+    })
+    .await;
+    let secret = "sk-live-7d1e0c55aa";
+    let secret_file = keys.path().join("db-password");
+    let file_secret = "db-pw-0a9b8c7d";
+    std::fs::write(&secret_file, format!("{file_secret}\n")).unwrap();
+    let hostile = crate::harness::agent_wasm("hostile");
+    let mut seen = Seen::default();
+    let deploy = |name: &'static str, target: &'static [&'static str]| {
+        let hostile = hostile.clone();
+        let key_path = key_path.clone();
+        let secret_file = secret_file.clone();
+        let hub_url = hub_url.clone();
+        async move {
+            let mut args: Vec<String> = vec![
+                "deploy".into(),
+                hostile.display().to_string(),
+                "--name".into(),
+                name.into(),
+                "--trigger".into(),
+                format!("vault.{name}"),
+                "--config".into(),
+                "mode=plain".into(),
+                "--secret".into(),
+                format!("api_token={secret}"),
+                "--secret".into(),
+                format!("db_password=@{}", secret_file.display()),
+                "--key".into(),
+                key_path.display().to_string(),
+                "-s".into(),
+                hub_url,
+                "--wait".into(),
+                "20s".into(),
+            ];
+            args.extend(target.iter().map(|s| s.to_string()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&refs).await
+        }
+    };
+    let out = deploy("keeper", &["--node", "vault"]).await;
+    seen.cli("deploy", &out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sealed to vault"));
+
+    // The agent gets the values, like config (it answers with their hash: its
+    // results are telemetry, which must not hold them either).
+    let ask = |what: &'static str| crate::harness::request_ok(&hub, "vault.keeper", what);
+    assert_eq!(ask("confighash:api_token").await, fnv1a(secret));
+    assert_eq!(ask("confighash:db_password").await, fnv1a(file_secret));
+    assert_eq!(ask("config:mode").await, "plain");
+
+    // In transit and at rest they are sealed: the bucket's envelope (the spec
+    // decoded), and every file of the node's state dir.
+    let js = async_nats::jetstream::new(hub.clone());
+    let raw = js
+        .get_key_value("EDGELEAF_DEPLOYMENTS")
+        .await
+        .unwrap()
+        .get("node.vault.keeper")
+        .await
+        .unwrap()
+        .unwrap();
+    let spec = edgeleaf::shipping::SignedDeployment::peek_spec(&raw).unwrap();
+    assert_eq!(spec.secrets.len(), 2);
+    seen.add("the deployment", serde_json::to_string(&spec).unwrap());
+    seen.add("the envelope", String::from_utf8_lossy(&raw));
+    for entry in walk(&vault.state_dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        for s in [secret, file_secret] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a secret in clear",
+                entry.display()
+            );
+        }
+    }
+    let key_mode = std::fs::metadata(vault.state_dir().join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    // A node that had not reported when a deploy was made cannot open it, and says so.
+    let out = deploy("shared", &["--all"]).await;
+    seen.cli("deploy --all", &out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let late = Node::start(NodeSpec {
+        id: "late",
+        url: Some(cluster.leaf.url()),
+        extra: trust,
+        ..Default::default()
+    });
+    let status = js.get_key_value("EDGELEAF_STATUS").await.unwrap();
+    let report: serde_json::Value =
+        eventually(Duration::from_secs(30), "late's verdict", || async {
+            let raw = status.get("late.shared").await.ok()??;
+            serde_json::from_slice(&raw).ok()
+        })
+        .await;
+    assert_eq!(report["state"], "rejected", "{report}");
+    assert_eq!(report["error"]["code"], "secret_unavailable", "{report}");
+    assert_eq!(
+        crate::harness::request_ok(&hub, "vault.shared", "confighash:api_token").await,
+        fnv1a(secret)
+    );
+
+    // Shown nowhere: agents, info, status, events, logs, CLI output.
+    let out = cli(&["agents", "--json", "-s", &hub_url]).await;
+    seen.cli("agents", &out);
+    let info = crate::harness::request_ok(&hub, "edgeleaf.ctl.vault.agents", "").await;
+    seen.add("ctl agents", info);
+    let info = crate::harness::request_ok(&hub, "edgeleaf.ctl.vault.info", "").await;
+    seen.add("ctl info", info);
+    for key in ["vault.keeper", "vault.shared", "late.shared"] {
+        let raw = status.get(key).await.unwrap().unwrap_or_default();
+        seen.add(format!("status {key}"), String::from_utf8_lossy(&raw));
+    }
+    let telemetry = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
+    for seq in 1..=telemetry.cached_info().state.last_sequence {
+        if let Ok(msg) = telemetry.get_raw_message(seq).await {
+            seen.add(
+                format!("telemetry {seq}"),
+                String::from_utf8_lossy(&msg.payload),
+            );
+        }
+    }
+    seen.add("vault log", vault.log());
+    seen.add("late log", late.log());
+    seen.assert_no_secret(&[secret, file_secret]);
+}
+
+/// FNV-1a 64 as the hostile agent's `confighash` computes it.
+fn fnv1a(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

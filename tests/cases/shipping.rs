@@ -490,6 +490,7 @@ async fn rejections_never_disturb_what_runs() {
         target: "node.guard.svc".into(),
         publisher: Some(secret.public().to_string()),
         keep_kv: false,
+        secrets: Default::default(),
     };
     use base64::Engine as _;
     env.spec = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&spec).unwrap());

@@ -15,6 +15,7 @@
 //! | `kvfill`             | sets 64 KiB values under new keys `fill.<n>` until `set` fails, then returns `Err(<the host's message>)`; gives up with an `Err` after 1 GiB |
 //! | `spin:<ms>`          | busy-waits `<ms>` milliseconds on the monotonic clock, then replies `done` |
 //! | `config:<key>`       | replies with the config value of `<key>`, or `none` |
+//! | `confighash:<key>`   | replies with the FNV-1a 64 hash (16 hex digits) of the config value, or `none`: proves a secret arrived without echoing it |
 //! | `log`                | writes one line at each log level, then replies `logged` |
 //! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
 //! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
@@ -73,6 +74,10 @@ impl Agent for Hostile {
                 }
                 Ok(b"done".to_vec())
             }
+            ("confighash", Some(key)) => Ok(config::get(key)
+                .map(|v| format!("{:016x}", fnv1a(v.as_bytes())))
+                .unwrap_or_else(|| "none".into())
+                .into_bytes()),
             ("config", Some(key)) => Ok(config::get(key)
                 .unwrap_or_else(|| "none".into())
                 .into_bytes()),
@@ -110,6 +115,13 @@ impl Agent for Hostile {
             _ => Err(format!("unknown mode {text:?}")),
         }
     }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn spin_forever() -> ! {

@@ -1,0 +1,151 @@
+//! Secrets for agents: config values that travel encrypted to the node that runs the
+//! agent, and stay encrypted at rest.
+//!
+//! Every node has an x25519 key pair, made at its first start in
+//! `<state_dir>/node.key` (0600), and reports the public half as `enc_key` in its
+//! heartbeats. `edgeleaf deploy --secret NAME=VALUE` seals the value to each
+//! targeted node's public key (a libsodium sealed box: X25519 + XSalsa20-Poly1305)
+//! inside the signed spec, so it cannot be swapped or altered either. The node keeps
+//! the envelope as it came (sealed) and opens the value only in memory, when it
+//! starts the agent.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use crypto_box::aead::OsRng;
+
+const PUBLIC_PREFIX: &str = "x25519:";
+const SECRET_PREFIX: &str = "x25519-secret:";
+
+/// A node's own key pair, for opening the secrets sealed to it.
+pub struct NodeKey {
+    secret: crypto_box::SecretKey,
+}
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeKey({})", self.public())
+    }
+}
+
+impl NodeKey {
+    /// Where a node keeps its key.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("node.key")
+    }
+
+    /// Loads the node's key, or makes one (0600) on the first start. A key file that
+    /// others may read or write is refused: whoever reads it reads every secret sent
+    /// to this node, whoever writes it can swap it.
+    pub fn load_or_create(state_dir: &Path) -> Result<Self> {
+        let path = Self::path(state_dir);
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "refusing to start: node key {} is open to other users (mode {mode:o}); \
+                         chmod 600 it",
+                        path.display()
+                    );
+                }
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read node key {}", path.display()))?;
+                let bytes: [u8; 32] = text
+                    .trim()
+                    .strip_prefix(SECRET_PREFIX)
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|b| b.try_into().ok())
+                    .with_context(|| format!("{} is not an edgeleaf node key", path.display()))?;
+                Ok(Self {
+                    secret: crypto_box::SecretKey::from_bytes(bytes),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = crypto_box::SecretKey::generate(&mut OsRng);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("cannot create node key {}", path.display()))?;
+                writeln!(file, "{SECRET_PREFIX}{}", hex::encode(secret.to_bytes()))
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("cannot write node key {}", path.display()))?;
+                tracing::info!(path = %path.display(), "node encryption key created");
+                Ok(Self { secret })
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read node key {}", path.display())),
+        }
+    }
+
+    /// The public half, `x25519:<hex>`, as heartbeats report it.
+    pub fn public(&self) -> String {
+        format!(
+            "{PUBLIC_PREFIX}{}",
+            hex::encode(self.secret.public_key().as_bytes())
+        )
+    }
+
+    /// Opens a value sealed to this node by [`seal`].
+    pub fn open(&self, sealed: &str) -> Result<String, String> {
+        let bytes = B64.decode(sealed).map_err(|e| format!("not base64: {e}"))?;
+        let plain = self
+            .secret
+            .unseal(&bytes)
+            .map_err(|_| "it was not sealed to this node's key".to_owned())?;
+        String::from_utf8(plain).map_err(|_| "it is not UTF-8".to_owned())
+    }
+}
+
+/// Seals `value` to the node whose public key is `public` (`x25519:<hex>`).
+pub fn seal(public: &str, value: &str) -> Result<String> {
+    let bytes: [u8; 32] = public
+        .strip_prefix(PUBLIC_PREFIX)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{public:?} is not an x25519 public key"))?;
+    let sealed = crypto_box::PublicKey::from_bytes(bytes)
+        .seal(&mut OsRng, value.as_bytes())
+        .map_err(|_| anyhow::anyhow!("cannot seal a secret"))?;
+    Ok(B64.encode(sealed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_node_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let key = NodeKey::load_or_create(dir.path()).unwrap();
+        let again = NodeKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(key.public(), again.public(), "the key survives a restart");
+        let mode = std::fs::metadata(NodeKey::path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let sealed = seal(&key.public(), "s3cret").unwrap();
+        assert!(!sealed.contains("s3cret"));
+        assert_eq!(key.open(&sealed).unwrap(), "s3cret");
+        let stranger = NodeKey::load_or_create(other.path()).unwrap();
+        assert!(stranger.open(&sealed).is_err());
+        assert!(key.open("not base64!").is_err());
+        assert!(seal("ed25519:00", "x").is_err());
+
+        std::fs::set_permissions(
+            NodeKey::path(dir.path()),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let err = NodeKey::load_or_create(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}
