@@ -67,9 +67,12 @@ const AGENT_SUBJECT: &str = "bench.agent";
 const NODE_ID: &str = "bench";
 /// Instances the pooling allocator reserves, and an agent's concurrency: the node's
 /// defaults.
-const POOL_SLOTS: u32 = 64;
-const MAX_CONCURRENCY: u32 = 16;
-const MAX_MEMORY: u64 = 64 << 20;
+/// On 32-bit boards the node's defaults are smaller (`config.rs`: the pool must fit
+/// in the address space), and so are these.
+const IS_32_BIT: bool = cfg!(target_pointer_width = "32");
+const POOL_SLOTS: u32 = if IS_32_BIT { 8 } else { 64 };
+const MAX_CONCURRENCY: u32 = if IS_32_BIT { 8 } else { 16 };
+const MAX_MEMORY: u64 = if IS_32_BIT { 32 << 20 } else { 64 << 20 };
 /// Timeout of one request through NATS.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a server may take to accept clients, and the leaf to link.
