@@ -121,10 +121,18 @@ impl Reconciler {
             }
         };
         for (name, record) in records {
-            let spec = match SignedDeployment::open(&record.envelope, &record.key, &self.policy) {
-                Ok(spec) => spec,
+            let agent = match SignedDeployment::open(&record.envelope, &record.key, &self.policy)
+                .and_then(|spec| self.agent_spec(&spec))
+            {
+                Ok(agent) => agent,
                 Err(rej) => {
-                    tracing::warn!(agent = %name, "local deployment no longer accepted: {rej}");
+                    // Not trusted any more (a revoked publisher, a lost node key):
+                    // dropped, so that the hub's copy is judged afresh and the
+                    // refusal reported, instead of a stale "running".
+                    tracing::warn!(agent = %name, "local deployment no longer accepted, dropped: {rej}");
+                    if let Err(e) = self.deployments.remove(&name) {
+                        tracing::error!(agent = %name, "cannot drop the local deployment record: {e}");
+                    }
                     continue;
                 }
             };
@@ -134,13 +142,6 @@ impl Reconciler {
                     self.deployments
                         .set_accepted(&record.key, record.version, &record.envelope);
             }
-            let agent = match self.agent_spec(&spec) {
-                Ok(agent) => agent,
-                Err(rej) => {
-                    tracing::warn!(agent = %name, "local deployment not restored: {rej}");
-                    continue;
-                }
-            };
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
                     if self.pool.start(agent, &bytes).await.is_ok() {

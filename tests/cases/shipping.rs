@@ -638,3 +638,74 @@ async fn replayed_deployments_are_refused_even_after_undeploy() {
     assert!(ok && out.contains("version 3"), "{out}");
     assert!(serving().await);
 }
+
+#[tokio::test]
+async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let mut node = Node::start(NodeSpec {
+        id: "revoke",
+        url: Some(cluster.leaf.url()),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(20), "node online", || async {
+        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
+        rows.as_array()?
+            .iter()
+            .any(|r| r["node_id"] == "revoke" && r["status"] == "online")
+            .then_some(())
+    })
+    .await;
+    let echo = agent_wasm("echo");
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            echo.to_str().unwrap(),
+            "--name",
+            "svc",
+            "--trigger",
+            "revoke.svc",
+            "--node",
+            "revoke",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        invoke(&hub_url, "revoke", "svc", "hi").await.as_deref(),
+        Some("hi")
+    );
+
+    // The operator revokes the key in the node's config and restarts it.
+    node.stop_with(libc::SIGTERM);
+    let config = node.dir.path().join("node.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!("revoked_publishers = [\"{public}\"]\n");
+    std::fs::write(&config, text).unwrap();
+    node.spawn();
+
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    let report = eventually(
+        Duration::from_secs(30),
+        "the revocation reported",
+        || async {
+            status(&hub, "revoke", "svc")
+                .await
+                .filter(|s| s.state == "rejected")
+        },
+    )
+    .await;
+    assert_eq!(report.error.unwrap().code, "revoked_publisher");
+    assert_eq!(report.running_version, None);
+    assert_eq!(invoke(&hub_url, "revoke", "svc", "hi").await, None);
+    assert!(
+        node.log().contains("no longer accepted, dropped"),
+        "{}",
+        node.log()
+    );
+}
