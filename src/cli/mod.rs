@@ -99,9 +99,11 @@ impl ConnOpts {
     }
 
     pub async fn connect(&self) -> Result<async_nats::Client> {
-        self.target()
-            .connect("edgeleaf-cli", Persistence::Once)
-            .await
+        let target = self.target();
+        if let Some(warning) = crate::connect::plaintext_warning("-s", &target.url, &target.tls) {
+            eprintln!("warning: {warning}");
+        }
+        target.connect("edgeleaf-cli", Persistence::Once).await
     }
 
     pub fn subjects(&self) -> Subjects {
