@@ -28,7 +28,7 @@ pub struct NatsTarget {
 impl std::fmt::Debug for NatsTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsTarget")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("creds", &self.creds)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))

@@ -258,36 +258,36 @@ async fn password_token_and_nkey_auth_work_and_no_secret_is_ever_shown() {
     client.flush().await.unwrap();
     token_client.flush().await.unwrap();
 
+    let start = |id: &'static str, url: String, nats: String| {
+        Node::start(NodeSpec {
+            id,
+            url: Some(url),
+            nats,
+            ..Default::default()
+        })
+    };
     let nodes = [
-        Node::start(NodeSpec {
-            id: "by-password",
-            url: Some(hub.url()),
-            nats: format!("user = \"alice\"\npassword = \"{password}\"\n"),
-            ..Default::default()
-        }),
-        Node::start(NodeSpec {
-            id: "by-nkey",
-            url: Some(hub.url()),
-            nats: format!("nkey = \"{}\"\n", seed_file.display()),
-            ..Default::default()
-        }),
-        Node::start(NodeSpec {
-            id: "by-token",
-            url: Some(token_hub.url()),
-            nats: format!("token = \"{token}\"\n"),
-            ..Default::default()
-        }),
-        Node::start(NodeSpec {
-            id: "wrong-password",
-            url: Some(hub.url()),
-            nats: format!("user = \"alice\"\npassword = \"{wrong}\"\n"),
-            ..Default::default()
-        }),
-        Node::start(NodeSpec {
-            id: "no-credentials",
-            url: Some(hub.url()),
-            ..Default::default()
-        }),
+        start(
+            "by-password",
+            hub.url(),
+            format!("user = \"alice\"\npassword = \"{password}\"\n"),
+        ),
+        start(
+            "by-nkey",
+            hub.url(),
+            format!("nkey = \"{}\"\n", seed_file.display()),
+        ),
+        start(
+            "by-token",
+            token_hub.url(),
+            format!("token = \"{token}\"\n"),
+        ),
+        start(
+            "wrong-password",
+            hub.url(),
+            format!("user = \"alice\"\npassword = \"{wrong}\"\n"),
+        ),
+        start("no-credentials", hub.url(), String::new()),
     ];
     let mut ids = std::collections::BTreeSet::new();
     while ids.len() < 2 {
@@ -485,13 +485,11 @@ async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
     let cluster = crate::harness::Cluster::start().await;
     let hub_url = cluster.hub.url();
     let keys = tempfile::tempdir().unwrap();
-    let key_path = keys.path().join("pub.key");
-    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
-    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (key_path, public) = crate::harness::publisher(keys.path(), "pub.key").await;
     let _node = Node::start(NodeSpec {
         id: "esc",
         url: Some(cluster.leaf.url()),
-        extra: format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n"),
+        extra: crate::harness::trusting(&public),
         ..Default::default()
     });
     let echo = crate::harness::agent_wasm("echo");
@@ -628,9 +626,7 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
     );
 
     let keys = tempfile::tempdir().unwrap();
-    let key_path = keys.path().join("pub.key");
-    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
-    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (key_path, public) = crate::harness::publisher(keys.path(), "pub.key").await;
     let leafnode = hub.leafnode_port.unwrap();
     let start = |id: &'static str, password: &str| {
         let listen = free_port();
@@ -638,7 +634,7 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
             id,
             spawn_leaf: Some((listen, leafnode)),
             hub_url: Some(format!("nats-leaf://{id}:{password}@127.0.0.1:{leafnode}")),
-            extra: format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n"),
+            extra: crate::harness::trusting(&public),
             ..Default::default()
         });
         (node, listen)
@@ -840,10 +836,8 @@ async fn secrets_open_only_on_their_node_and_are_never_shown_or_stored_in_clear(
     let cluster = crate::harness::Cluster::start().await;
     let hub_url = cluster.hub.url();
     let keys = tempfile::tempdir().unwrap();
-    let key_path = keys.path().join("pub.key");
-    let out = cli(&["keys", "gen", "--out", key_path.to_str().unwrap()]).await;
-    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let trust = format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n");
+    let (key_path, public) = crate::harness::publisher(keys.path(), "pub.key").await;
+    let trust = crate::harness::trusting(&public);
     let vault = Node::start(NodeSpec {
         id: "vault",
         url: Some(cluster.leaf.url()),

@@ -1,32 +1,15 @@
 //! Shipping agents: signed desired state in the hub's KV bucket, reconciled by every
 //! node it targets — also by nodes that were offline, and after restarts without the hub.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use edgeleaf::protocol::DeployStatus;
 use edgeleaf::shipping::{DeploymentSpec, ModuleRef, SecretKey, SignedDeployment};
 use serde_json::Value;
 
-use crate::harness::{Cluster, Node, NodeSpec, Server, agent_wasm, cli, eventually, free_port};
-
-/// A publisher key made with `edgeleaf keys gen`; returns (secret key path, public key).
-async fn publisher(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let out = cli(&["keys", "gen", "--out", path.to_str().unwrap()]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(public.starts_with("ed25519:"), "{public}");
-    (path, public)
-}
-
-fn trusting(public: &str) -> String {
-    format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n")
-}
+use crate::harness::{
+    Cluster, Node, NodeSpec, Server, agent_wasm, cli, eventually, free_port, publisher, trusting,
+};
 
 /// `edgeleaf deploy …` against the hub; returns (success, stdout + stderr).
 async fn deploy(hub: &str, args: &[impl AsRef<str>]) -> (bool, String) {
@@ -60,6 +43,22 @@ async fn invoke(hub: &str, node: &str, agent: &str, payload: &str) -> Option<Str
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+/// Waits until `edgeleaf nodes` lists `node` as `state` (`online` or `offline`).
+async fn wait_node(hub_url: &str, node: &str, state: &str) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{node} {state}"),
+        || async {
+            let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", hub_url]).await?;
+            rows.as_array()?
+                .iter()
+                .any(|r| r["node_id"] == node && r["status"] == state)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn status(hub: &async_nats::Client, node: &str, agent: &str) -> Option<DeployStatus> {
@@ -266,14 +265,7 @@ async fn offline_nodes_converge_and_restart_from_local_state_without_the_hub() {
     })
     .await;
     assert!(node.stop_with(libc::SIGTERM).success());
-    eventually(Duration::from_secs(20), "node offline", || async {
-        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
-        rows.as_array()?
-            .iter()
-            .any(|r| r["node_id"] == "roamer" && r["status"] == "offline")
-            .then_some(())
-    })
-    .await;
+    wait_node(&hub_url, "roamer", "offline").await;
 
     // Deployed while the node is off: the CLI says so and succeeds.
     let counter = agent_wasm("counter");
@@ -396,14 +388,7 @@ async fn rejections_never_disturb_what_runs() {
             + "[limits]\nmax_memory = \"32MiB\"\nmax_module_size = \"100KiB\"\n",
         ..Default::default()
     });
-    eventually(Duration::from_secs(20), "node online", || async {
-        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
-        rows.as_array()?
-            .iter()
-            .any(|r| r["node_id"] == "guard" && r["status"] == "online")
-            .then_some(())
-    })
-    .await;
+    wait_node(&hub_url, "guard", "online").await;
     let echo = agent_wasm("echo");
     let echo = echo.to_str().unwrap();
     let key = key.to_str().unwrap();
@@ -562,14 +547,7 @@ async fn replayed_deployments_are_refused_even_after_undeploy() {
         extra: trusting(&public),
         ..Default::default()
     });
-    eventually(Duration::from_secs(20), "node online", || async {
-        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
-        rows.as_array()?
-            .iter()
-            .any(|r| r["node_id"] == "replay" && r["status"] == "online")
-            .then_some(())
-    })
-    .await;
+    wait_node(&hub_url, "replay", "online").await;
     let echo = agent_wasm("echo");
     let args = [
         echo.to_str().unwrap(),
@@ -651,14 +629,7 @@ async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
         extra: trusting(&public),
         ..Default::default()
     });
-    eventually(Duration::from_secs(20), "node online", || async {
-        let rows = crate::harness::try_cli_json(&["nodes", "--json", "-s", &hub_url]).await?;
-        rows.as_array()?
-            .iter()
-            .any(|r| r["node_id"] == "revoke" && r["status"] == "online")
-            .then_some(())
-    })
-    .await;
+    wait_node(&hub_url, "revoke", "online").await;
     let echo = agent_wasm("echo");
     let (ok, out) = deploy(
         &hub_url,

@@ -305,6 +305,24 @@ pub async fn cli_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// A publisher key made with `edgeleaf keys gen`; returns (secret key path, public key).
+pub async fn publisher(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = cli(&["keys", "gen", "--out", path.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    (path, public)
+}
+
+pub fn trusting(public: &str) -> String {
+    format!("\n[security]\ntrusted_publishers = [\"{public}\"]\n")
+}
+
 /// An `[[agents]]` table for a node config.
 pub fn agent_toml(name: &str, wasm: &Path, triggers: &[&str], more: &str) -> String {
     format!(
