@@ -532,6 +532,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn last_error_is_the_newest_since_the_link_came_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ServerFiles::new(dir.path());
+        assert_eq!(last_error(&files), None, "no log yet");
+        let log = |lines: &[&str]| std::fs::write(files.log(), lines.join("\n") + "\n").unwrap();
+        log(&[
+            "[1] 2026/11/26 05:00:00.000000 [INF] Starting nats-server",
+            "[1] 2026/11/26 05:00:01.000000 [ERR] 127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'",
+            "[1] 2026/11/26 05:00:02.000000 [ERR] 127.0.0.1:7422 - lid:2 - TLS leafnode handshake error: x509: certificate signed by unknown authority",
+        ]);
+        assert_eq!(
+            last_error(&files).as_deref(),
+            Some(
+                "127.0.0.1:7422 - lid:2 - TLS leafnode handshake error: x509: certificate signed by unknown authority"
+            )
+        );
+        log(&[
+            "[1] 2026/11/26 05:00:01.000000 [ERR] 127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'",
+            "[1] 2026/11/26 05:00:03.000000 [INF] 127.0.0.1:7422 - lid:3 - Leafnode connection created for account: $G",
+        ]);
+        assert_eq!(
+            last_error(&files),
+            None,
+            "an error before the link came up is history"
+        );
+    }
+
+    #[test]
     fn leaf_config_carries_remote_credentials_and_tls() {
         let files = ServerFiles::new("/state/leaf");
         let text = render_leaf(
