@@ -424,7 +424,7 @@ impl Config {
 
     /// Refuses a secret file that anyone may write: whoever can replace a key or a
     /// credentials file can make the node talk to their server as someone else.
-    fn check_secret_files(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_secret_files(&self) -> Result<(), ConfigError> {
         for (key, path) in self.secret_files() {
             refuse_world_writable(path, key)?;
         }

@@ -38,8 +38,8 @@ pub struct Cli {
 /// How CLI commands reach the NATS system (like the `nats` CLI's flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnOpts {
-    /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, it overrides
-    /// the config's nats.url.
+    /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, this and the
+    /// other connection flags override the config's [nats] section.
     #[arg(short = 's', long = "server", global = true, env = "NATS_URL")]
     pub server: Option<String>,
     /// Credentials file (JWT + nkey).

@@ -21,9 +21,30 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::from_env()?,
     };
-    if let Some(url) = &conn.server {
-        config.nats.url = Some(url.clone());
+    // Connection flags override the config's [nats], like -s overrides nats.url.
+    let n = &mut config.nats;
+    for (flag, value) in [
+        (&mut n.url, &conn.server),
+        (&mut n.user, &conn.user),
+        (&mut n.password, &conn.password),
+        (&mut n.token, &conn.token),
+    ] {
+        if value.is_some() {
+            *flag = value.clone();
+        }
     }
+    for (flag, value) in [
+        (&mut n.creds, &conn.creds),
+        (&mut n.nkey, &conn.nkey),
+        (&mut n.tls.ca, &conn.tlsca),
+        (&mut n.tls.cert, &conn.tlscert),
+        (&mut n.tls.key, &conn.tlskey),
+    ] {
+        if value.is_some() {
+            *flag = value.clone();
+        }
+    }
+    config.check_secret_files()?;
     let warnings = config.warnings(args.config.as_deref());
     if args.check {
         for w in &warnings {

@@ -289,15 +289,22 @@ async fn password_token_and_nkey_auth_work_and_no_secret_is_ever_shown() {
         ),
         start("no-credentials", hub.url(), String::new()),
     ];
+    // `node` takes the CLI's connection flags (here, their variables) over [nats].
+    let by_env = Node::start(NodeSpec {
+        id: "by-env",
+        url: Some(hub.url()),
+        env: &[("NATS_USER", "alice"), ("NATS_PASSWORD", password)],
+        ..Default::default()
+    });
     let mut ids = std::collections::BTreeSet::new();
-    while ids.len() < 2 {
+    while ids.len() < 3 {
         let hb = next_json(&mut heartbeats).await;
         seen.add("heartbeat", hb.to_string());
         ids.insert(hb["node_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(
         ids.into_iter().collect::<Vec<_>>(),
-        ["by-nkey", "by-password"]
+        ["by-env", "by-nkey", "by-password"]
     );
     let hb = next_json(&mut token_heartbeats).await;
     assert_eq!(hb["node_id"], "by-token");
@@ -346,7 +353,7 @@ async fn password_token_and_nkey_auth_work_and_no_secret_is_ever_shown() {
         .unwrap();
     seen.add("info", String::from_utf8_lossy(&msg.payload));
 
-    for node in &nodes {
+    for node in nodes.iter().chain([&by_env]) {
         seen.add(format!("log of {}", node.id), node.log());
         let json = std::fs::read_to_string(node.state_dir().join("node.json")).unwrap_or_default();
         seen.add(format!("node.json of {}", node.id), json);
