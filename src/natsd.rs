@@ -487,9 +487,11 @@ pub fn is_our_server(pid: i32, config: &Path) -> bool {
 }
 
 /// The last lines the server wrote, to explain why it stopped.
-/// The last error the server logged since its last leafnode link came up: for a
-/// leaf, why the hub refuses it (a TLS or authorization failure). Reads only the
-/// end of the log.
+/// The last error the server logged: for a leaf whose link is down, why the hub
+/// refuses it (a TLS or authorization failure) or cannot be reached. Reads only the
+/// end of the log. (No line tells a working link from a refused one on the leaf's
+/// side: 2.9 logs "Leafnode connection created" before the hub authenticates it. So
+/// ask only while the link is known to be down.)
 pub fn last_error(files: &ServerFiles) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 64 * 1024;
@@ -499,15 +501,10 @@ pub fn last_error(files: &ServerFiles) -> Option<String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes);
-    for line in text.lines().rev() {
-        if line.contains("Leafnode connection created") {
-            return None;
-        }
-        if let Some((_, message)) = line.split_once("[ERR] ") {
-            return Some(message.trim().to_owned());
-        }
-    }
-    None
+    text.lines()
+        .rev()
+        .find_map(|line| line.split_once("[ERR] "))
+        .map(|(_, message)| message.trim().to_owned())
 }
 
 fn log_tail(files: &ServerFiles) -> String {
@@ -532,7 +529,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_error_is_the_newest_since_the_link_came_up() {
+    fn last_error_is_the_newest_error_line() {
         let dir = tempfile::tempdir().unwrap();
         let files = ServerFiles::new(dir.path());
         assert_eq!(last_error(&files), None, "no log yet");
@@ -553,9 +550,9 @@ mod tests {
             "[1] 2026/11/26 05:00:03.000000 [INF] 127.0.0.1:7422 - lid:3 - Leafnode connection created for account: $G",
         ]);
         assert_eq!(
-            last_error(&files),
-            None,
-            "an error before the link came up is history"
+            last_error(&files).as_deref(),
+            Some("127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'"),
+            "logged before the hub authenticates, 'connection created' proves nothing"
         );
     }
 

@@ -44,12 +44,10 @@ pub(super) async fn probe(state: &NodeState, client: &Client) {
     };
     if new == LinkState::Down && state.leaf.is_some() {
         // The leaf answers even when the hub refuses it; its log says why.
-        let reason = crate::natsd::last_error(&super::leaf::files(&state.config));
-        if state.set_hub_link_reason(reason.clone()) {
-            tracing::warn!(
-                "hub link down; the leaf server reports: {}",
-                reason.unwrap_or_default()
-            );
+        if let Some(reason) = crate::natsd::last_error(&super::leaf::files(&state.config))
+            && state.set_hub_link_reason(reason.clone())
+        {
+            tracing::warn!("hub link down; the leaf server reports: {reason}");
         }
     }
     if let Some(link) = state.set_hub_link(new) {

@@ -59,14 +59,15 @@ impl NodeState {
             .clone()
     }
 
-    /// Records why the link is down; returns true when the reason is new.
-    fn set_hub_link_reason(&self, reason: Option<String>) -> bool {
+    /// Records why the link is down; returns true when the reason is new. The
+    /// reason stays until the link is up again.
+    fn set_hub_link_reason(&self, reason: String) -> bool {
         let mut link = self.hub_link.lock().unwrap_or_else(|e| e.into_inner());
-        if link.state != LinkState::Down || link.reason == reason {
+        if link.state != LinkState::Down || link.reason.as_ref() == Some(&reason) {
             return false;
         }
-        link.reason = reason;
-        link.reason.is_some()
+        link.reason = Some(reason);
+        true
     }
 
     /// Records a probe result; returns the new state when it changed.
