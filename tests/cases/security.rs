@@ -1023,3 +1023,135 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn creds_files_work_for_the_node_and_its_leaf_on_an_operator_mode_hub() {
+    use crate::harness::jwt::Operator;
+    let mut operator = Operator::new();
+    let edge = operator.account("EDGE", true);
+    let stranger = Operator::new().account("STRANGER", false);
+    let creds = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = creds.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let ops = write("ops.creds", edge.user_creds("ops"));
+    let node_creds = write("node.creds", edge.user_creds("node"));
+    let leaf_creds = write("leaf.creds", edge.user_creds("leaf"));
+    let bad_creds = write("bad.creds", stranger.user_creds("intruder"));
+    let seeds: Vec<String> = [&node_creds, &leaf_creds, &bad_creds]
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("SU"))
+                .expect("a user seed in the creds file")
+                .to_owned()
+        })
+        .collect();
+    let operator_config = operator.server_config();
+    let hub = Server::custom("jwt-hub", true, |dir, port, leafnode| {
+        format!(
+            "server_name: jwt-hub\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{ store_dir: \"{}\", domain: hub }}\n\
+             leafnodes {{ listen: 127.0.0.1:{} }}\n{operator_config}\n",
+            dir.join("js").display(),
+            leafnode.unwrap()
+        )
+    });
+    let out = cli(&["hub", "init", "-s", &hub.url(), "--creds", &ops]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = async_nats::ConnectOptions::with_credentials_file(&ops)
+        .await
+        .unwrap()
+        .connect(hub.url())
+        .await
+        .unwrap();
+    let mut heartbeats = client.subscribe("edgeleaf.hb.*").await.unwrap();
+    client.flush().await.unwrap();
+
+    let leafnode = hub.leafnode_port.unwrap();
+    let direct = Node::start(NodeSpec {
+        id: "jwt-direct",
+        url: Some(hub.url()),
+        nats: format!("creds = \"{node_creds}\"\n"),
+        ..Default::default()
+    });
+    let leafed = Node::start(NodeSpec {
+        id: "jwt-leaf",
+        spawn_leaf: Some((free_port(), leafnode)),
+        leaf: format!("creds = \"{leaf_creds}\"\n"),
+        ..Default::default()
+    });
+    let refused_listen = free_port();
+    let refused_leaf = Node::start(NodeSpec {
+        id: "jwt-refused-leaf",
+        spawn_leaf: Some((refused_listen, leafnode)),
+        leaf: format!("creds = \"{bad_creds}\"\n"),
+        ..Default::default()
+    });
+    let refused = Node::start(NodeSpec {
+        id: "jwt-refused",
+        url: Some(hub.url()),
+        nats: format!("creds = \"{bad_creds}\"\n"),
+        ..Default::default()
+    });
+
+    // Both good nodes report, the one behind its leaf with the hub link up.
+    let mut up = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while up.len() < 2 {
+        let hb = next_json(&mut heartbeats).await;
+        let id = hb["node_id"].as_str().unwrap().to_owned();
+        assert!(id == "jwt-direct" || id == "jwt-leaf", "{hb}");
+        if hb["hub_link"]["state"] == "up" {
+            up.insert(id);
+        }
+        assert!(std::time::Instant::now() < deadline, "{up:?}");
+    }
+
+    // A stranger's creds: refused directly, and on the leaf link, each saying why.
+    let log = eventually(Duration::from_secs(20), "the refusal in the log", || {
+        let log = refused.log();
+        async move { log.contains("cannot connect to NATS yet").then_some(log) }
+    })
+    .await;
+    assert!(
+        log.to_lowercase().contains("authorization violation"),
+        "{log}"
+    );
+    let local = eventually(Duration::from_secs(30), "the refused leaf", || async {
+        async_nats::connect(format!("127.0.0.1:{refused_listen}"))
+            .await
+            .ok()
+    })
+    .await;
+    let info = eventually(Duration::from_secs(30), "info with a reason", || {
+        let local = local.clone();
+        async move {
+            let msg = local
+                .request("edgeleaf.ctl.jwt-refused-leaf.info", "".into())
+                .await
+                .ok()?;
+            let info: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
+            info["ok"]["hub_link"]["reason"].is_string().then_some(info)
+        }
+    })
+    .await;
+    let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
+    assert!(reason.contains("Authorization Violation"), "{reason}");
+
+    let mut seen = Seen::default();
+    for node in [&direct, &leafed, &refused_leaf, &refused] {
+        seen.add(format!("log of {}", node.id), node.log());
+    }
+    seen.add("info", info.to_string());
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    seen.assert_no_secret(&seeds);
+}

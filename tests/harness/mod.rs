@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test uses a different part
 
+pub mod jwt;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
