@@ -486,12 +486,11 @@ pub fn is_our_server(pid: i32, config: &Path) -> bool {
     !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
 }
 
-/// The last lines the server wrote, to explain why it stopped.
-/// The last error the server logged: for a leaf whose link is down, why the hub
-/// refuses it (a TLS or authorization failure) or cannot be reached. Reads only the
-/// end of the log. (No line tells a working link from a refused one on the leaf's
-/// side: 2.9 logs "Leafnode connection created" before the hub authenticates it. So
-/// ask only while the link is known to be down.)
+/// The last error the server logged since it last started: for a leaf whose link
+/// is down, why the hub refuses it (a TLS or authorization failure) or cannot be
+/// reached. Reads only the end of the log. (No line tells a working link from a
+/// refused one on the leaf's side: 2.9 logs "Leafnode connection created" before the
+/// hub authenticates it. So ask only while the link is known to be down.)
 pub fn last_error(files: &ServerFiles) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 64 * 1024;
@@ -503,10 +502,14 @@ pub fn last_error(files: &ServerFiles) -> Option<String> {
     let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .rev()
+        // An error of an earlier run of the server (the log is appended to) is not
+        // why the link is down now.
+        .take_while(|line| !line.contains("Starting nats-server"))
         .find_map(|line| line.split_once("[ERR] "))
         .map(|(_, message)| message.trim().to_owned())
 }
 
+/// The last lines the server wrote, to explain why it stopped.
 fn log_tail(files: &ServerFiles) -> String {
     let mut lines: Vec<String> = Vec::new();
     for path in [files.stderr(), files.log()] {
@@ -554,6 +557,12 @@ mod tests {
             Some("127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'"),
             "logged before the hub authenticates, 'connection created' proves nothing"
         );
+        log(&[
+            "[1] 2026/11/25 05:00:01.000000 [ERR] 127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'",
+            "[2] 2026/11/26 05:00:00.000000 [INF] Starting nats-server",
+            "[2] 2026/11/26 05:00:00.000000 [INF]   Version:  2.9.10",
+        ]);
+        assert_eq!(last_error(&files), None, "an earlier run's error");
     }
 
     #[test]
