@@ -260,8 +260,9 @@ impl TlsFiles {
     }
 }
 
-/// The local nats-server leaf, optionally supervised by the node.
-#[derive(Debug, Clone, Deserialize)]
+/// The local nats-server leaf, optionally supervised by the node. `Debug` hides
+/// a password in `hub_url`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeafSection {
     /// Run and supervise a nats-server leaf as a child of the node.
@@ -279,6 +280,23 @@ pub struct LeafSection {
     pub creds: Option<PathBuf>,
     /// TLS for the leaf→hub link.
     pub tls: TlsFiles,
+}
+
+impl std::fmt::Debug for LeafSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafSection")
+            .field("spawn", &self.spawn)
+            .field("nats_server", &self.nats_server)
+            .field("listen", &self.listen)
+            .field(
+                "hub_url",
+                &self.hub_url.as_deref().map(crate::connect::redact_url),
+            )
+            .field("domain", &self.domain)
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Default for LeafSection {
@@ -423,9 +441,16 @@ impl Config {
     }
 
     /// Refuses a secret file that anyone may write: whoever can replace a key or a
-    /// credentials file can make the node talk to their server as someone else.
+    /// credentials file can make the node talk to their server as someone else;
+    /// whoever can replace a CA can put their own server in the hub's place.
     pub(crate) fn check_secret_files(&self) -> Result<(), ConfigError> {
-        for (key, path) in self.secret_files() {
+        let cas = [
+            ("nats.tls.ca", &self.nats.tls.ca),
+            ("leaf.tls.ca", &self.leaf.tls.ca),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| Some((key, path.as_deref()?)));
+        for (key, path) in self.secret_files().into_iter().chain(cas) {
             refuse_world_writable(path, key)?;
         }
         Ok(())
@@ -682,7 +707,8 @@ fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
     match scheme {
         Some(s) if schemes.contains(&s) => Ok(()),
         _ => Err(format!(
-            "{url:?} is not a URL with scheme {}",
+            "{:?} is not a URL with scheme {}",
+            crate::connect::redact_url(url),
             schemes.join("://, ") + "://"
         )),
     }

@@ -215,13 +215,14 @@ pub fn redact_url(url: &str) -> String {
                 Some((s, r)) => (Some(s), r),
                 None => (None, one),
             };
-            let rest = match rest.split_once('@') {
-                Some((userinfo, host)) if !userinfo.contains('/') => match userinfo.split_once(':')
-                {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    None => format!("***@{host}"),
+            // NATS URLs have no path, so everything before the last '@' is user
+            // info, whatever characters the password holds ('@', '/', ...).
+            let rest = match rest.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) if !user.contains('/') => format!("{user}:***@{host}"),
+                    _ => format!("***@{host}"),
                 },
-                _ => rest.to_owned(),
+                None => rest.to_owned(),
             };
             match scheme {
                 Some(s) => format!("{s}://{rest}"),
@@ -286,6 +287,15 @@ mod tests {
             "nats://a:***@h1:1,nats://h2:2"
         );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://alice:p@ss@hub:4222"),
+            "nats://alice:***@hub:4222"
+        );
+        assert_eq!(
+            redact_url("nats://alice:p/ss@hub:4222"),
+            "nats://alice:***@hub:4222"
+        );
+        assert_eq!(redact_url("nats://a/b:pw@hub:4222"), "nats://***@hub:4222");
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl ServerFiles {
 
 /// Writes a file only its owner can read: a server config may carry credentials
 /// (a hub URL with a password in it).
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
@@ -505,6 +505,8 @@ pub fn last_error(files: &ServerFiles) -> Option<String> {
         // An error of an earlier run of the server (the log is appended to) is not
         // why the link is down now.
         .take_while(|line| !line.contains("Starting nats-server"))
+        // Only the leafnode link's errors: not a local client's.
+        .filter(|line| line.contains("eafnode") || line.contains(" lid:"))
         .find_map(|line| line.split_once("[ERR] "))
         .map(|(_, message)| message.trim().to_owned())
 }
@@ -556,6 +558,15 @@ mod tests {
             last_error(&files).as_deref(),
             Some("127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'"),
             "logged before the hub authenticates, 'connection created' proves nothing"
+        );
+        log(&[
+            "[1] 2026/11/26 05:00:01.000000 [ERR] 127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'",
+            "[1] 2026/11/26 05:00:02.000000 [ERR] 127.0.0.1:40000 - cid:9 - maximum payload exceeded",
+        ]);
+        assert_eq!(
+            last_error(&files).as_deref(),
+            Some("127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'"),
+            "a local client's error is not the link's"
         );
         log(&[
             "[1] 2026/11/25 05:00:01.000000 [ERR] 127.0.0.1:7422 - lid:1 - Leafnode Error 'Authorization Violation'",

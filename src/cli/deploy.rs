@@ -125,6 +125,9 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     let targets = args.target.targets()?;
     let secrets = read_secrets(&args.secrets, &agent)?;
+    if !secrets.is_empty() && key.is_none() {
+        bail!("--secret needs a signed deployment (--key): nodes refuse secrets in unsigned ones");
+    }
 
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
@@ -174,7 +177,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     for (i, target) in targets.iter().enumerate() {
         let kv_key = target.key(&agent.name);
         let sealed_secrets = match recipients.get(i) {
-            Some(nodes) => seal_secrets(&secrets, nodes)?,
+            Some(nodes) => seal_secrets(&secrets, nodes, &kv_key)?,
             None => Default::default(),
         };
         if !sealed_secrets.is_empty() && !args.json {
@@ -343,13 +346,17 @@ fn recipients(
 fn seal_secrets(
     secrets: &std::collections::BTreeMap<String, String>,
     nodes: &[(String, String)],
+    kv_key: &str,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
     secrets
         .iter()
         .map(|(name, value)| {
             let per_node = nodes
                 .iter()
-                .map(|(id, key)| Ok((id.clone(), shipping::secrets::seal(key, value)?)))
+                .map(|(id, key)| {
+                    let sealed = shipping::secrets::seal(key, kv_key, name, value)?;
+                    Ok((id.clone(), sealed))
+                })
                 .collect::<Result<_>>()?;
             Ok((name.clone(), per_node))
         })

@@ -33,6 +33,10 @@ pub struct AccountsArgs {
     /// Namespace agents publish to the hub in: `<NS>.<node id>.>`.
     #[arg(long, default_value = "up")]
     from_node: String,
+    /// Write the block to FILE, readable by its owner only (it holds passwords),
+    /// instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
 }
 
 impl AccountsArgs {
@@ -61,9 +65,27 @@ impl AccountsArgs {
         if hub_users.is_empty() {
             hub_users.push(("hub".into(), hub::accounts::random_password()));
         }
-        for ns in [&self.to_node, &self.broadcast, &self.from_node] {
+        let namespaces = [&self.to_node, &self.broadcast, &self.from_node];
+        for ns in namespaces {
+            if !crate::protocol::is_token(ns) {
+                anyhow::bail!("namespace {ns:?} must be a single NATS token");
+            }
             crate::protocol::check_agent_pattern(ns, prefix)
                 .map_err(|e| anyhow::anyhow!("namespace {e}"))?;
+        }
+        let distinct: std::collections::BTreeSet<_> = namespaces.into_iter().collect();
+        if distinct.len() != 3 {
+            anyhow::bail!(
+                "--to-node, --broadcast and --from-node must differ: one would carry the other's traffic"
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (name, _) in nodes.iter().chain(&hub_users) {
+            if !names.insert(name.as_str()) {
+                anyhow::bail!(
+                    "{name:?} is given twice (node ids and hub users share one namespace of users)"
+                );
+            }
         }
         Ok(hub::accounts::AccountsSpec {
             prefix: prefix.to_owned(),
@@ -95,8 +117,14 @@ pub struct InitArgs {
 pub async fn run(cmd: HubCommand, conn: &ConnOpts) -> Result<()> {
     match cmd {
         HubCommand::Accounts(args) => {
-            print!("{}", hub::accounts::render(&args.spec(&conn.prefix)?));
-            Ok(())
+            let text = hub::accounts::render(&args.spec(&conn.prefix)?);
+            match &args.out {
+                Some(path) => crate::natsd::write_private(path, &text),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
         }
         HubCommand::Init(args) => {
             let client = conn.connect().await?;

@@ -35,8 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How CLI commands reach the NATS system (like the `nats` CLI's flags).
-#[derive(Debug, Clone, clap::Args)]
+/// How CLI commands reach the NATS system (like the `nats` CLI's flags). `Debug`
+/// shows what it connects with (`NatsTarget`'s, which hides the secrets).
+#[derive(Clone, clap::Args)]
 pub struct ConnOpts {
     /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, this and the
     /// other connection flags override the config's [nats] section.
@@ -72,6 +73,16 @@ pub struct ConnOpts {
     /// First token of every edgeleaf subject.
     #[arg(long, global = true, env = "EDGELEAF_PREFIX", default_value = DEFAULT_PREFIX)]
     pub prefix: String,
+}
+
+impl std::fmt::Debug for ConnOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnOpts")
+            .field("target", &self.target())
+            .field("domain", &self.domain)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl ConnOpts {

@@ -22,7 +22,17 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
         None => Config::from_env()?,
     };
     // Connection flags override the config's [nats], like -s overrides nats.url.
+    // Credentials replace credentials as a whole: a creds file from the config and
+    // a password from NATS_PASSWORD would otherwise both be sent.
     let n = &mut config.nats;
+    if conn.creds.is_some()
+        || conn.user.is_some()
+        || conn.password.is_some()
+        || conn.token.is_some()
+        || conn.nkey.is_some()
+    {
+        (n.creds, n.user, n.password, n.token, n.nkey) = (None, None, None, None, None);
+    }
     for (flag, value) in [
         (&mut n.url, &conn.server),
         (&mut n.user, &conn.user),
@@ -44,6 +54,7 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
             *flag = value.clone();
         }
     }
+    let config = config.validate("(with command-line flags)")?;
     config.check_secret_files()?;
     let warnings = config.warnings(args.config.as_deref());
     if args.check {

@@ -152,15 +152,16 @@ pub struct NodeFile {
 
 impl NodeFile {
     fn write(config: &Config) -> Result<()> {
+        // Owner-only, and without a password: `edgeleaf outbox` takes credentials
+        // from its own flags.
         let file = NodeFile {
             node_id: config.node.id.clone(),
-            nats_url: config.nats_url(),
+            nats_url: crate::connect::redact_url(&config.nats_url()),
             prefix: config.prefix().to_owned(),
             pid: std::process::id(),
         };
         let path = config.node.state_dir.join("node.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&file)?)
-            .with_context(|| format!("cannot write {}", path.display()))
+        crate::natsd::write_private(&path, &serde_json::to_string_pretty(&file)?)
     }
 
     pub fn read(state_dir: &std::path::Path) -> Result<Self> {

@@ -434,6 +434,14 @@ impl Reconciler {
     /// opened in memory only.
     fn agent_spec(&self, spec: &DeploymentSpec) -> Result<AgentSpec, Rejection> {
         let mut agent = spec.agent.clone();
+        if !spec.secrets.is_empty() && spec.publisher.is_none() {
+            // Anyone who can write the bucket could put sealed values copied from a
+            // signed deployment into an unsigned one.
+            return Err(Rejection::new(
+                "invalid_spec",
+                "an unsigned deployment cannot carry secrets",
+            ));
+        }
         for (name, per_node) in &spec.secrets {
             let sealed = per_node.get(&self.node_id).ok_or_else(|| {
                 Rejection::new(
@@ -444,12 +452,15 @@ impl Reconciler {
                     ),
                 )
             })?;
-            let value = self.node_key.open(sealed).map_err(|why| {
-                Rejection::new(
-                    "secret_unavailable",
-                    format!("secret {name:?} cannot be opened: {why}"),
-                )
-            })?;
+            let value = self
+                .node_key
+                .open(sealed, &spec.target, name)
+                .map_err(|why| {
+                    Rejection::new(
+                        "secret_unavailable",
+                        format!("secret {name:?} cannot be opened: {why}"),
+                    )
+                })?;
             if agent.config.insert(name.clone(), value).is_some() {
                 return Err(Rejection::new(
                     "invalid_spec",

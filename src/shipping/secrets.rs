@@ -91,26 +91,50 @@ impl NodeKey {
         )
     }
 
-    /// Opens a value sealed to this node by [`seal`].
-    pub fn open(&self, sealed: &str) -> Result<String, String> {
+    /// Opens a value sealed to this node by [`seal`] for the deployment under
+    /// `target` and the secret `name`; a value sealed for another deployment or
+    /// name (copied into another spec) is refused.
+    pub fn open(&self, sealed: &str, target: &str, name: &str) -> Result<String, String> {
         let bytes = B64.decode(sealed).map_err(|e| format!("not base64: {e}"))?;
         let plain = self
             .secret
             .unseal(&bytes)
             .map_err(|_| "it was not sealed to this node's key".to_owned())?;
-        String::from_utf8(plain).map_err(|_| "it is not UTF-8".to_owned())
+        let sealed: Sealed =
+            serde_json::from_slice(&plain).map_err(|_| "it is not a sealed secret".to_owned())?;
+        if sealed.target != target || sealed.name != name {
+            return Err(format!(
+                "it was sealed for secret {:?} of {}, not for this deployment",
+                sealed.name, sealed.target
+            ));
+        }
+        Ok(sealed.value)
     }
 }
 
-/// Seals `value` to the node whose public key is `public` (`x25519:<hex>`).
-pub fn seal(public: &str, value: &str) -> Result<String> {
+/// What is sealed: the value, bound to the deployment key and the secret's name.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    target: String,
+    name: String,
+    value: String,
+}
+
+/// Seals the secret `name` = `value` of the deployment under `target` to the node
+/// whose public key is `public` (`x25519:<hex>`).
+pub fn seal(public: &str, target: &str, name: &str, value: &str) -> Result<String> {
     let bytes: [u8; 32] = public
         .strip_prefix(PUBLIC_PREFIX)
         .and_then(|h| hex::decode(h).ok())
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("{public:?} is not an x25519 public key"))?;
+    let plain = serde_json::to_vec(&Sealed {
+        target: target.to_owned(),
+        name: name.to_owned(),
+        value: value.to_owned(),
+    })?;
     let sealed = crypto_box::PublicKey::from_bytes(bytes)
-        .seal(&mut OsRng, value.as_bytes())
+        .seal(&mut OsRng, &plain)
         .map_err(|_| anyhow::anyhow!("cannot seal a secret"))?;
     Ok(B64.encode(sealed))
 }
@@ -132,13 +156,16 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        let sealed = seal(&key.public(), "s3cret").unwrap();
+        let sealed = seal(&key.public(), "node.n1.a", "token", "s3cret").unwrap();
         assert!(!sealed.contains("s3cret"));
-        assert_eq!(key.open(&sealed).unwrap(), "s3cret");
+        assert_eq!(key.open(&sealed, "node.n1.a", "token").unwrap(), "s3cret");
         let stranger = NodeKey::load_or_create(other.path()).unwrap();
-        assert!(stranger.open(&sealed).is_err());
-        assert!(key.open("not base64!").is_err());
-        assert!(seal("ed25519:00", "x").is_err());
+        assert!(stranger.open(&sealed, "node.n1.a", "token").is_err());
+        // Copied into another deployment, or under another name: refused.
+        assert!(key.open(&sealed, "node.n1.b", "token").is_err());
+        assert!(key.open(&sealed, "node.n1.a", "other").is_err());
+        assert!(key.open("not base64!", "node.n1.a", "token").is_err());
+        assert!(seal("ed25519:00", "node.n1.a", "token", "x").is_err());
 
         std::fs::set_permissions(
             NodeKey::path(dir.path()),
