@@ -764,14 +764,52 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         !matches!(delete, Ok(Ok(_))),
         "a deleted the telemetry stream"
     );
+    // A push consumer delivers on a subject its creator names: a's own event,
+    // stored in the telemetry stream, delivered as b's heartbeat?
+    let ack = rogue_js
+        .publish("edgeleaf.evt.acct-a.forged", "{\"forged\": true}".into())
+        .await;
+    if let Ok(ack) = ack {
+        let _ = tokio::time::timeout(Duration::from_secs(5), ack).await;
+    }
+    // (nats-server 2.9 creates it, but the delivery does not reach b's heartbeat
+    // subject on the hub: checked below with everything else a's leaf sent.)
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        rogue_js.create_consumer_on_stream(
+            async_nats::jetstream::consumer::push::Config {
+                deliver_subject: "edgeleaf.hb.acct-b".into(),
+                filter_subject: "edgeleaf.evt.acct-a.forged".into(),
+                ..Default::default()
+            },
+            "EDGELEAF_TELEMETRY",
+        ),
+    )
+    .await;
     // b keeps answering its own control subject; a's leaf sees neither the request
     // nor the reply.
     let info = crate::harness::request_ok(&hub_client, "edgeleaf.ctl.acct-b.info", "").await;
     assert!(info.contains("acct-b"), "{info}");
 
     let seen = drain(&mut hub_sees, Duration::from_secs(2)).await;
-    let forged: Vec<&String> = seen.iter().filter(|m| m.contains("forged")).collect();
+    // Anything "forged" on the hub, other than a's own event and the API traffic
+    // that stored and asked for it.
+    let forged: Vec<&String> = seen
+        .iter()
+        .filter(|m| m.contains("forged"))
+        .filter(|m| !m.starts_with("edgeleaf.evt.acct-a.") && !m.starts_with("$JS"))
+        .filter(|m| !m.starts_with("_R_") && !m.starts_with("_INBOX"))
+        .collect();
     assert!(forged.is_empty(), "forgeries reached the hub: {forged:?}");
+    let heartbeats = js.get_stream("EDGELEAF_HEARTBEATS").await.unwrap();
+    let last_b = heartbeats
+        .get_last_raw_message_by_subject("edgeleaf.hb.acct-b")
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&last_b.payload).contains("forged"),
+        "b's stored heartbeat is a's forgery"
+    );
     assert!(
         js.get_stream("EDGELEAF_TELEMETRY").await.is_ok(),
         "telemetry stream gone"
