@@ -44,6 +44,40 @@ fn args<'a>(base: &[&'a str], more: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The node's log, once it says that it cannot connect (and why).
+async fn refusal_logged(node: &Node) -> String {
+    eventually(Duration::from_secs(20), "the refusal in the log", || {
+        let log = node.log();
+        async move { log.contains("cannot connect to NATS yet").then_some(log) }
+    })
+    .await
+}
+
+/// The `info` of a node whose leaf the hub refuses, asked on that leaf (the hub
+/// cannot reach it), once it names a reason for the link being down.
+async fn info_with_a_reason(leaf_port: u16, node: &str) -> serde_json::Value {
+    let local = eventually(
+        Duration::from_secs(30),
+        "the refused node's leaf",
+        || async {
+            async_nats::connect(format!("127.0.0.1:{leaf_port}"))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let subject = format!("edgeleaf.ctl.{node}.info");
+    eventually(Duration::from_secs(30), "info with a reason", || {
+        let (local, subject) = (local.clone(), subject.clone());
+        async move {
+            let msg = local.request(subject, "".into()).await.ok()?;
+            let info: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
+            info["ok"]["hub_link"]["reason"].is_string().then_some(info)
+        }
+    })
+    .await
+}
+
 /// A hub with JetStream whose client port takes TLS only, verifying clients.
 fn tls_hub(pki: &Pki) -> Server {
     let tls = pki.server_tls_block();
@@ -98,15 +132,7 @@ async fn tls_node_and_cli_need_the_right_ca_and_say_why_otherwise() {
     assert_eq!(hb["node_id"], "tls-good", "{hb}");
 
     // The node with the wrong CA keeps trying, and its log says why at once.
-    let log = eventually(
-        Duration::from_secs(20),
-        "the TLS refusal in the log",
-        || {
-            let log = bad.log();
-            async move { log.contains("cannot connect to NATS yet").then_some(log) }
-        },
-    )
-    .await;
+    let log = refusal_logged(&bad).await;
     assert!(log.contains("UnknownIssuer"), "{log}");
     assert!(log.contains("tls.ca"), "{log}");
     // ... and nothing of it reached the hub.
@@ -169,28 +195,7 @@ async fn leaf_links_over_tls_with_a_password_and_reports_a_refusal() {
     seen.add("heartbeat", hb.to_string());
 
     // The refused node still answers on its own leaf, and says why the hub is down.
-    let local = eventually(
-        Duration::from_secs(30),
-        "the refused node's leaf",
-        || async {
-            async_nats::connect(format!("127.0.0.1:{bad_listen}"))
-                .await
-                .ok()
-        },
-    )
-    .await;
-    let info = eventually(Duration::from_secs(30), "info with a reason", || {
-        let local = local.clone();
-        async move {
-            let msg = local
-                .request("edgeleaf.ctl.leaf-bad.info", "".into())
-                .await
-                .ok()?;
-            let info: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
-            info["ok"]["hub_link"]["reason"].is_string().then_some(info)
-        }
-    })
-    .await;
+    let info = info_with_a_reason(bad_listen, "leaf-bad").await;
     let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
     assert_eq!(info["ok"]["hub_link"]["state"], "down", "{info}");
     assert!(reason.contains("Authorization Violation"), "{reason}");
@@ -310,11 +315,7 @@ async fn password_token_and_nkey_auth_work_and_no_secret_is_ever_shown() {
     assert_eq!(hb["node_id"], "by-token");
 
     for refused in &nodes[3..] {
-        let log = eventually(Duration::from_secs(20), "the refusal in the log", || {
-            let log = refused.log();
-            async move { log.contains("cannot connect to NATS yet").then_some(log) }
-        })
-        .await;
+        let log = refusal_logged(refused).await;
         assert!(
             log.to_lowercase().contains("authorization violation"),
             "{log}"
@@ -1155,33 +1156,12 @@ async fn creds_files_work_for_the_node_and_its_leaf_on_an_operator_mode_hub() {
     }
 
     // A stranger's creds: refused directly, and on the leaf link, each saying why.
-    let log = eventually(Duration::from_secs(20), "the refusal in the log", || {
-        let log = refused.log();
-        async move { log.contains("cannot connect to NATS yet").then_some(log) }
-    })
-    .await;
+    let log = refusal_logged(&refused).await;
     assert!(
         log.to_lowercase().contains("authorization violation"),
         "{log}"
     );
-    let local = eventually(Duration::from_secs(30), "the refused leaf", || async {
-        async_nats::connect(format!("127.0.0.1:{refused_listen}"))
-            .await
-            .ok()
-    })
-    .await;
-    let info = eventually(Duration::from_secs(30), "info with a reason", || {
-        let local = local.clone();
-        async move {
-            let msg = local
-                .request("edgeleaf.ctl.jwt-refused-leaf.info", "".into())
-                .await
-                .ok()?;
-            let info: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
-            info["ok"]["hub_link"]["reason"].is_string().then_some(info)
-        }
-    })
-    .await;
+    let info = info_with_a_reason(refused_listen, "jwt-refused-leaf").await;
     let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
     assert!(reason.contains("Authorization Violation"), "{reason}");
 
