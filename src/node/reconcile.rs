@@ -39,6 +39,8 @@ struct Desired {
     key: String,
     target: Target,
     raw: Vec<u8>,
+    /// Its KV revision.
+    revision: u64,
 }
 
 pub struct Reconciler {
@@ -140,7 +142,7 @@ impl Reconciler {
             if let Ok(None) = self.deployments.accepted(&record.key) {
                 let _ =
                     self.deployments
-                        .set_accepted(&record.key, record.version, &record.envelope);
+                        .set_accepted(&record.key, record.version, &record.envelope, 0);
             }
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
@@ -208,9 +210,12 @@ impl Reconciler {
             if !target.selects(&self.node_id, &self.tags) {
                 continue;
             }
-            let Some(raw) = hub.bucket.get(&key).await.context("read deployment")? else {
+            let Some(entry) = hub.bucket.entry(&key).await.context("read deployment")? else {
                 continue;
             };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
             present.insert(key.clone());
             let better = match out.get(&agent) {
                 None => true,
@@ -225,7 +230,8 @@ impl Reconciler {
                     Desired {
                         key,
                         target,
-                        raw: raw.to_vec(),
+                        raw: entry.value.to_vec(),
+                        revision: entry.revision,
                     },
                 );
             }
@@ -267,9 +273,26 @@ impl Reconciler {
     /// Brings one agent to its desired deployment.
     async fn converge(&mut self, hub: &Hub, name: &str, want: &Desired) {
         let current = self.deployments.get(name).ok().flatten();
-        if current.as_ref().is_some_and(|c| c.envelope == want.raw)
-            || self.settled_bad.get(name) == Some(&want.raw)
-        {
+        if self.settled_bad.get(name) == Some(&want.raw) {
+            return;
+        }
+        if let Some(cur) = current.as_ref().filter(|c| c.envelope == want.raw) {
+            // What runs, unless these bytes were written again since: then the
+            // key was deleted (an undeploy this node missed) and put back.
+            if let Some(rej) = self.rewritten(want) {
+                self.settled_bad.insert(name.to_owned(), want.raw.clone());
+                self.remove(hub, name, cur).await;
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    "rejected",
+                    Some(cur.version),
+                    None,
+                    Some(rej),
+                )
+                .await;
+            }
             return;
         }
         let accepted = self
@@ -324,9 +347,9 @@ impl Reconciler {
                 if let Err(e) = self.deployments.put(name, &record, &module) {
                     tracing::error!(agent = %name, "deployment runs but could not be saved locally: {e}");
                 }
-                if let Err(e) = self
-                    .deployments
-                    .set_accepted(&want.key, spec.version, &want.raw)
+                if let Err(e) =
+                    self.deployments
+                        .set_accepted(&want.key, spec.version, &want.raw, want.revision)
                 {
                     tracing::error!(agent = %name, "cannot record the accepted version: {e}");
                 }
@@ -402,6 +425,9 @@ impl Reconciler {
                 ),
             ));
         }
+        if let Some(rej) = self.rewritten(want) {
+            return Err(rej);
+        }
         if let Some(seen) = self.deployments.accepted(&want.key).ok().flatten() {
             use sha2::Digest as _;
             let same = seen.envelope_sha256 == hex::encode(sha2::Sha256::digest(&want.raw));
@@ -428,6 +454,30 @@ impl Reconciler {
             }
         }
         Ok(spec)
+    }
+
+    /// The very bytes accepted under this key, at a newer KV revision: written back
+    /// after a delete. (`deploy` never writes the same bytes twice: each spec has a
+    /// nonce.)
+    fn rewritten(&self, want: &Desired) -> Option<Rejection> {
+        use sha2::Digest as _;
+        let seen = self.deployments.accepted(&want.key).ok().flatten()?;
+        let same = seen.envelope_sha256 == hex::encode(sha2::Sha256::digest(&want.raw));
+        (same && seen.revision != 0 && seen.revision != want.revision).then(|| {
+            Rejection::new(
+                "replayed",
+                format!(
+                    "version {} under {} was written again (revision {}, accepted at {}): \
+                     an undeployed deployment put back? A new deployment needs \
+                     --set-version {} or higher",
+                    seen.version,
+                    want.key,
+                    want.revision,
+                    seen.revision,
+                    seen.version + 1
+                ),
+            )
+        })
     }
 
     /// The agent as it runs here: its config plus the secrets sealed to this node,

@@ -29,6 +29,11 @@ pub struct Accepted {
     pub envelope_sha256: String,
     /// The key was deleted after this was accepted: not even these bytes come back.
     pub retired: bool,
+    /// The KV revision these bytes had (0: not known, from an older node). The
+    /// same bytes written again get a new revision: a replay, since the CLI never
+    /// writes the same bytes twice.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// The `deployments` tree (agent name → record), the `modules` tree (digest →
@@ -57,13 +62,21 @@ impl Deployments {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Records that `envelope` (version `version`) was accepted under `key`.
-    pub fn set_accepted(&self, key: &str, version: u64, envelope: &[u8]) -> Result<(), StoreError> {
+    /// Records that `envelope` (version `version`, KV revision `revision`) was
+    /// accepted under `key`.
+    pub fn set_accepted(
+        &self,
+        key: &str,
+        version: u64,
+        envelope: &[u8],
+        revision: u64,
+    ) -> Result<(), StoreError> {
         use sha2::Digest as _;
         let accepted = Accepted {
             version,
             envelope_sha256: hex::encode(sha2::Sha256::digest(envelope)),
             retired: false,
+            revision,
         };
         self.accepted
             .insert(key, serde_json::to_vec(&accepted).unwrap_or_default())?;

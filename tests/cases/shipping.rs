@@ -680,3 +680,65 @@ async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
         node.log()
     );
 }
+
+#[tokio::test]
+async fn an_undeploy_missed_while_offline_is_not_undone_by_writing_the_same_bytes_back() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+    let mut node = Node::start(NodeSpec {
+        id: "missed",
+        url: Some(cluster.leaf.url()),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    wait_node(&hub_url, "missed", "online").await;
+    let echo = agent_wasm("echo");
+    let (ok, out) = deploy(
+        &hub_url,
+        &[
+            echo.to_str().unwrap(),
+            "--name",
+            "svc",
+            "--trigger",
+            "missed.svc",
+            "--node",
+            "missed",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    let kv = async_nats::jetstream::new(hub.clone())
+        .get_key_value("EDGELEAF_DEPLOYMENTS")
+        .await
+        .unwrap();
+    let raw = kv.get("node.missed.svc").await.unwrap().unwrap();
+
+    // The node is off while the operator undeploys; then the same bytes go back.
+    node.stop_with(libc::SIGTERM);
+    let out = cli(&["undeploy", "svc", "--node", "missed", "-s", &hub_url]).await;
+    assert!(out.status.success());
+    kv.put("node.missed.svc", raw).await.unwrap();
+    node.spawn();
+
+    let report = eventually(Duration::from_secs(30), "the rewrite refused", || async {
+        status(&hub, "missed", "svc")
+            .await
+            .filter(|s| s.state == "rejected")
+    })
+    .await;
+    let error = report.error.unwrap();
+    assert_eq!(error.code, "replayed", "{error:?}");
+    assert!(error.message.contains("written again"), "{error:?}");
+    eventually(Duration::from_secs(20), "svc stopped", || async {
+        invoke(&hub_url, "missed", "svc", "hi")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
