@@ -61,6 +61,58 @@ async fn wait_node(hub_url: &str, node: &str, state: &str) {
     .await;
 }
 
+/// A hub and leaf, a publisher key, and node `id` trusting that key, online.
+struct TrustingNode {
+    _cluster: Cluster,
+    hub_url: String,
+    _keys: tempfile::TempDir,
+    key: std::path::PathBuf,
+    public: String,
+    node: Node,
+}
+
+impl TrustingNode {
+    async fn start(id: &'static str) -> Self {
+        let cluster = Cluster::start().await;
+        let hub_url = cluster.hub.url();
+        let keys = tempfile::tempdir().unwrap();
+        let (key, public) = publisher(keys.path(), "pub.key").await;
+        let node = Node::start(NodeSpec {
+            id,
+            url: Some(cluster.leaf.url()),
+            extra: trusting(&public),
+            ..Default::default()
+        });
+        wait_node(&hub_url, id, "online").await;
+        Self {
+            _cluster: cluster,
+            hub_url,
+            _keys: keys,
+            key,
+            public,
+            node,
+        }
+    }
+
+    /// `deploy` arguments for echo.wasm as agent `svc` on `<id>.svc`, to this node,
+    /// signed with the trusted key.
+    fn echo_svc(&self) -> Vec<String> {
+        let id = &self.node.id;
+        [
+            agent_wasm("echo").display().to_string(),
+            "--name".into(),
+            "svc".into(),
+            "--trigger".into(),
+            format!("{id}.svc"),
+            "--node".into(),
+            id.clone(),
+            "--key".into(),
+            self.key.display().to_string(),
+        ]
+        .into()
+    }
+}
+
 async fn status(hub: &async_nats::Client, node: &str, agent: &str) -> Option<DeployStatus> {
     let js = async_nats::jetstream::new(hub.clone());
     let kv = js.get_key_value("EDGELEAF_STATUS").await.ok()?;
@@ -537,31 +589,10 @@ async fn rejections_never_disturb_what_runs() {
 
 #[tokio::test]
 async fn replayed_deployments_are_refused_even_after_undeploy() {
-    let cluster = Cluster::start().await;
-    let hub_url = cluster.hub.url();
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = publisher(dir.path(), "pub.key").await;
-    let _node = Node::start(NodeSpec {
-        id: "replay",
-        url: Some(cluster.leaf.url()),
-        extra: trusting(&public),
-        ..Default::default()
-    });
-    wait_node(&hub_url, "replay", "online").await;
-    let echo = agent_wasm("echo");
-    let args = [
-        echo.to_str().unwrap(),
-        "--name",
-        "svc",
-        "--trigger",
-        "replay.svc",
-        "--node",
-        "replay",
-        "--memory",
-        "16MiB",
-        "--key",
-        key.to_str().unwrap(),
-    ];
+    let setup = TrustingNode::start("replay").await;
+    let hub_url = setup.hub_url.clone();
+    let mut args = setup.echo_svc();
+    args.extend(["--memory".into(), "16MiB".into()]);
     let hub = async_nats::connect(&hub_url).await.unwrap();
     let kv = async_nats::jetstream::new(hub.clone())
         .get_key_value("EDGELEAF_DEPLOYMENTS")
@@ -619,33 +650,9 @@ async fn replayed_deployments_are_refused_even_after_undeploy() {
 
 #[tokio::test]
 async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
-    let cluster = Cluster::start().await;
-    let hub_url = cluster.hub.url();
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = publisher(dir.path(), "pub.key").await;
-    let mut node = Node::start(NodeSpec {
-        id: "revoke",
-        url: Some(cluster.leaf.url()),
-        extra: trusting(&public),
-        ..Default::default()
-    });
-    wait_node(&hub_url, "revoke", "online").await;
-    let echo = agent_wasm("echo");
-    let (ok, out) = deploy(
-        &hub_url,
-        &[
-            echo.to_str().unwrap(),
-            "--name",
-            "svc",
-            "--trigger",
-            "revoke.svc",
-            "--node",
-            "revoke",
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let mut setup = TrustingNode::start("revoke").await;
+    let hub_url = setup.hub_url.clone();
+    let (ok, out) = deploy(&hub_url, &setup.echo_svc()).await;
     assert!(ok, "{out}");
     assert_eq!(
         invoke(&hub_url, "revoke", "svc", "hi").await.as_deref(),
@@ -653,10 +660,11 @@ async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
     );
 
     // The operator revokes the key in the node's config and restarts it.
+    let node = &mut setup.node;
     node.stop_with(libc::SIGTERM);
     let config = node.dir.path().join("node.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text += &format!("revoked_publishers = [\"{public}\"]\n");
+    text += &format!("revoked_publishers = [\"{}\"]\n", setup.public);
     std::fs::write(&config, text).unwrap();
     node.spawn();
 
@@ -683,33 +691,9 @@ async fn a_revoked_publisher_s_agents_stop_at_the_next_start_and_say_why() {
 
 #[tokio::test]
 async fn an_undeploy_missed_while_offline_is_not_undone_by_writing_the_same_bytes_back() {
-    let cluster = Cluster::start().await;
-    let hub_url = cluster.hub.url();
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = publisher(dir.path(), "pub.key").await;
-    let mut node = Node::start(NodeSpec {
-        id: "missed",
-        url: Some(cluster.leaf.url()),
-        extra: trusting(&public),
-        ..Default::default()
-    });
-    wait_node(&hub_url, "missed", "online").await;
-    let echo = agent_wasm("echo");
-    let (ok, out) = deploy(
-        &hub_url,
-        &[
-            echo.to_str().unwrap(),
-            "--name",
-            "svc",
-            "--trigger",
-            "missed.svc",
-            "--node",
-            "missed",
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let mut setup = TrustingNode::start("missed").await;
+    let hub_url = setup.hub_url.clone();
+    let (ok, out) = deploy(&hub_url, &setup.echo_svc()).await;
     assert!(ok, "{out}");
     let hub = async_nats::connect(&hub_url).await.unwrap();
     let kv = async_nats::jetstream::new(hub.clone())
@@ -719,6 +703,7 @@ async fn an_undeploy_missed_while_offline_is_not_undone_by_writing_the_same_byte
     let raw = kv.get("node.missed.svc").await.unwrap().unwrap();
 
     // The node is off while the operator undeploys; then the same bytes go back.
+    let node = &mut setup.node;
     node.stop_with(libc::SIGTERM);
     let out = cli(&["undeploy", "svc", "--node", "missed", "-s", &hub_url]).await;
     assert!(out.status.success());
