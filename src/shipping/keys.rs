@@ -72,35 +72,13 @@ impl SecretKey {
 
     /// Reads a key file written by [`SecretKey::save`]; refuses one that others can read.
     pub fn load(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("cannot read key {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            bail!(
-                "key {} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read key {}", path.display()))?;
-        let bytes: [u8; 32] = text
-            .trim()
-            .strip_prefix(SECRET_PREFIX)
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{} is not an edgeleaf secret key", path.display()))?;
+        let bytes = read_key_file(path, SECRET_PREFIX, "key")?;
         Ok(Self(SigningKey::from_bytes(&bytes)))
     }
 
     /// Writes the key (mode 0600, never overwriting) and `<path>.pub` beside it.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-        writeln!(f, "{SECRET_PREFIX}{}", hex::encode(self.0.to_bytes()))?;
+        write_key_file(path, SECRET_PREFIX, &self.0.to_bytes(), "key")?;
         let public = path.with_extension(match path.extension() {
             Some(ext) => format!("{}.pub", ext.to_string_lossy()),
             None => "pub".to_owned(),
@@ -109,6 +87,52 @@ impl SecretKey {
             .with_context(|| format!("cannot write {}", public.display()))?;
         Ok(())
     }
+}
+
+/// Reads a 32-byte key written by [`write_key_file`] as `<prefix><hex>`. A file that
+/// other users may read or write is refused: whoever reads a secret key holds it,
+/// whoever writes it can swap it. `what` names the key in errors.
+pub(crate) fn read_key_file(path: &Path, prefix: &str, what: &str) -> Result<[u8; 32]> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} {} is open to other users (mode {mode:o}); chmod 600 it",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    text.trim()
+        .strip_prefix(prefix)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{} is not an edgeleaf {what}", path.display()))
+}
+
+/// Writes a 32-byte key as `<prefix><hex>` to a new file (mode 0600, never
+/// overwriting), synced before it returns.
+pub(crate) fn write_key_file(
+    path: &Path,
+    prefix: &str,
+    bytes: &[u8; 32],
+    what: &str,
+) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create {what} {} (it must not exist yet)",
+                path.display()
+            )
+        })?;
+    writeln!(file, "{prefix}{}", hex::encode(bytes))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {what} {}", path.display()))
 }
 
 #[cfg(test)]

@@ -9,14 +9,14 @@
 //! the envelope as it came (sealed) and opens the value only in memory, when it
 //! starts the agent.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto_box::aead::OsRng;
+
+use super::keys::{read_key_file, write_key_file};
 
 const PUBLIC_PREFIX: &str = "x25519:";
 const SECRET_PREFIX: &str = "x25519-secret:";
@@ -43,44 +43,21 @@ impl NodeKey {
     /// to this node, whoever writes it can swap it.
     pub fn load_or_create(state_dir: &Path) -> Result<Self> {
         let path = Self::path(state_dir);
-        match std::fs::metadata(&path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    bail!(
-                        "refusing to start: node key {} is open to other users (mode {mode:o}); \
-                         chmod 600 it",
-                        path.display()
-                    );
-                }
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read node key {}", path.display()))?;
-                let bytes: [u8; 32] = text
-                    .trim()
-                    .strip_prefix(SECRET_PREFIX)
-                    .and_then(|h| hex::decode(h).ok())
-                    .and_then(|b| b.try_into().ok())
-                    .with_context(|| format!("{} is not an edgeleaf node key", path.display()))?;
-                Ok(Self {
-                    secret: crypto_box::SecretKey::from_bytes(bytes),
-                })
+        let secret = match std::fs::metadata(&path) {
+            Ok(_) => {
+                crypto_box::SecretKey::from_bytes(read_key_file(&path, SECRET_PREFIX, "node key")?)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secret = crypto_box::SecretKey::generate(&mut OsRng);
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .with_context(|| format!("cannot create node key {}", path.display()))?;
-                writeln!(file, "{SECRET_PREFIX}{}", hex::encode(secret.to_bytes()))
-                    .and_then(|()| file.sync_all())
-                    .with_context(|| format!("cannot write node key {}", path.display()))?;
+                write_key_file(&path, SECRET_PREFIX, &secret.to_bytes(), "node key")?;
                 tracing::info!(path = %path.display(), "node encryption key created");
-                Ok(Self { secret })
+                secret
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read node key {}", path.display())),
-        }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read node key {}", path.display()));
+            }
+        };
+        Ok(Self { secret })
     }
 
     /// The public half, `x25519:<hex>`, as heartbeats report it.
@@ -141,6 +118,8 @@ pub fn seal(public: &str, target: &str, name: &str, value: &str) -> Result<Strin
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
