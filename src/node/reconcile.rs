@@ -279,7 +279,7 @@ impl Reconciler {
         if let Some(cur) = current.as_ref().filter(|c| c.envelope == want.raw) {
             // What runs, unless these bytes were written again since: then the
             // key was deleted (an undeploy this node missed) and put back.
-            if let Some(rej) = self.rewritten(want) {
+            if let Some(rej) = self.replayed(want, None) {
                 self.settled_bad.insert(name.to_owned(), want.raw.clone());
                 self.remove(hub, name, cur).await;
                 self.report(
@@ -425,46 +425,23 @@ impl Reconciler {
                 ),
             ));
         }
-        if let Some(rej) = self.rewritten(want) {
+        if let Some(rej) = self.replayed(want, Some(spec.version)) {
             return Err(rej);
-        }
-        if let Some(seen) = self.deployments.accepted(&want.key).ok().flatten() {
-            use sha2::Digest as _;
-            let same = seen.envelope_sha256 == hex::encode(sha2::Sha256::digest(&want.raw));
-            if spec.version < seen.version
-                || (spec.version == seen.version && (!same || seen.retired))
-            {
-                return Err(Rejection::new(
-                    "replayed",
-                    format!(
-                        "version {} under {} is not newer than version {} accepted there before{} \
-                         (an old deployment written back?); a new deployment needs \
-                         --set-version {} or higher",
-                        spec.version,
-                        want.key,
-                        seen.version,
-                        if seen.retired {
-                            " and undeployed since"
-                        } else {
-                            ""
-                        },
-                        seen.version + 1
-                    ),
-                ));
-            }
         }
         Ok(spec)
     }
 
-    /// The very bytes accepted under this key, at a newer KV revision: written back
-    /// after a delete. (`deploy` never writes the same bytes twice: each spec has a
-    /// nonce.)
-    fn rewritten(&self, want: &Desired) -> Option<Rejection> {
-        use sha2::Digest as _;
+    /// Replay protection: `want` against what this node accepted under its key
+    /// before. Refused: the very bytes accepted, at a newer KV revision (written
+    /// back after a delete: `deploy` never writes the same bytes twice, each spec
+    /// has a nonce); and, given the spec's `version` once opened, a version older
+    /// than the accepted one, or the same version in other bytes or after the key
+    /// was deleted.
+    fn replayed(&self, want: &Desired, version: Option<u64>) -> Option<Rejection> {
         let seen = self.deployments.accepted(&want.key).ok().flatten()?;
-        let same = seen.envelope_sha256 == hex::encode(sha2::Sha256::digest(&want.raw));
-        (same && seen.revision != 0 && seen.revision != want.revision).then(|| {
-            Rejection::new(
+        let same = seen.holds(&want.raw);
+        if same && seen.revision != 0 && seen.revision != want.revision {
+            return Some(Rejection::new(
                 "replayed",
                 format!(
                     "version {} under {} was written again (revision {}, accepted at {}): \
@@ -476,8 +453,29 @@ impl Reconciler {
                     seen.revision,
                     seen.version + 1
                 ),
-            )
-        })
+            ));
+        }
+        let version = version?;
+        (version < seen.version || (version == seen.version && (!same || seen.retired))).then(
+            || {
+                Rejection::new(
+                    "replayed",
+                    format!(
+                        "version {version} under {} is not newer than version {} accepted there \
+                         before{} (an old deployment written back?); a new deployment needs \
+                         --set-version {} or higher",
+                        want.key,
+                        seen.version,
+                        if seen.retired {
+                            " and undeployed since"
+                        } else {
+                            ""
+                        },
+                        seen.version + 1
+                    ),
+                )
+            },
+        )
     }
 
     /// The agent as it runs here: its config plus the secrets sealed to this node,

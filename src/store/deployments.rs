@@ -36,6 +36,13 @@ pub struct Accepted {
     pub revision: u64,
 }
 
+impl Accepted {
+    /// Whether `envelope` is the very bytes accepted.
+    pub fn holds(&self, envelope: &[u8]) -> bool {
+        self.envelope_sha256 == crate::shipping::modules::digest(envelope)
+    }
+}
+
 /// The `deployments` tree (agent name → record), the `modules` tree (digest →
 /// bytes) and the `accepted` tree (KV key → [`Accepted`]).
 #[derive(Clone)]
@@ -71,10 +78,9 @@ impl Deployments {
         envelope: &[u8],
         revision: u64,
     ) -> Result<(), StoreError> {
-        use sha2::Digest as _;
         let accepted = Accepted {
             version,
-            envelope_sha256: hex::encode(sha2::Sha256::digest(envelope)),
+            envelope_sha256: crate::shipping::modules::digest(envelope),
             retired: false,
             revision,
         };
