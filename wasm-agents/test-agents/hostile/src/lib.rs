@@ -23,6 +23,11 @@
 //! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
 //! | `kvget:<key>`        | replies with the value under `<key>`, or `none` |
 //! | `kvlist:<prefix>`    | replies with the keys under `<prefix>`, comma-separated |
+//! | `sleep:<ms>`         | sleeps `<ms>` milliseconds in the host (a blocking `wasi:io/poll` wait), then replies `slept` |
+//! | `quotes:<n>`         | replies with `<n>` bytes of `"` (each one escapes to two bytes in JSON) |
+//! | `errbig:<n>`         | returns `Err` with a message of `<n>` bytes of `e` |
+//! | `lognl`              | logs one line with embedded newlines, a carriage return and an escape character, then replies `logged` |
+//! | `logspam:<n>`        | logs `<n>` lines of 1 KiB, then replies `logged <n>` |
 //!
 //! Anything else is `Err("unknown mode ...")`.
 
@@ -112,8 +117,38 @@ impl Agent for Hostile {
             }
             ("kvget", Some(key)) => Ok(kv::get(key)?.unwrap_or_else(|| b"none".to_vec())),
             ("kvlist", Some(prefix)) => Ok(kv::list_keys(prefix)?.join(",").into_bytes()),
+            ("sleep", Some(ms)) => {
+                let ms: u64 = ms
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("sleep: {ms:?} is not a number of milliseconds"))?;
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(b"slept".to_vec())
+            }
+            ("quotes", Some(n)) => Ok(vec![b'"'; count(n)?]),
+            ("errbig", Some(n)) => Err("e".repeat(count(n)?)),
+            ("lognl", None) => {
+                log::warn("first\nFORGED node line\r\u{1b}[31mred");
+                Ok(b"logged".to_vec())
+            }
+            ("logspam", Some(n)) => {
+                let n = count(n)?;
+                let line = "s".repeat(1024);
+                for _ in 0..n {
+                    log::info(&line);
+                }
+                Ok(format!("logged {n}").into_bytes())
+            }
             _ => Err(format!("unknown mode {text:?}")),
         }
+    }
+}
+
+/// A count argument, at most 64 MiB.
+fn count(n: &str) -> Result<usize, String> {
+    match n.trim().parse::<usize>() {
+        Ok(n) if n <= 64 * MIB => Ok(n),
+        _ => Err(format!("{n:?} is not a count up to 64 MiB")),
     }
 }
 
