@@ -243,7 +243,7 @@ impl std::fmt::Debug for NatsSection {
 }
 
 /// Keys whose values are secrets: errors about them never quote the value.
-const SECRET_KEYS: &[&str] = &["nats.password", "nats.token"];
+const SECRET_KEYS: &[&str] = &["nats.password", "nats.token", "leaf.local_password"];
 
 /// PEM files for a TLS connection; all optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -280,6 +280,17 @@ pub struct LeafSection {
     pub creds: Option<PathBuf>,
     /// TLS for the leaf→hub link.
     pub tls: TlsFiles,
+    /// The user local applications (sensors, `run-agent`) log in to the spawned leaf
+    /// as. The node logs in as a user of its own; see README "Local clients".
+    pub local_user: String,
+    /// The local user's password. Default: generated once and kept in
+    /// `<state_dir>/leaf-users.json`.
+    pub local_password: Option<String>,
+    /// Subjects the local user may publish to (an allow-list; the node's own
+    /// subjects, JetStream and `$SYS` stay denied whatever it says).
+    pub local_publish: Vec<String>,
+    /// Subjects the local user may subscribe to (same rule).
+    pub local_subscribe: Vec<String>,
 }
 
 impl std::fmt::Debug for LeafSection {
@@ -295,6 +306,13 @@ impl std::fmt::Debug for LeafSection {
             .field("domain", &self.domain)
             .field("creds", &self.creds)
             .field("tls", &self.tls)
+            .field("local_user", &self.local_user)
+            .field(
+                "local_password",
+                &self.local_password.as_ref().map(|_| "***"),
+            )
+            .field("local_publish", &self.local_publish)
+            .field("local_subscribe", &self.local_subscribe)
             .finish()
     }
 }
@@ -309,6 +327,10 @@ impl Default for LeafSection {
             domain: DEFAULT_HUB_DOMAIN.to_owned(),
             creds: None,
             tls: TlsFiles::default(),
+            local_user: "local".to_owned(),
+            local_password: None,
+            local_publish: vec![">".to_owned()],
+            local_subscribe: vec![">".to_owned()],
         }
     }
 }
@@ -473,6 +495,29 @@ impl Config {
                 &self.leaf.tls,
             ));
         }
+        if self.leaf.spawn {
+            let listen = self.leaf.listen.parse::<std::net::SocketAddr>();
+            if listen.is_ok_and(|a| !a.ip().is_loopback()) {
+                out.push(format!(
+                    "leaf.listen {} is not a loopback address: other machines can try the \
+                     local user's password on the leaf (use 127.0.0.1)",
+                    self.leaf.listen
+                ));
+            }
+            let n = &self.nats;
+            if n.user.is_some()
+                || n.password.is_some()
+                || n.token.is_some()
+                || n.creds.is_some()
+                || n.nkey.is_some()
+            {
+                out.push(
+                    "[nats] credentials are not used with leaf.spawn = true: the node logs in \
+                     to its own leaf with generated ones"
+                        .to_owned(),
+                );
+            }
+        }
         let world_readable =
             |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
         for (key, path) in self.secret_files() {
@@ -610,6 +655,7 @@ impl Config {
             }
             (None, false) => {}
         }
+        self.check_local_user()?;
         for key in self
             .security
             .trusted_publishers
@@ -679,7 +725,41 @@ impl Config {
     pub fn prefix(&self) -> &str {
         self.nats.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
     }
+
+    /// The spawned leaf's local user: a name that is not the node's, and
+    /// allow-lists of well-formed subjects.
+    fn check_local_user(&self) -> Result<(), (&'static str, String)> {
+        let l = &self.leaf;
+        if !protocol::is_token(&l.local_user) || l.local_user == NODE_LEAF_USER {
+            return Err((
+                "leaf.local_user",
+                format!(
+                    "{:?} must be a single NATS token other than {NODE_LEAF_USER:?}",
+                    l.local_user
+                ),
+            ));
+        }
+        if l.local_password.as_deref().is_some_and(|p| p.len() < 12) {
+            return Err((
+                "leaf.local_password",
+                "must be at least 12 characters".into(),
+            ));
+        }
+        for (key, list) in [
+            ("leaf.local_publish", &l.local_publish),
+            ("leaf.local_subscribe", &l.local_subscribe),
+        ] {
+            if let Some(bad) = list.iter().find(|s| !protocol::is_valid_pattern(s)) {
+                return Err((key, format!("{bad:?} is not a NATS subject")));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The user the node logs in to its own spawned leaf as (local applications use
+/// `leaf.local_user`).
+pub const NODE_LEAF_USER: &str = "edgeleaf-node";
 
 /// A file that every user may write is refused: `what` names it in the error.
 fn refuse_world_writable(path: &Path, what: &str) -> Result<(), ConfigError> {

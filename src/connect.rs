@@ -21,7 +21,7 @@ pub struct NatsTarget {
     pub nkey: Option<PathBuf>,
     pub tls: TlsFiles,
     /// Reply inboxes under this prefix instead of `_INBOX`: a node uses
-    /// `_INBOX.<id>`, so a hub can deliver to it only the replies meant for it.
+    /// `_INBOX_<id>`, so a hub can deliver to it only the replies meant for it.
     pub inbox_prefix: Option<String>,
 }
 
@@ -105,6 +105,12 @@ impl NatsTarget {
         }
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             opts = opts.user_and_password(user.clone(), password.clone());
+        } else if let Some((user, password)) = url_login(&self.url) {
+            // async-nats parses `user:password@` in a URL but never sends it.
+            opts = match password {
+                Some(password) => opts.user_and_password(user, password),
+                None => opts.token(user),
+            };
         }
         if let Some(token) = &self.token {
             opts = opts.token(token.clone());
@@ -233,6 +239,14 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// The `user:password@` (or `token@`) of the first server of `url`, if any.
+fn url_login(url: &str) -> Option<(String, Option<String>)> {
+    let first = url.split(',').next()?.trim();
+    let addr: async_nats::ServerAddr = first.parse().ok()?;
+    let user = addr.username()?.to_owned();
+    Some((user, addr.password().map(str::to_owned)))
+}
+
 /// The host of one NATS URL, without user info, port or IPv6 brackets.
 fn url_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -274,6 +288,16 @@ pub fn plaintext_warning(key: &str, url: &str, tls: &TlsFiles) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_in_urls_are_used() {
+        assert_eq!(
+            url_login("nats://local:pw1@127.0.0.1:4222,nats://other:x@h:1"),
+            Some(("local".into(), Some("pw1".into())))
+        );
+        assert_eq!(url_login("nats://tok@h:1"), Some(("tok".into(), None)));
+        assert_eq!(url_login("nats://127.0.0.1:4222"), None);
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -144,16 +144,82 @@ pub struct LeafRemote {
     pub tls: TlsFiles,
 }
 
-/// Config of a leaf server: local clients on `listen`, one remote to the hub, no
-/// JetStream of its own (clients reach the hub's through its domain).
+/// One user of a server's client port. No `permissions`: everything.
+#[derive(Clone)]
+pub struct ClientUser {
+    pub user: String,
+    pub password: String,
+    pub permissions: Option<Permissions>,
+}
+
+impl std::fmt::Debug for ClientUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientUser")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// Subject permissions of a user: what it may publish and subscribe to. A deny
+/// wins over an allow; a wildcard subscription that overlaps a deny is not sent the
+/// denied messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish_allow: Vec<String>,
+    pub publish_deny: Vec<String>,
+    pub subscribe_allow: Vec<String>,
+    pub subscribe_deny: Vec<String>,
+}
+
+fn subject_list(subjects: &[String]) -> String {
+    let quoted: Vec<String> = subjects.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn authorization_block(out: &mut String, users: &[ClientUser]) {
+    if users.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "authorization {{");
+    let _ = writeln!(out, "  users = [");
+    for u in users {
+        let _ = write!(
+            out,
+            "    {{ user: {}, password: {}",
+            quote(&u.user),
+            quote(&u.password)
+        );
+        if let Some(p) = &u.permissions {
+            let _ = write!(
+                out,
+                ", permissions: {{ publish: {{ allow: {}, deny: {} }}, subscribe: {{ allow: {}, deny: {} }} }}",
+                subject_list(&p.publish_allow),
+                subject_list(&p.publish_deny),
+                subject_list(&p.subscribe_allow),
+                subject_list(&p.subscribe_deny)
+            );
+        }
+        let _ = writeln!(out, " }}");
+    }
+    let _ = writeln!(out, "  ]");
+    let _ = writeln!(out, "}}");
+}
+
+/// Config of a leaf server: local clients on `listen` (logging in as one of `users`
+/// when any are given), one remote to the hub, no JetStream of its own (clients
+/// reach the hub's through its domain).
 pub fn render_leaf(
     files: &ServerFiles,
     name: &str,
     listen: SocketAddr,
+    users: &[ClientUser],
     remote: &LeafRemote,
 ) -> String {
     let mut out = String::new();
     common_header(&mut out, files, name, listen);
+    authorization_block(&mut out, users);
     let _ = writeln!(out, "leafnodes {{");
     let _ = writeln!(out, "  reconnect: 1");
     let _ = writeln!(out, "  remotes = [ {{");
@@ -583,6 +649,23 @@ mod tests {
             &files,
             "leaf-gw1",
             "127.0.0.1:4222".parse().unwrap(),
+            &[
+                ClientUser {
+                    user: "node".into(),
+                    password: "pw\"1".into(),
+                    permissions: None,
+                },
+                ClientUser {
+                    user: "local".into(),
+                    password: "pw2".into(),
+                    permissions: Some(Permissions {
+                        publish_allow: vec![">".into()],
+                        publish_deny: vec!["$JS.>".into(), "edgeleaf.hb.>".into()],
+                        subscribe_allow: vec![">".into()],
+                        subscribe_deny: vec!["_INBOX_gw1.>".into()],
+                    }),
+                },
+            ],
             &LeafRemote {
                 url: "nats-leaf://hub:7422".into(),
                 creds: Some("/etc/leaf.creds".into()),
@@ -596,6 +679,18 @@ mod tests {
         assert!(text.contains("credentials: \"/etc/leaf.creds\""), "{text}");
         assert!(text.contains("ca_file: \"/etc/ca.pem\""), "{text}");
         assert!(!text.contains("jetstream"), "{text}");
+        assert!(
+            text.contains(r#"{ user: "node", password: "pw\"1" }"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"publish: { allow: [">"], deny: ["$JS.>", "edgeleaf.hb.>"] }"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"subscribe: { allow: [">"], deny: ["_INBOX_gw1.>"] }"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const MODULES_BUCKET: &str = "EDGELEAF_MODULES";
 pub const DEPLOYMENTS_BUCKET: &str = "EDGELEAF_DEPLOYMENTS";
 /// Hub KV bucket with what each node runs.
 pub const STATUS_BUCKET: &str = "EDGELEAF_STATUS";
+/// Hub KV bucket with each node's encryption key as first seen by `deploy --secret`
+/// (node id → key): written by hub users only, never by nodes.
+pub const NODE_KEYS_BUCKET: &str = "EDGELEAF_NODE_KEYS";
 
 /// A node is shown offline after this many heartbeat intervals without one.
 pub const OFFLINE_AFTER_MISSED: u64 = 3;
@@ -602,6 +605,10 @@ pub struct DeployStatus {
     pub error: Option<ErrorBody>,
     /// RFC 3339, node clock.
     pub since: String,
+    /// sha256 of the deployment envelope this status is about: `deploy` waits for
+    /// its own envelope, not another one that claims the same version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_sha256: Option<String>,
 }
 
 /// One row of `ctl.<node>.agents`.

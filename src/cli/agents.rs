@@ -46,6 +46,12 @@ struct Row {
     live: bool,
 }
 
+/// Does a status value agree with the key it was found under (`<node>.<agent>`)?
+fn status_matches_key(key: &str, status: &DeployStatus) -> bool {
+    key.split_once('.')
+        .is_some_and(|(node, agent)| node == status.node_id && agent == status.agent)
+}
+
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
@@ -62,6 +68,15 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             let Ok(s) = serde_json::from_slice::<DeployStatus>(&raw) else {
                 continue;
             };
+            // The key says whose status it is (a node may write only its own keys
+            // under `hub accounts`); a value naming another node or agent is forged.
+            if !status_matches_key(&key, &s) {
+                eprintln!(
+                    "warning: status {key} claims to be {}.{}; ignored",
+                    s.node_id, s.agent
+                );
+                continue;
+            }
             if args.node.as_ref().is_some_and(|n| *n != s.node_id) {
                 continue;
             }

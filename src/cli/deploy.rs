@@ -84,6 +84,11 @@ pub struct DeployArgs {
     /// encrypted, and reaches the agent like `--config`. Never printed.
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     secrets: Vec<String>,
+    /// Seal secrets to this node's new encryption key although it differs from the
+    /// one pinned when secrets were first sent to it (repeat). Check why first: a
+    /// reinstalled node, or something posing as it.
+    #[arg(long = "accept-new-key", value_name = "NODE")]
+    accept_new_keys: Vec<String>,
     /// Print one JSON object: the deployments written and each node's outcome.
     #[arg(long)]
     json: bool,
@@ -137,10 +142,12 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         true => Vec::new(),
         false => {
             let fleet = hub::fleet::nodes(&js, &conn.subjects()).await?;
-            targets
+            let recipients = targets
                 .iter()
                 .map(|t| recipients(t, &fleet))
-                .collect::<Result<Vec<_>>>()?
+                .collect::<Result<Vec<_>>>()?;
+            pin_keys(&js, &recipients, &args.accept_new_keys).await?;
+            recipients
         }
     };
     let modules = js
@@ -170,10 +177,17 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         Some(v) => v,
         None => {
             let kv_keys: Vec<String> = targets.iter().map(|t| t.key(&agent.name)).collect();
-            highest_version(&bucket, &agent.name, &kv_keys).await? + 1
+            let highest = highest_version(&bucket, &agent.name, &kv_keys, key.is_none()).await?;
+            highest.checked_add(1).with_context(|| {
+                format!(
+                    "version {highest} of {} is the highest there is: give --set-version",
+                    agent.name
+                )
+            })?
         }
     };
     let mut keys = Vec::new();
+    let mut written = BTreeSet::new();
     for (i, target) in targets.iter().enumerate() {
         let kv_key = target.key(&agent.name);
         let sealed_secrets = match recipients.get(i) {
@@ -202,9 +216,10 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             keep_kv: args.keep_kv,
             secrets: sealed_secrets,
         };
-        let sealed = SignedDeployment::seal(&spec, key.as_ref());
+        let sealed = SignedDeployment::seal(&spec, key.as_ref()).to_bytes();
+        written.insert(shipping::modules::digest(&sealed));
         bucket
-            .put(&kv_key, sealed.to_bytes().into())
+            .put(&kv_key, sealed.into())
             .await
             .with_context(|| format!("cannot write deployment {kv_key}"))?;
         if !args.json {
@@ -215,7 +230,16 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     let outcomes = if args.wait.is_zero() {
         Vec::new()
     } else {
-        wait_for_nodes(&js, conn, &targets, &agent.name, version, args.wait).await?
+        wait_for_nodes(
+            &js,
+            conn,
+            &targets,
+            &agent.name,
+            version,
+            &written,
+            args.wait,
+        )
+        .await?
     };
     if args.json {
         let out = serde_json::json!({
@@ -342,6 +366,28 @@ fn recipients(
     Ok(out)
 }
 
+/// Pins each recipient's key on first use and refuses changed ones (see
+/// [`hub::node_keys`]), before anything is uploaded or written.
+async fn pin_keys(
+    js: &async_nats::jetstream::Context,
+    recipients: &[Vec<(String, String)>],
+    accept_new: &[String],
+) -> Result<()> {
+    let mut nodes: Vec<(String, String)> = recipients.iter().flatten().cloned().collect();
+    nodes.sort();
+    nodes.dedup();
+    for (id, pin) in hub::node_keys::check_and_pin(js, &nodes, accept_new).await? {
+        match pin {
+            hub::node_keys::Pin::First => eprintln!("pinned the encryption key of {id}"),
+            hub::node_keys::Pin::Replaced => {
+                eprintln!("accepted a new encryption key for {id} (--accept-new-key)")
+            }
+            hub::node_keys::Pin::Known => {}
+        }
+    }
+    Ok(())
+}
+
 /// Each secret sealed to each node: name → node id → sealed value.
 fn seal_secrets(
     secrets: &std::collections::BTreeMap<String, String>,
@@ -365,8 +411,16 @@ fn seal_secrets(
 
 /// The highest version deployed for `agent` under any target, or ever written
 /// under one of `kv_keys` (undeployed ones included: nodes refuse a version they
-/// accepted there before), 0 if none.
-async fn highest_version(bucket: &kv::Store, agent: &str, kv_keys: &[String]) -> Result<u64> {
+/// accepted there before), 0 if none. Only envelopes whose signature verifies
+/// count (unsigned ones too for an unsigned deploy): whoever can write the bucket
+/// must not be able to push the next version to `u64::MAX`.
+async fn highest_version(
+    bucket: &kv::Store,
+    agent: &str,
+    kv_keys: &[String],
+    unsigned_too: bool,
+) -> Result<u64> {
+    let version = |raw: &[u8]| SignedDeployment::verified_version(raw, unsigned_too);
     let mut highest = 0;
     for kv_key in kv_keys {
         let mut history = bucket
@@ -374,7 +428,7 @@ async fn highest_version(bucket: &kv::Store, agent: &str, kv_keys: &[String]) ->
             .await
             .with_context(|| format!("cannot read the history of {kv_key}"))?;
         while let Some(entry) = history.next().await {
-            if let Some(v) = SignedDeployment::peek_version(&entry?.value) {
+            if let Some(v) = version(&entry?.value) {
                 highest = highest.max(v);
             }
         }
@@ -386,7 +440,7 @@ async fn highest_version(bucket: &kv::Store, agent: &str, kv_keys: &[String]) ->
             continue;
         }
         if let Some(raw) = bucket.get(&key).await?
-            && let Some(v) = SignedDeployment::peek_version(&raw)
+            && let Some(v) = version(&raw)
         {
             highest = highest.max(v);
         }
@@ -401,6 +455,7 @@ async fn wait_for_nodes(
     targets: &[Target],
     agent: &str,
     version: u64,
+    written: &BTreeSet<String>,
     wait: Duration,
 ) -> Result<Vec<NodeOutcome>> {
     let rows = hub::fleet::nodes(js, &conn.subjects())
@@ -443,7 +498,13 @@ async fn wait_for_nodes(
             let Ok(s) = serde_json::from_slice::<DeployStatus>(&raw) else {
                 continue;
             };
-            if s.version != Some(version) {
+            // Another envelope may claim the same version (an unsigned one is not
+            // counted when a signed deploy picks its version).
+            let ours = s
+                .envelope_sha256
+                .as_ref()
+                .is_none_or(|h| written.contains(h));
+            if s.version != Some(version) || !ours {
                 continue;
             }
             pending.remove(&node);

@@ -116,9 +116,13 @@ pub async fn run(args: Args) -> Result<()> {
     config.security.trusted_publishers = vec![publisher.public().to_string()];
     let config = config.validate("edgeleaf up")?;
     let node_id = config.node.id.clone();
+    // The leaf demands a login: local applications use the local user's, in
+    // up.json's leaf_url (the node reads the same file when it starts).
+    crate::node::prepare_state_dir(&config)?;
+    let logins = crate::node::leaf::LeafLogins::load_or_create(&config)?;
     let up = UpFile {
         hub_url: format!("nats://{hub_addr}"),
-        leaf_url: config.nats_url(),
+        leaf_url: logins.local_url(&config),
         hub_leafnode_url: format!("nats-leaf://{leafnode_addr}"),
         domain: args.domain.clone(),
         node_id: node_id.clone(),
@@ -214,11 +218,11 @@ async fn become_ready(up: &UpFile, domain: &str) -> Result<()> {
     }
 }
 
-/// Writes up.json in one step: a reader sees the whole file or none.
+/// Writes up.json in one step: a reader sees the whole file or none. Owner-only:
+/// `leaf_url` holds the local user's password.
 fn write_up_file(state_dir: &Path, up: &UpFile) -> Result<()> {
     let tmp = state_dir.join("up.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(up)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    natsd::write_private(&tmp, &serde_json::to_string_pretty(up)?)?;
     std::fs::rename(&tmp, state_dir.join("up.json"))?;
     Ok(())
 }
@@ -230,7 +234,11 @@ fn print_welcome(up: &UpFile) {
         "  hub   {}   (JetStream domain {:?})",
         up.hub_url, up.domain
     );
-    println!("  leaf  {}", up.leaf_url);
+    println!(
+        "  leaf  {}   (local applications: leaf_url in {})",
+        crate::connect::redact_url(&up.leaf_url),
+        up.state_dir.join("up.json").display()
+    );
     println!(
         "  node  {}   (state in {})",
         up.node_id,

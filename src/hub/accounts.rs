@@ -56,6 +56,12 @@ pub struct AccountsSpec {
     pub from_node: String,
 }
 
+/// A node's reply inbox prefix (see `node::inbox_prefix`; `hub` does not depend on
+/// `node`, so the rule is written twice and a test keeps the two equal).
+fn node_inbox(id: &str) -> String {
+    format!("_INBOX_{id}")
+}
+
 /// The account a node's leaf connects into.
 pub fn node_account(id: &str) -> String {
     format!("NODE_{id}")
@@ -144,12 +150,20 @@ pub fn render(spec: &AccountsSpec) -> String {
         let _ = writeln!(w, "      {{ service: {} }}", quote(&service));
     }
     let _ = writeln!(w, "      # hub -> every node");
-    for stream in [
-        format!("{p}.ctl.ping"),
-        format!("{}.>", spec.broadcast),
-        "_INBOX.>".to_owned(),
-    ] {
+    for stream in [format!("{p}.ctl.ping"), format!("{}.>", spec.broadcast)] {
         let _ = writeln!(w, "      {{ stream: {} }}", quote(&stream));
+    }
+    let _ = writeln!(
+        w,
+        "      # hub -> one node: JetStream deliveries to its inbox, for it alone"
+    );
+    for (id, _) in &spec.nodes {
+        let _ = writeln!(
+            w,
+            "      {{ stream: {}, accounts: [{}] }}",
+            quote(&format!("{}.>", node_inbox(id))),
+            node_account(id)
+        );
     }
     let _ = writeln!(w, "    ]");
     let _ = writeln!(w, "    imports = [");
@@ -199,8 +213,8 @@ pub fn render(spec: &AccountsSpec) -> String {
         for stream in [
             format!("{p}.ctl.ping"),
             format!("{}.>", spec.broadcast),
-            // JetStream push deliveries to the node's inbox (`_INBOX.<id>.…`).
-            format!("_INBOX.{id}.>"),
+            // JetStream push deliveries to the node's inbox (`_INBOX_<id>.…`).
+            format!("{}.>", node_inbox(id)),
         ] {
             let _ = writeln!(
                 w,
@@ -261,6 +275,12 @@ mod tests {
         assert!(n1.contains("\"edgeleaf.hb.n1\""), "{n1}");
         assert!(n1.contains("\"$KV.EDGELEAF_STATUS.n1.>\""), "{n1}");
         assert!(!n1.contains(".n2"), "{n1}");
+        assert!(n1.contains("\"_INBOX_n1.>\""), "{n1}");
+        assert_eq!(node_inbox("n1"), crate::node::inbox_prefix("n1"));
+        assert!(
+            text.contains("{ stream: \"_INBOX_n2.>\", accounts: [NODE_n2] }"),
+            "{text}"
+        );
         assert!(!n1.contains("$JS.API.>"), "{n1}");
         assert!(!n1.contains("STREAM.DELETE"), "{n1}");
         assert_eq!(random_password().len(), 24);

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result};
 use async_nats::jetstream::{Context, object_store, stream};
 
 use crate::protocol::{
-    DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, MODULES_BUCKET, STATUS_BUCKET, Subjects, TELEMETRY_STREAM,
+    DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET, STATUS_BUCKET,
+    Subjects, TELEMETRY_STREAM,
 };
 
 /// Sizing of the hub resources.
@@ -88,6 +89,11 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
             "desired state: signed deployment specs",
         ),
         (STATUS_BUCKET, 1, "what each node runs"),
+        (
+            NODE_KEYS_BUCKET,
+            5,
+            "node encryption keys pinned by deploy --secret",
+        ),
     ] {
         let outcome = match js.get_key_value(bucket).await {
             Ok(_) => "exists",

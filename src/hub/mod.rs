@@ -1,9 +1,11 @@
 //! The hub side, with no daemon of its own: the JetStream resources that carry
-//! telemetry and shipping ([`init`]), and the fleet view read from them ([`fleet`]).
+//! telemetry and shipping ([`init`]), the fleet view read from them ([`fleet`]), and
+//! the node keys secrets are sealed to ([`node_keys`]).
 
 pub mod accounts;
 pub mod fleet;
 pub mod init;
+pub mod node_keys;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, Context};

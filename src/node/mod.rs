@@ -125,10 +125,20 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The node's connection settings, from its config.
-pub fn nats_target(config: &Config) -> NatsTarget {
+/// The prefix of the node's reply subjects: hub accounts and the spawned leaf's
+/// local user keep others away from it. Its first token is the node's own
+/// (`_INBOX_<id>`, not `_INBOX.<id>`): under `hub accounts` every node may answer
+/// hub requests on `_INBOX.>`, which would let one node publish into another's
+/// inbox if the two shared that first token.
+pub fn inbox_prefix(node_id: &str) -> String {
+    format!("_INBOX_{node_id}")
+}
+
+/// The node's connection settings, from its config. With a spawned leaf, the node
+/// logs in to it as its own user (`logins`) and `[nats]` credentials are not used.
+pub fn nats_target(config: &Config, logins: Option<&leaf::LeafLogins>) -> NatsTarget {
     let n = &config.nats;
-    NatsTarget {
+    let target = NatsTarget {
         url: config.nats_url(),
         creds: n.creds.clone(),
         user: n.user.clone(),
@@ -136,7 +146,18 @@ pub fn nats_target(config: &Config) -> NatsTarget {
         token: n.token.clone(),
         nkey: n.nkey.clone(),
         tls: n.tls.clone(),
-        inbox_prefix: Some(format!("_INBOX.{}", config.node.id)),
+        inbox_prefix: Some(inbox_prefix(&config.node.id)),
+    };
+    match logins {
+        Some(logins) => NatsTarget {
+            user: Some(crate::config::NODE_LEAF_USER.to_owned()),
+            password: Some(logins.node_password.clone()),
+            creds: None,
+            token: None,
+            nkey: None,
+            ..target
+        },
+        None => target,
     }
 }
 
@@ -173,7 +194,7 @@ impl NodeFile {
 }
 
 /// Creates the state directory owner-only (it will hold keys and agent data).
-fn prepare_state_dir(config: &Config) -> Result<()> {
+pub(crate) fn prepare_state_dir(config: &Config) -> Result<()> {
     let dir = &config.node.state_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create state dir {} (node.state_dir)", dir.display()))?;
@@ -231,15 +252,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         pool_slots: config.limits.pool_slots,
         cache_dir: Some(config.node.state_dir.join("compiled")),
     })?;
-    let leaf = match config.leaf.spawn {
-        true => Some(
-            leaf::start(&config)
+    let logins = match config.leaf.spawn {
+        true => Some(leaf::LeafLogins::load_or_create(&config)?),
+        false => None,
+    };
+    let leaf = match &logins {
+        Some(logins) => Some(
+            leaf::start(&config, logins)
                 .await
                 .context("cannot start the leaf server")?,
         ),
-        false => None,
+        None => None,
     };
-    let client = nats_target(&config)
+    let client = nats_target(&config, logins.as_ref())
         .connect(
             &format!("edgeleaf-node-{}", config.node.id),
             Persistence::Forever,

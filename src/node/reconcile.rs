@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use async_nats::Client;
@@ -59,6 +59,61 @@ pub struct Reconciler {
     /// The raw envelope last refused or failed per agent, so an unchanged bad
     /// deployment is not retried (and re-reported) at every resync.
     settled_bad: HashMap<String, Vec<u8>>,
+    /// Module downloads by digest: under way, or failed and waiting to be tried
+    /// again. A download never holds up the loop (an object whose chunks never
+    /// arrive froze every later deploy and undeploy), and a failing one backs off.
+    fetches: HashMap<String, Fetch>,
+    /// Download outcomes (and the ends of backoffs: no outcome), each followed by
+    /// a reconcile pass.
+    fetched_tx: tokio::sync::mpsc::UnboundedSender<Fetched>,
+    fetched_rx: tokio::sync::mpsc::UnboundedReceiver<Fetched>,
+}
+
+/// First wait before a failed module download is tried again; doubles up to
+/// [`FETCH_BACKOFF_MAX`].
+const FETCH_BACKOFF: Duration = Duration::from_secs(2);
+const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+enum Fetch {
+    /// `backoff`: how long to wait if this attempt fails.
+    Running {
+        task: tokio::task::AbortHandle,
+        backoff: Duration,
+    },
+    /// Finished, not yet picked up by the deployment that wants it.
+    Done {
+        outcome: Result<Vec<u8>>,
+        backoff: Duration,
+    },
+    Failed {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+}
+
+/// A message from a download task or a backoff timer.
+struct Fetched {
+    digest: String,
+    outcome: Option<Result<Vec<u8>>>,
+}
+
+/// Where a deployment's module is.
+enum ModuleState {
+    Ready(Vec<u8>),
+    /// Downloading, or waiting to try again after a failure already reported.
+    Pending,
+    /// The download just failed (report it once).
+    Failed(anyhow::Error),
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        for fetch in self.fetches.values() {
+            if let Fetch::Running { task, .. } = fetch {
+                task.abort();
+            }
+        }
+    }
 }
 
 impl Reconciler {
@@ -74,6 +129,7 @@ impl Reconciler {
                 .filter_map(|k| PublicKey::parse(k).ok())
                 .collect()
         };
+        let (fetched_tx, fetched_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             deployments: Deployments::open(&store)?,
             pool,
@@ -91,6 +147,9 @@ impl Reconciler {
             max_module_size: config.limits.max_module_size,
             node_key,
             settled_bad: HashMap::new(),
+            fetches: HashMap::new(),
+            fetched_tx,
+            fetched_rx,
         })
     }
 
@@ -192,6 +251,10 @@ impl Reconciler {
                     None => anyhow::bail!("deployments watch ended"),
                 },
                 _ = tokio::time::sleep(RESYNC) => self.reconcile(&hub).await?,
+                Some(fetched) = self.fetched_rx.recv() => {
+                    self.record_fetch(fetched);
+                    self.reconcile(&hub).await?
+                }
             }
         }
     }
@@ -267,6 +330,8 @@ impl Reconciler {
         }
         self.settled_bad
             .retain(|name, _| desired.contains_key(name));
+        // A download no deployment picked up in this pass is no longer wanted.
+        self.fetches.retain(|_, f| !matches!(f, Fetch::Done { .. }));
         Ok(())
     }
 
@@ -286,6 +351,7 @@ impl Reconciler {
                     hub,
                     name,
                     &want.key,
+                    &want.raw,
                     "rejected",
                     Some(cur.version),
                     None,
@@ -308,6 +374,7 @@ impl Reconciler {
                     hub,
                     name,
                     &want.key,
+                    &want.raw,
                     "rejected",
                     claimed,
                     current.as_ref(),
@@ -319,14 +386,17 @@ impl Reconciler {
         };
         let version = Some(spec.version);
         let module = match self.module(hub, &spec).await {
-            Ok(m) => m,
-            Err(e) => {
-                // Possibly transient (the hub went away mid-download): retried next time.
+            ModuleState::Ready(m) => m,
+            ModuleState::Pending => return,
+            ModuleState::Failed(e) => {
+                // Possibly transient (the hub went away mid-download): retried
+                // after a backoff.
                 let rej = Rejection::new("fetch_failed", format!("{e:#}"));
                 self.report(
                     hub,
                     name,
                     &want.key,
+                    &want.raw,
                     "failed",
                     version,
                     current.as_ref(),
@@ -358,6 +428,7 @@ impl Reconciler {
                     hub,
                     name,
                     &want.key,
+                    &want.raw,
                     "running",
                     version,
                     Some(&record),
@@ -374,6 +445,7 @@ impl Reconciler {
                     hub,
                     name,
                     &want.key,
+                    &want.raw,
                     "rejected",
                     version,
                     current.as_ref(),
@@ -438,7 +510,20 @@ impl Reconciler {
     /// than the accepted one, or the same version in other bytes or after the key
     /// was deleted.
     fn replayed(&self, want: &Desired, version: Option<u64>) -> Option<Rejection> {
-        let seen = self.deployments.accepted(&want.key).ok().flatten()?;
+        // Fail closed: a record that cannot be read may be the one that refuses this.
+        let seen = match self.deployments.accepted(&want.key) {
+            Ok(seen) => seen?,
+            Err(e) => {
+                return Some(Rejection::new(
+                    "replay_check_failed",
+                    format!(
+                        "cannot read what this node accepted under {} before ({e}); \
+                         refused until it can",
+                        want.key
+                    ),
+                ));
+            }
+        };
         let same = seen.holds(&want.raw);
         if same && seen.revision != 0 && seen.revision != want.revision {
             return Some(Rejection::new(
@@ -519,13 +604,80 @@ impl Reconciler {
         Ok(agent)
     }
 
-    /// The module bytes: the local copy if there is one, else from the hub.
-    async fn module(&self, hub: &Hub, spec: &DeploymentSpec) -> Result<Vec<u8>> {
+    /// The module bytes: the local copy if there is one, else a download from the
+    /// hub, started in the background; its end wakes the loop.
+    async fn module(&mut self, hub: &Hub, spec: &DeploymentSpec) -> ModuleState {
         let digest = &spec.module.digest;
         if let Ok(Some(bytes)) = self.deployments.module(digest) {
-            return Ok(bytes);
+            return ModuleState::Ready(bytes);
         }
-        shipping::modules::fetch(&hub.modules, digest, spec.module.size).await
+        let backoff = match self.fetches.remove(digest) {
+            None => FETCH_BACKOFF,
+            Some(Fetch::Done { outcome, backoff }) => match outcome {
+                Ok(bytes) => return ModuleState::Ready(bytes),
+                Err(e) => {
+                    self.fetch_failed(digest, backoff);
+                    return ModuleState::Failed(e);
+                }
+            },
+            Some(Fetch::Failed { retry_at, backoff }) if Instant::now() < retry_at => {
+                self.fetches
+                    .insert(digest.clone(), Fetch::Failed { retry_at, backoff });
+                return ModuleState::Pending;
+            }
+            Some(Fetch::Failed { backoff, .. }) => backoff,
+            Some(running @ Fetch::Running { .. }) => {
+                self.fetches.insert(digest.clone(), running);
+                return ModuleState::Pending;
+            }
+        };
+        let (store, done) = (hub.modules.clone(), self.fetched_tx.clone());
+        let (name, size) = (digest.clone(), spec.module.size);
+        let task = tokio::spawn(async move {
+            let outcome = shipping::modules::fetch(&store, &name, size).await;
+            let _ = done.send(Fetched {
+                digest: name,
+                outcome: Some(outcome),
+            });
+        });
+        self.fetches.insert(
+            digest.clone(),
+            Fetch::Running {
+                task: task.abort_handle(),
+                backoff,
+            },
+        );
+        ModuleState::Pending
+    }
+
+    /// Keeps a finished download for the deployment that wants it.
+    fn record_fetch(&mut self, fetched: Fetched) {
+        let Some(outcome) = fetched.outcome else {
+            return; // a backoff ended: the pass that follows tries again
+        };
+        if let Some(Fetch::Running { backoff, .. }) = self.fetches.remove(&fetched.digest) {
+            self.fetches
+                .insert(fetched.digest, Fetch::Done { outcome, backoff });
+        }
+    }
+
+    /// Records a failed download and wakes the loop when it may be tried again.
+    fn fetch_failed(&mut self, digest: &str, backoff: Duration) {
+        self.fetches.insert(
+            digest.to_owned(),
+            Fetch::Failed {
+                retry_at: Instant::now() + backoff,
+                backoff: (backoff * 2).min(FETCH_BACKOFF_MAX),
+            },
+        );
+        let (wake, digest) = (self.fetched_tx.clone(), digest.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff).await;
+            let _ = wake.send(Fetched {
+                digest,
+                outcome: None,
+            });
+        });
     }
 
     /// Undeploys an agent: stops it, then drops its record, module (once unused),
@@ -575,6 +727,7 @@ impl Reconciler {
         hub: &Hub,
         name: &str,
         key: &str,
+        envelope: &[u8],
         state: &str,
         version: Option<u64>,
         running: Option<&DeployRecord>,
@@ -592,6 +745,7 @@ impl Reconciler {
                 .as_ref()
                 .map(|e| ErrorBody::new(e.code, e.message.clone())),
             since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            envelope_sha256: Some(shipping::modules::digest(envelope)),
         };
         match &error {
             Some(e) => tracing::warn!(agent = %name, %key, %state, "deployment {state}: {e}"),

@@ -117,6 +117,24 @@ impl SignedDeployment {
         serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["version"].as_u64()
     }
 
+    /// The version of an envelope whose signature verifies against the publisher it
+    /// names (and, with `unsigned_too`, of an unsigned one), for `deploy` to count
+    /// from. A forged envelope with a huge version is not counted.
+    pub fn verified_version(raw: &[u8], unsigned_too: bool) -> Option<u64> {
+        let env: SignedDeployment = serde_json::from_slice(raw).ok()?;
+        let bytes = B64.decode(&env.spec).ok()?;
+        match (&env.signature, &env.publisher) {
+            (Some(sig), Some(publisher)) => {
+                let pk = PublicKey::parse(publisher).ok()?;
+                pk.verify(&bytes, &B64.decode(sig).ok()?).ok()?;
+            }
+            (None, None) if unsigned_too => {}
+            _ => return None,
+        }
+        let spec: DeploymentSpec = serde_json::from_slice(&bytes).ok()?;
+        (spec.publisher == env.publisher).then_some(spec.version)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -159,8 +177,16 @@ impl SignedDeployment {
                     Rejection::new("bad_signature", format!("signature does not verify: {e}"))
                 })?;
             }
-            (None, _) if policy.allow_unsigned => {}
-            (None, _) => {
+            // Only a verified signature may name a publisher: an unsigned envelope
+            // that claims a trusted one would pass for it (and unlock its secrets).
+            (None, Some(publisher)) => {
+                return Err(Rejection::new(
+                    "bad_signature",
+                    format!("unsigned deployment names publisher {publisher}"),
+                ));
+            }
+            (None, None) if policy.allow_unsigned => {}
+            (None, None) => {
                 return Err(Rejection::new(
                     "unsigned",
                     "unsigned deployment, and this node does not allow_unsigned",
@@ -286,6 +312,41 @@ mod tests {
             ..Default::default()
         };
         assert!(SignedDeployment::open(&unsigned.to_bytes(), "all.echo", &lab).is_ok());
+        // Versions to count from: only what verifies.
+        assert_eq!(
+            SignedDeployment::verified_version(&env.to_bytes(), false),
+            Some(3)
+        );
+        assert_eq!(
+            SignedDeployment::verified_version(&tampered.to_bytes(), true),
+            None
+        );
+        assert_eq!(
+            SignedDeployment::verified_version(&unsigned.to_bytes(), false),
+            None
+        );
+        assert_eq!(
+            SignedDeployment::verified_version(&unsigned.to_bytes(), true),
+            Some(3)
+        );
+        // Unsigned, but naming a trusted publisher (spec and envelope agree): a
+        // forgery, even where unsigned deployments are allowed.
+        let forged =
+            SignedDeployment::seal(&spec("all.echo", Some(key.public().to_string())), None);
+        let forged = SignedDeployment {
+            publisher: Some(key.public().to_string()),
+            ..forged
+        };
+        let trusting_lab = TrustPolicy {
+            allow_unsigned: true,
+            ..policy.clone()
+        };
+        assert_eq!(
+            SignedDeployment::open(&forged.to_bytes(), "all.echo", &trusting_lab)
+                .unwrap_err()
+                .code,
+            "bad_signature"
+        );
         assert_eq!(
             SignedDeployment::open(b"junk", "all.echo", &lab)
                 .unwrap_err()

@@ -63,10 +63,16 @@ impl Deployments {
 
     /// The newest deployment accepted under `key`, ever.
     pub fn accepted(&self, key: &str) -> Result<Option<Accepted>, StoreError> {
-        Ok(self
-            .accepted
-            .get(key)?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+        let Some(raw) = self.accepted.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "accepted-deployment",
+                key: key.to_owned(),
+                message: e.to_string(),
+            })
     }
 
     /// Records that `envelope` (version `version`, KV revision `revision`) was

@@ -21,6 +21,13 @@ pub enum StoreError {
     Open { dir: PathBuf, source: sled::Error },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// A record that does not parse: whoever reads it must not guess.
+    #[error("corrupt {what} record under {key:?}: {message}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        message: String,
+    },
 }
 
 /// Tuning that must be set explicitly: sled's defaults suit servers, not boards.

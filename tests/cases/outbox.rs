@@ -65,7 +65,7 @@ fn echo_node(hub: &Server, id: &'static str, leaf_port: u16, outbox: &str) -> No
 
 async fn connect_when_up(url: &str) -> async_nats::Client {
     eventually(Duration::from_secs(30), "server reachable", || async {
-        async_nats::ConnectOptions::new()
+        crate::harness::with_login(url)
             .connection_timeout(Duration::from_secs(1))
             .connect(url)
             .await
@@ -94,8 +94,8 @@ async fn a_hub_outage_loses_and_duplicates_nothing() {
     let hub_url = hub.url();
     crate::harness::hub_init(&hub_url).await;
     let leaf_port = free_port();
-    let _node = echo_node(&hub, "outage", leaf_port, "");
-    let leaf = connect_when_up(&format!("nats://127.0.0.1:{leaf_port}")).await;
+    let node = echo_node(&hub, "outage", leaf_port, "");
+    let leaf = connect_when_up(&node.local_url(leaf_port)).await;
     served(&leaf).await;
 
     hub.kill();
@@ -238,13 +238,13 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
         } else {
             "full-reject"
         };
-        let _node = echo_node(
+        let node = echo_node(
             &hub,
             id,
             leaf_port,
             &format!("max_bytes = \"16KiB\"\noverflow = \"{policy}\""),
         );
-        let leaf = connect_when_up(&format!("nats://127.0.0.1:{leaf_port}")).await;
+        let leaf = connect_when_up(&node.local_url(leaf_port)).await;
         served(&leaf).await;
         eventually(
             Duration::from_secs(30),

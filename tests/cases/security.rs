@@ -55,18 +55,15 @@ async fn refusal_logged(node: &Node) -> String {
 
 /// The `info` of a node whose leaf the hub refuses, asked on that leaf (the hub
 /// cannot reach it), once it names a reason for the link being down.
-async fn info_with_a_reason(leaf_port: u16, node: &str) -> serde_json::Value {
+async fn info_with_a_reason(node: &Node, leaf_port: u16) -> serde_json::Value {
+    let url = node.local_url(leaf_port);
     let local = eventually(
         Duration::from_secs(30),
         "the refused node's leaf",
-        || async {
-            async_nats::connect(format!("127.0.0.1:{leaf_port}"))
-                .await
-                .ok()
-        },
+        || async { crate::harness::connect_url(&url).await.ok() },
     )
     .await;
-    let subject = format!("edgeleaf.ctl.{node}.info");
+    let subject = format!("edgeleaf.ctl.{}.info", node.id);
     eventually(Duration::from_secs(30), "info with a reason", || {
         let (local, subject) = (local.clone(), subject.clone());
         async move {
@@ -195,7 +192,7 @@ async fn leaf_links_over_tls_with_a_password_and_reports_a_refusal() {
     seen.add("heartbeat", hb.to_string());
 
     // The refused node still answers on its own leaf, and says why the hub is down.
-    let info = info_with_a_reason(bad_listen, "leaf-bad").await;
+    let info = info_with_a_reason(&bad, bad_listen).await;
     let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
     assert_eq!(info["ok"]["hub_link"]["state"], "down", "{info}");
     assert!(reason.contains("Authorization Violation"), "{reason}");
@@ -648,7 +645,7 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         (node, listen)
     };
     let (a, a_listen) = start("acct-a", "pw-a-71f0");
-    let (_b, _) = start("acct-b", "pw-b-0d9e");
+    let (b, b_listen) = start("acct-b", "pw-b-0d9e");
 
     let hub_client =
         async_nats::ConnectOptions::with_user_and_password("ops".into(), "ops-pw-55c1".into())
@@ -724,9 +721,10 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
     // Now a's device misbehaves: a client on its leaf poses as node b.
     let mut hub_sees = hub_client.subscribe(">").await.unwrap();
     hub_client.flush().await.unwrap();
-    let rogue = async_nats::ConnectOptions::new()
+    let rogue_url = a.leaf_url(a_listen, true);
+    let rogue = crate::harness::with_login(&rogue_url)
         .custom_inbox_prefix("_INBOX.rogue")
-        .connect(format!("127.0.0.1:{a_listen}"))
+        .connect(&rogue_url)
         .await
         .unwrap();
     let mut sniff = rogue.subscribe("_INBOX.>").await.unwrap();
@@ -831,6 +829,37 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
     );
     let sniffed = drain(&mut sniff_ctl, Duration::from_millis(200)).await;
     assert!(sniffed.is_empty(), "a's leaf saw b's control: {sniffed:?}");
+
+    // a cannot publish into b's inbox (where b's deployments and modules arrive);
+    // the hub can.
+    let b_url = b.leaf_url(b_listen, true);
+    let b_inbox_client = crate::harness::connect_url(&b_url).await.unwrap();
+    let mut b_inbox = b_inbox_client.subscribe("_INBOX_acct-b.>").await.unwrap();
+    b_inbox_client.flush().await.unwrap();
+    rogue
+        .publish("_INBOX_acct-b.injected", "forged".into())
+        .await
+        .unwrap();
+    rogue
+        .publish("_INBOX.acct-b.injected", "forged".into())
+        .await
+        .unwrap();
+    rogue.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub_client
+        .publish("_INBOX_acct-b.from-hub", "hub".into())
+        .await
+        .unwrap();
+    hub_client.flush().await.unwrap();
+    let got = drain(&mut b_inbox, Duration::from_secs(1)).await;
+    assert!(
+        got.iter().any(|m| m.starts_with("_INBOX_acct-b.from-hub")),
+        "the hub's delivery to b's inbox did not arrive: {got:?}"
+    );
+    assert!(
+        got.iter().all(|m| !m.contains("injected")),
+        "a published into b's inbox: {got:?}"
+    );
     drop(a);
 }
 
@@ -1161,7 +1190,7 @@ async fn creds_files_work_for_the_node_and_its_leaf_on_an_operator_mode_hub() {
         log.to_lowercase().contains("authorization violation"),
         "{log}"
     );
-    let info = info_with_a_reason(refused_listen, "jwt-refused-leaf").await;
+    let info = info_with_a_reason(&refused_leaf, refused_listen).await;
     let reason = info["ok"]["hub_link"]["reason"].as_str().unwrap();
     assert!(reason.contains("Authorization Violation"), "{reason}");
 

@@ -12,7 +12,7 @@ use crate::harness::{
 };
 
 /// `edgeleaf deploy …` against the hub; returns (success, stdout + stderr).
-async fn deploy(hub: &str, args: &[impl AsRef<str>]) -> (bool, String) {
+pub(crate) async fn deploy(hub: &str, args: &[impl AsRef<str>]) -> (bool, String) {
     let mut full = vec!["deploy"];
     full.extend(args.iter().map(AsRef::as_ref));
     full.extend_from_slice(&["-s", hub, "--wait", "20s"]);
@@ -46,7 +46,7 @@ async fn invoke(hub: &str, node: &str, agent: &str, payload: &str) -> Option<Str
 }
 
 /// Waits until `edgeleaf nodes` lists `node` as `state` (`online` or `offline`).
-async fn wait_node(hub_url: &str, node: &str, state: &str) {
+pub(crate) async fn wait_node(hub_url: &str, node: &str, state: &str) {
     eventually(
         Duration::from_secs(20),
         &format!("{node} {state}"),
@@ -62,17 +62,22 @@ async fn wait_node(hub_url: &str, node: &str, state: &str) {
 }
 
 /// A hub and leaf, a publisher key, and node `id` trusting that key, online.
-struct TrustingNode {
-    _cluster: Cluster,
-    hub_url: String,
+pub(crate) struct TrustingNode {
+    pub _cluster: Cluster,
+    pub hub_url: String,
     _keys: tempfile::TempDir,
-    key: std::path::PathBuf,
-    public: String,
-    node: Node,
+    pub key: std::path::PathBuf,
+    pub public: String,
+    pub node: Node,
 }
 
 impl TrustingNode {
-    async fn start(id: &'static str) -> Self {
+    pub(crate) async fn start(id: &'static str) -> Self {
+        Self::start_with(id, "").await
+    }
+
+    /// With more lines for the `[security]` section.
+    pub(crate) async fn start_with(id: &'static str, security: &str) -> Self {
         let cluster = Cluster::start().await;
         let hub_url = cluster.hub.url();
         let keys = tempfile::tempdir().unwrap();
@@ -80,7 +85,7 @@ impl TrustingNode {
         let node = Node::start(NodeSpec {
             id,
             url: Some(cluster.leaf.url()),
-            extra: trusting(&public),
+            extra: trusting(&public) + security,
             ..Default::default()
         });
         wait_node(&hub_url, id, "online").await;
@@ -96,7 +101,7 @@ impl TrustingNode {
 
     /// `deploy` arguments for echo.wasm as agent `svc` on `<id>.svc`, to this node,
     /// signed with the trusted key.
-    fn echo_svc(&self) -> Vec<String> {
+    pub(crate) fn echo_svc(&self) -> Vec<String> {
         let id = &self.node.id;
         [
             agent_wasm("echo").display().to_string(),
@@ -113,7 +118,11 @@ impl TrustingNode {
     }
 }
 
-async fn status(hub: &async_nats::Client, node: &str, agent: &str) -> Option<DeployStatus> {
+pub(crate) async fn status(
+    hub: &async_nats::Client,
+    node: &str,
+    agent: &str,
+) -> Option<DeployStatus> {
     let js = async_nats::jetstream::new(hub.clone());
     let kv = js.get_key_value("EDGELEAF_STATUS").await.ok()?;
     let raw = kv.get(format!("{node}.{agent}")).await.ok()??;
@@ -394,9 +403,9 @@ async fn offline_nodes_converge_and_restart_from_local_state_without_the_hub() {
     assert!(node.stop_with(libc::SIGTERM).success());
     drop(hub);
     node.spawn();
-    let leaf_url = format!("nats://127.0.0.1:{leaf_port}");
+    let leaf_url = node.local_url(leaf_port);
     let leaf = eventually(Duration::from_secs(20), "leaf back", || async {
-        async_nats::ConnectOptions::new()
+        crate::harness::with_login(&leaf_url)
             .connection_timeout(Duration::from_secs(1))
             .connect(&leaf_url)
             .await

@@ -1,6 +1,7 @@
 //! `edgeleaf up` as a user runs it: a subprocess that comes up, supervises its
 //! servers, and leaves nothing behind on Ctrl-C.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -37,7 +38,30 @@ async fn up_comes_online_survives_a_dead_hub_and_stops_clean_on_sigint() {
     .await;
     let hub_url = format!("nats://127.0.0.1:{hub_port}");
     assert_eq!(up_file["hub_url"], hub_url.as_str());
-    assert_eq!(up_file["leaf_url"], format!("nats://127.0.0.1:{leaf_port}"));
+    // The leaf demands a login: leaf_url carries the local user's, and works as is.
+    let leaf_url = up_file["leaf_url"].as_str().unwrap().to_owned();
+    assert!(
+        leaf_url.starts_with("nats://local:")
+            && leaf_url.ends_with(&format!("@127.0.0.1:{leaf_port}")),
+        "{leaf_url}"
+    );
+    crate::harness::connect_url(&leaf_url)
+        .await
+        .expect("leaf_url logs in");
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(format!("127.0.0.1:{leaf_port}"))
+        .await;
+    assert!(anonymous.is_err(), "the leaf let in a client with no login");
+    let mode = std::fs::metadata(state.join("up.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "up.json holds a password but is mode {mode:o}"
+    );
     assert_eq!(up_file["node_id"], "up-node");
 
     // The seq of up-node's last stored heartbeat, once it is online and past `after`.

@@ -58,6 +58,37 @@ where
     }
 }
 
+/// Connect options that log in with the `user:password@` of `url` (async-nats
+/// parses it but does not send it).
+pub fn with_login(url: &str) -> async_nats::ConnectOptions {
+    let addr: async_nats::ServerAddr = url.parse().expect("a NATS URL");
+    match (addr.username(), addr.password()) {
+        (Some(user), Some(password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        }
+        _ => async_nats::ConnectOptions::new(),
+    }
+}
+
+/// Connects to `url`, logging in with the credentials in it.
+pub async fn connect_url(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    with_login(url).connect(url).await
+}
+
+/// Polls `f` (blocking) until it returns `Some`, or gives `None` after `timeout`.
+pub fn eventually_sync<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Is a process with this pid alive (and not a zombie)?
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -483,6 +514,29 @@ impl Node {
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// A login to this node's spawned leaf on `port`: the local applications' user,
+    /// or (`as_node`) the node's own, as a tampered device could read it.
+    pub fn leaf_url(&self, port: u16, as_node: bool) -> String {
+        let path = self.state_dir().join("leaf-users.json");
+        let logins: serde_json::Value = eventually_sync(Duration::from_secs(20), || {
+            serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()
+        })
+        .unwrap_or_else(|| panic!("no {}", path.display()));
+        let (user, password) = match as_node {
+            true => ("edgeleaf-node", &logins["node_password"]),
+            false => ("local", &logins["local_password"]),
+        };
+        format!(
+            "nats://{user}:{}@127.0.0.1:{port}",
+            password.as_str().expect("a password")
+        )
+    }
+
+    /// The local applications' URL of this node's spawned leaf on `port`.
+    pub fn local_url(&self, port: u16) -> String {
+        self.leaf_url(port, false)
     }
 
     pub fn leaf_pidfile(&self) -> PathBuf {
