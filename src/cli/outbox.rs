@@ -11,6 +11,7 @@ use super::ConnOpts;
 use crate::config::{Durability, OutboxSection, Overflow};
 use crate::connect::{NatsTarget, Persistence};
 use crate::node::NodeFile;
+use crate::node::leaf::LeafLogins;
 use crate::protocol::{ControlReply, OutboxStats, Subjects};
 use crate::store::outbox::{Outbox, OutboxOptions};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -53,12 +54,20 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             }
             Err(StoreError::Locked { .. }) => {
                 let file = NodeFile::read(&args.state_dir)?;
-                let client = NatsTarget {
+                let mut target = NatsTarget {
                     url: conn.server.clone().unwrap_or(file.nats_url),
                     ..conn.target()
+                };
+                // A node with its own leaf: log in as its local user, unless told how.
+                let no_login = target.user.is_none()
+                    && target.creds.is_none()
+                    && target.token.is_none()
+                    && target.nkey.is_none();
+                if no_login && let Ok(logins) = LeafLogins::read(&args.state_dir) {
+                    target.user = Some(logins.local_user.clone());
+                    target.password = Some(logins.local_password.clone());
                 }
-                .connect("edgeleaf-cli", Persistence::Once)
-                .await?;
+                let client = target.connect("edgeleaf-cli", Persistence::Once).await?;
                 ask(&client, &Subjects::new(&file.prefix), &file.node_id).await?
             }
             Err(e) => {

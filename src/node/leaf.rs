@@ -31,8 +31,16 @@ pub fn files(config: &Config) -> ServerFiles {
 pub struct LeafLogins {
     /// The node's own login: only the node process (and root) can read it.
     pub node_password: String,
-    /// The local applications' login (unless `leaf.local_password` sets one).
+    /// The local applications' user (`leaf.local_user`), for tools on the device
+    /// that read this file (`edgeleaf outbox --state-dir`).
+    #[serde(default = "default_local_user")]
+    pub local_user: String,
+    /// The local applications' login (`leaf.local_password` when set).
     pub local_password: String,
+}
+
+fn default_local_user() -> String {
+    "local".to_owned()
 }
 
 impl std::fmt::Debug for LeafLogins {
@@ -66,26 +74,31 @@ impl LeafLogins {
 
     /// Reads the logins, or makes new ones when the file is missing or corrupt (the
     /// leaf's config is rewritten at every start, so new passwords take effect
-    /// at once). `leaf.local_password` overrides the local one.
+    /// at once). `leaf.local_user` / `local_password` override the stored ones, and
+    /// the file is rewritten to match.
     pub fn load_or_create(config: &Config) -> Result<Self> {
         let state_dir = &config.node.state_dir;
         let path = Self::path(state_dir);
-        let mut logins = match Self::read(state_dir) {
-            Ok(logins) => logins,
-            Err(e) => {
-                if path.exists() {
-                    tracing::warn!("{e:#}; making new leaf passwords");
-                }
-                let logins = Self {
-                    node_password: random_password(),
-                    local_password: random_password(),
-                };
-                natsd::write_private(&path, &serde_json::to_string_pretty(&logins)?)?;
-                logins
-            }
-        };
+        let stored = Self::read(state_dir);
+        if let Err(e) = &stored
+            && path.exists()
+        {
+            tracing::warn!("{e:#}; making new leaf passwords");
+        }
+        let mut logins = stored.as_ref().cloned().unwrap_or_else(|_| Self {
+            node_password: random_password(),
+            local_user: String::new(),
+            local_password: random_password(),
+        });
+        logins.local_user = config.leaf.local_user.clone();
         if let Some(password) = &config.leaf.local_password {
             logins.local_password = password.clone();
+        }
+        let unchanged = stored.is_ok_and(|s| {
+            s.local_user == logins.local_user && s.local_password == logins.local_password
+        });
+        if !unchanged {
+            natsd::write_private(&path, &serde_json::to_string_pretty(&logins)?)?;
         }
         Ok(logins)
     }

@@ -192,6 +192,10 @@ async fn a_local_client_uses_the_agents_but_cannot_act_as_the_node() {
             msg.subject
         );
     }
+    // A tool on the device reads the running node's outbox as the local user.
+    let state = device.node.state_dir();
+    let out = cli(&["outbox", "--state-dir", state.to_str().unwrap(), "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
     let status = cli(&["agents", "--json", "-s", &device.hub.url()]).await;
     assert!(!text(&status).contains("forged"), "{}", text(&status));
 
