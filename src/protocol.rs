@@ -216,6 +216,11 @@ pub struct OutboxStats {
     /// Acknowledged by the hub (and removed) since the node started.
     #[serde(default)]
     pub forwarded: u64,
+    /// Refused by the hub for good (above its size limit) and moved out of the
+    /// way, since the state dir was new; each one is also an `outbox_set_aside`
+    /// event.
+    #[serde(default)]
+    pub set_aside: u64,
 }
 
 /// Published on `<prefix>.hb.<node>` every interval.
@@ -561,6 +566,56 @@ pub struct ResultRecord {
     pub output_base64: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<ErrorBody>,
+    /// The output was cut to keep the record under the server's message size;
+    /// `output_size` is the whole output's.
+    #[serde(default)]
+    pub output_truncated: bool,
+}
+
+/// Longest error message a record carries.
+pub const MAX_RECORD_ERROR: usize = 4096;
+
+impl ResultRecord {
+    /// The record as JSON of at most `limit` bytes: the error message is capped at
+    /// [`MAX_RECORD_ERROR`], and the output is cut (with `output_truncated`) until
+    /// the record fits, whatever JSON escaping makes of it.
+    pub fn to_capped_json(mut self, limit: usize) -> Vec<u8> {
+        if let Some(e) = &mut self.error {
+            truncate_utf8(&mut e.message, MAX_RECORD_ERROR);
+        }
+        loop {
+            let json = serde_json::to_vec(&self).unwrap_or_default();
+            if json.len() <= limit {
+                return json;
+            }
+            // Cut what is left of the output by how far over the limit it is.
+            let cut = |len: usize| {
+                let proportional = (len as u128 * limit as u128 / json.len() as u128) as usize;
+                proportional.min(len.saturating_sub(1))
+            };
+            match (&mut self.output, &mut self.output_base64) {
+                (Some(text), _) if !text.is_empty() => truncate_utf8(text, cut(text.len())),
+                (_, Some(b64)) if !b64.is_empty() => {
+                    let keep = cut(b64.len()) / 4 * 4;
+                    b64.truncate(keep)
+                }
+                // Nothing left to cut: the rest is small, fixed fields.
+                _ => return json,
+            }
+            self.output_truncated = true;
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary.
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 /// One record per event on `<prefix>.evt.<node>.<kind>`.
@@ -633,6 +688,46 @@ pub struct AgentInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_records_are_capped_whatever_the_escaping() {
+        let record = |output: Option<String>, error: Option<ErrorBody>| ResultRecord {
+            node_id: "n".into(),
+            agent: "a".into(),
+            subject: "s".into(),
+            at: "t".into(),
+            duration_us: 1,
+            ok: error.is_none(),
+            output_size: output.as_ref().map_or(0, |o| o.len() as u64),
+            output,
+            output_base64: None,
+            error,
+            output_truncated: false,
+        };
+        for (text, limit) in [
+            ("\"".repeat(700_000), 1 << 20),
+            ("\u{1}é".repeat(50_000), 10_000),
+        ] {
+            let json = record(Some(text.clone()), None).to_capped_json(limit);
+            assert!(json.len() <= limit, "{} > {limit}", json.len());
+            let back: ResultRecord = serde_json::from_slice(&json).unwrap();
+            assert!(back.output_truncated);
+            assert!(text.starts_with(back.output.as_deref().unwrap()));
+            assert!(
+                back.output.unwrap().len() > limit / 8,
+                "cut far more than needed"
+            );
+        }
+        let small = record(Some("ok".into()), None).to_capped_json(1 << 20);
+        assert!(
+            !serde_json::from_slice::<ResultRecord>(&small)
+                .unwrap()
+                .output_truncated
+        );
+        let err = record(None, Some(ErrorBody::new("trap", "e".repeat(100_000))));
+        let back: ResultRecord = serde_json::from_slice(&err.to_capped_json(1 << 20)).unwrap();
+        assert_eq!(back.error.unwrap().message.len(), MAX_RECORD_ERROR);
+    }
 
     #[test]
     fn ping_request_filters_on_every_tag() {

@@ -26,6 +26,10 @@ use crate::runtime::{Agent, AgentError, Invocation, Runtime};
 use crate::store::Store;
 use crate::store::agent_kv::AgentKv;
 
+/// Room left in a message for its subject and headers (message id, sequence)
+/// besides a result record.
+const RECORD_MARGIN: usize = 8 * 1024;
+
 /// Consecutive faults (traps, timeouts, …) after which an agent is backed off.
 const FAULTS_BEFORE_BACKOFF: u32 = 5;
 /// Longest back-off.
@@ -566,13 +570,21 @@ impl Dispatch {
             output,
             output_base64,
             error,
+            output_truncated: false,
         };
-        emit_json(
-            &self.telemetry,
-            self.subjects.result(&self.node_id, name),
-            &record,
-        )
-        .await;
+        // Under the server's message size, or the hub refuses the record (and,
+        // before, every record queued behind it).
+        let max_payload = match self.client.server_info().max_payload {
+            0 => 1 << 20,
+            n => n,
+        };
+        let limit = max_payload.saturating_sub(RECORD_MARGIN).max(RECORD_MARGIN);
+        self.telemetry
+            .emit(
+                self.subjects.result(&self.node_id, name),
+                record.to_capped_json(limit),
+            )
+            .await;
         if let Err(e) = outcome
             && e.is_fault()
         {

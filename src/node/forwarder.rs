@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, Context as JetStream};
 use futures::StreamExt;
 
@@ -41,6 +42,24 @@ pub struct Forwarder {
     pub domain: String,
     /// Flush at least this often in `batch` durability.
     pub flush_interval: Duration,
+}
+
+/// An entry published and waiting for its ack: sequence, subject, size, ack.
+type InFlight = (u64, String, usize, jetstream::context::PublishAckFuture);
+
+/// Whether the hub refused a record for a reason a retry cannot fix.
+fn refused_for_good(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::Other => e
+            .source()
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|j| {
+                j.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+            }),
+        _ => false,
+    }
 }
 
 impl Forwarder {
@@ -104,6 +123,7 @@ impl Forwarder {
         let full = batch.len() == BATCH;
         let mut acks = std::collections::VecDeque::new();
         for entry in batch {
+            let (seq, subject, size) = (entry.seq, entry.subject.clone(), entry.payload.len());
             let mut headers = HeaderMap::new();
             headers.insert(
                 "Nats-Msg-Id",
@@ -111,11 +131,18 @@ impl Forwarder {
             );
             headers.insert(SEQ_HEADER, entry.seq.to_string().as_str());
             headers.insert(INCARNATION_HEADER, self.incarnation.as_str());
-            let ack = js
-                .publish_with_headers(entry.subject.clone(), headers, entry.payload.into())
+            let ack = match js
+                .publish_with_headers(entry.subject, headers, entry.payload.into())
                 .await
-                .context("publish to the hub")?;
-            acks.push_back((entry.seq, ack));
+            {
+                Ok(ack) => ack,
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    self.set_aside(seq, &subject, size, &e.to_string()).await?;
+                    continue;
+                }
+                Err(e) => return Err(e).context("publish to the hub"),
+            };
+            acks.push_back((seq, subject, size, ack));
             if acks.len() >= IN_FLIGHT {
                 self.settle(acks.pop_front()).await?;
             }
@@ -126,11 +153,37 @@ impl Forwarder {
         Ok(full)
     }
 
-    async fn settle(&self, ack: Option<(u64, jetstream::context::PublishAckFuture)>) -> Result<()> {
-        let Some((seq, ack)) = ack else { return Ok(()) };
-        ack.await
-            .with_context(|| format!("no ack for outbox entry {seq}"))?;
-        self.outbox.remove(seq)?;
+    async fn settle(&self, ack: Option<InFlight>) -> Result<()> {
+        let Some((seq, subject, size, ack)) = ack else {
+            return Ok(());
+        };
+        match ack.await {
+            Ok(_) => self.outbox.remove(seq)?,
+            Err(e) if refused_for_good(&e) => {
+                self.set_aside(seq, &subject, size, &e.to_string()).await?
+            }
+            Err(e) => return Err(e).with_context(|| format!("no ack for outbox entry {seq}")),
+        }
+        Ok(())
+    }
+
+    /// An entry the hub will never take: out of the way (the rest keeps flowing),
+    /// counted, and reported.
+    async fn set_aside(&self, seq: u64, subject: &str, size: usize, why: &str) -> Result<()> {
+        self.outbox.set_aside(seq)?;
+        tracing::warn!(seq, %subject, size, "outbox entry refused by the hub, set aside: {why}");
+        publish_event(
+            &Telemetry::Outbox(self.outbox.clone()),
+            &self.subjects,
+            &self.node_id,
+            "outbox_set_aside",
+            None,
+            Some("refused"),
+            format!(
+                "a {size}-byte record on {subject} was refused by the hub and set aside: {why}"
+            ),
+        )
+        .await;
         Ok(())
     }
 

@@ -52,6 +52,9 @@ struct Counters {
     unreported: u64,
     appended: u64,
     forwarded: u64,
+    /// Set aside since the state dir was new (persisted): refused by the hub for
+    /// good.
+    set_aside: u64,
 }
 
 pub struct Outbox {
@@ -64,6 +67,9 @@ pub struct Outbox {
     db: sled::Db,
     entries: sled::Tree,
     meta: sled::Tree,
+    /// The last [`ASIDE_KEPT`] entries the hub refused for good (a record above
+    /// its size limit): kept for inspection, out of the forwarder's way.
+    aside: sled::Tree,
     opts: OutboxOptions,
     counters: Mutex<Counters>,
     /// Wakes the forwarder when something was appended.
@@ -71,6 +77,16 @@ pub struct Outbox {
 }
 
 const DROPPED_KEY: &[u8] = b"outbox.dropped";
+const SET_ASIDE_KEY: &[u8] = b"outbox.set_aside";
+/// Refused entries kept in the aside tree; older ones are deleted.
+const ASIDE_KEPT: usize = 16;
+
+fn read_counter(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(key)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -115,11 +131,10 @@ impl Outbox {
             c.bytes += cost(&v);
             c.count += 1;
         }
-        c.dropped = meta
-            .get(DROPPED_KEY)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
+        c.dropped = read_counter(&meta, DROPPED_KEY)?;
+        c.set_aside = read_counter(&meta, SET_ASIDE_KEY)?;
         Ok(Self {
+            aside: store.db.open_tree("outbox_aside")?,
             flushed: tokio::sync::Mutex::new(0),
             last_seq: std::sync::atomic::AtomicU64::new(0),
             db: store.db.clone(),
@@ -240,6 +255,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Moves an entry the hub refused for good out of the queue, so that what
+    /// follows it is sent; counted and kept (the newest few) for inspection.
+    pub fn set_aside(&self, seq: u64) -> Result<(), StoreError> {
+        let Some(v) = self.entries.get(seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        self.aside.insert(seq.to_be_bytes(), v)?;
+        while self.aside.len() > ASIDE_KEPT {
+            self.aside.pop_min()?;
+        }
+        if self.take(seq)? {
+            let mut c = self.counters();
+            c.set_aside += 1;
+            self.meta
+                .insert(SET_ASIDE_KEY, &c.set_aside.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Deletes one entry and its bytes from the counters; false if it was gone.
     fn take(&self, seq: u64) -> Result<bool, StoreError> {
         let Some(v) = self.entries.remove(seq.to_be_bytes())? else {
@@ -315,6 +349,7 @@ impl Outbox {
             bytes: c.bytes,
             appended: c.appended,
             forwarded: c.forwarded,
+            set_aside: c.set_aside,
         }
     }
 }

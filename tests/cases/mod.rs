@@ -11,4 +11,5 @@ mod security;
 mod service;
 mod shipping;
 mod tampering;
+mod telemetry_limits;
 mod up;

@@ -735,7 +735,11 @@ pub fn agent_wasm(name: &str) -> PathBuf {
 }
 
 /// One request, bounded: panics when nothing answers within 20 s.
-async fn request(client: &async_nats::Client, subject: &str, body: &str) -> async_nats::Message {
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> async_nats::Message {
     tokio::time::timeout(
         Duration::from_secs(20),
         client.request(subject.to_owned(), body.to_owned().into()),
