@@ -37,6 +37,16 @@ pub struct AccountsArgs {
     /// instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<std::path::PathBuf>,
+    /// File storage the hub account's JetStream may use in all (every stream and
+    /// bucket, whatever the nodes send).
+    #[arg(long, default_value = "20GiB", value_parser = crate::config::parse_size)]
+    js_max_file: u64,
+    /// Memory storage the hub account's JetStream may use.
+    #[arg(long, default_value = "256MiB", value_parser = crate::config::parse_size)]
+    js_max_mem: u64,
+    /// Consumers the hub account may hold in all (nodes create theirs there).
+    #[arg(long, default_value_t = 65_536)]
+    js_max_consumers: u64,
 }
 
 impl AccountsArgs {
@@ -94,6 +104,11 @@ impl AccountsArgs {
             to_node: self.to_node.clone(),
             broadcast: self.broadcast.clone(),
             from_node: self.from_node.clone(),
+            jetstream: hub::accounts::JetStreamLimits {
+                max_file: self.js_max_file,
+                max_mem: self.js_max_mem,
+                max_consumers: self.js_max_consumers,
+            },
         })
     }
 }
@@ -109,9 +124,45 @@ pub struct InitArgs {
     /// Keep at most this much telemetry (e.g. 1GiB).
     #[arg(long, default_value = "1GiB", value_parser = crate::config::parse_size)]
     telemetry_max_bytes: u64,
+    /// Keep at most this many results per node and agent (and events per node and
+    /// kind): one node cannot evict everyone else's telemetry.
+    #[arg(long, default_value_t = 10_000)]
+    telemetry_per_subject: i64,
+    /// Largest result or event record the hub stores.
+    #[arg(long, default_value = "1MiB", value_parser = crate::config::parse_size)]
+    max_record: u64,
+    /// Largest value a node may write to the status bucket.
+    #[arg(long, default_value = "16KiB", value_parser = crate::config::parse_size)]
+    status_max_value: u64,
+    /// Total size of the status bucket.
+    #[arg(long, default_value = "64MiB", value_parser = crate::config::parse_size)]
+    status_max_bytes: u64,
+    /// Largest deployment (a spec with its sealed secrets).
+    #[arg(long, default_value = "1MiB", value_parser = crate::config::parse_size)]
+    deployments_max_value: u64,
+    /// Total size of the deployments bucket (with its history).
+    #[arg(long, default_value = "256MiB", value_parser = crate::config::parse_size)]
+    deployments_max_bytes: u64,
+    /// Total size of the module store.
+    #[arg(long, default_value = "8GiB", value_parser = crate::config::parse_size)]
+    modules_max_bytes: u64,
+    /// Consumers per stream and bucket, set when it is created (each node keeps
+    /// about one on the deployments bucket: leave room for the fleet).
+    #[arg(long, default_value_t = 16_384)]
+    max_consumers: i32,
     /// Print what was done as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A size flag as the i64 JetStream wants.
+fn bytes(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A size flag as the i32 JetStream wants for one message.
+fn message_bytes(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
 }
 
 pub async fn run(cmd: HubCommand, conn: &ConnOpts) -> Result<()> {
@@ -132,7 +183,15 @@ pub async fn run(cmd: HubCommand, conn: &ConnOpts) -> Result<()> {
             let opts = HubOptions {
                 replicas: args.replicas,
                 telemetry_max_age: args.telemetry_max_age,
-                telemetry_max_bytes: i64::try_from(args.telemetry_max_bytes).unwrap_or(i64::MAX),
+                telemetry_max_bytes: bytes(args.telemetry_max_bytes),
+                telemetry_per_subject: args.telemetry_per_subject,
+                max_record: message_bytes(args.max_record),
+                status_max_value: message_bytes(args.status_max_value),
+                status_max_bytes: bytes(args.status_max_bytes),
+                deployments_max_value: message_bytes(args.deployments_max_value),
+                deployments_max_bytes: bytes(args.deployments_max_bytes),
+                modules_max_bytes: bytes(args.modules_max_bytes),
+                max_consumers: args.max_consumers,
                 ..HubOptions::default()
             };
             let done = hub::init::init(&js, &conn.subjects(), &opts).await?;

@@ -54,6 +54,27 @@ pub struct AccountsSpec {
     pub to_node: String,
     pub broadcast: String,
     pub from_node: String,
+    /// JetStream ceilings of the hub account, which holds every edgeleaf stream and
+    /// every consumer a node creates (node accounts have no JetStream of their own).
+    pub jetstream: JetStreamLimits,
+}
+
+/// An account's JetStream ceilings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetStreamLimits {
+    pub max_file: u64,
+    pub max_mem: u64,
+    pub max_consumers: u64,
+}
+
+impl Default for JetStreamLimits {
+    fn default() -> Self {
+        Self {
+            max_file: 20 << 30,
+            max_mem: 256 << 20,
+            max_consumers: 65_536,
+        }
+    }
 }
 
 /// A node's reply inbox prefix (see `node::inbox_prefix`; `hub` does not depend on
@@ -126,7 +147,12 @@ pub fn render(spec: &AccountsSpec) -> String {
     }
     let _ = writeln!(w, "accounts {{");
     let _ = writeln!(w, "  {HUB_ACCOUNT} {{");
-    let _ = writeln!(w, "    jetstream: enabled");
+    let js = spec.jetstream;
+    let _ = writeln!(
+        w,
+        "    jetstream {{ max_file: {}, max_mem: {}, max_consumers: {} }}",
+        js.max_file, js.max_mem, js.max_consumers
+    );
     let users: Vec<String> = spec
         .hub_users
         .iter()
@@ -263,8 +289,13 @@ mod tests {
             to_node: "dev".into(),
             broadcast: "fleet".into(),
             from_node: "up".into(),
+            jetstream: JetStreamLimits::default(),
         };
         let text = render(&spec);
+        assert!(
+            text.contains("jetstream { max_file: 21474836480,"),
+            "{text}"
+        );
         let n1 = text
             .split("NODE_n1 {")
             .nth(1)

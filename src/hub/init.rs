@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use async_nats::jetstream::{Context, object_store, stream};
+use async_nats::jetstream::{Context, stream};
 
 use crate::protocol::{
     DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET, STATUS_BUCKET,
@@ -24,6 +24,22 @@ pub struct HubOptions {
     pub duplicate_window: Duration,
     /// Heartbeats kept per node.
     pub heartbeats_per_node: i64,
+    /// Results (or events of one kind) kept per node and agent: one node cannot
+    /// evict everyone else's telemetry by flooding the shared stream.
+    pub telemetry_per_subject: i64,
+    /// Largest result or event record the telemetry stream takes.
+    pub max_record: i32,
+    /// Largest value and total size of the status bucket: nodes write it.
+    pub status_max_value: i32,
+    pub status_max_bytes: i64,
+    /// Largest value and total size of the deployments bucket.
+    pub deployments_max_value: i32,
+    pub deployments_max_bytes: i64,
+    /// Total size of the module store.
+    pub modules_max_bytes: i64,
+    /// Consumers per stream (each node keeps about one on the deployments bucket):
+    /// bounds what a node can make the hub hold.
+    pub max_consumers: i32,
 }
 
 impl Default for HubOptions {
@@ -34,9 +50,22 @@ impl Default for HubOptions {
             telemetry_max_bytes: 1 << 30,
             duplicate_window: Duration::from_secs(10 * 60),
             heartbeats_per_node: 5,
+            telemetry_per_subject: 10_000,
+            max_record: 1 << 20,
+            status_max_value: 16 << 10,
+            status_max_bytes: 64 << 20,
+            deployments_max_value: 1 << 20,
+            deployments_max_bytes: 256 << 20,
+            modules_max_bytes: 8 << 30,
+            max_consumers: 16_384,
         }
     }
 }
+
+/// Largest heartbeat the heartbeat stream takes.
+const MAX_HEARTBEAT: i32 = 64 << 10;
+/// Largest pinned node key.
+const MAX_NODE_KEY: i32 = 1 << 10;
 
 /// What `init` found or made, one line per resource.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -56,6 +85,9 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
         subjects: vec![subjects.results(), subjects.events()],
         max_age: opts.telemetry_max_age,
         max_bytes: opts.telemetry_max_bytes,
+        max_messages_per_subject: opts.telemetry_per_subject,
+        max_message_size: opts.max_record,
+        max_consumers: opts.max_consumers,
         duplicate_window: opts.duplicate_window,
         storage: stream::StorageType::File,
         num_replicas: opts.replicas,
@@ -66,71 +98,101 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
         description: Some("last heartbeats of each edgeleaf node".into()),
         subjects: vec![subjects.heartbeats()],
         max_messages_per_subject: opts.heartbeats_per_node,
+        max_message_size: MAX_HEARTBEAT,
+        max_consumers: opts.max_consumers,
         storage: stream::StorageType::File,
         num_replicas: opts.replicas,
         ..Default::default()
     };
     for config in [telemetry, heartbeats] {
         let name = config.name.clone();
-        let existed = js.get_stream(&name).await.is_ok();
-        js.create_or_update_stream(config)
-            .await
-            .with_context(|| format!("cannot create or update stream {name}"))?;
         done.push(Created {
             kind: "stream",
+            outcome: ensure_stream(js, config).await?,
             name,
-            outcome: if existed { "updated" } else { "created" },
         });
     }
-    for (bucket, history, description) in [
+    for (bucket, history, description, max_value, max_bytes) in [
         (
             DEPLOYMENTS_BUCKET,
             5,
             "desired state: signed deployment specs",
+            opts.deployments_max_value,
+            opts.deployments_max_bytes,
         ),
-        (STATUS_BUCKET, 1, "what each node runs"),
+        (
+            STATUS_BUCKET,
+            1,
+            "what each node runs",
+            opts.status_max_value,
+            opts.status_max_bytes,
+        ),
         (
             NODE_KEYS_BUCKET,
             5,
             "node encryption keys pinned by deploy --secret",
+            MAX_NODE_KEY,
+            16 << 20,
         ),
     ] {
-        let outcome = match js.get_key_value(bucket).await {
-            Ok(_) => "exists",
-            Err(_) => {
-                js.create_stream(kv_stream(bucket, history, description, opts.replicas))
-                    .await
-                    .with_context(|| format!("cannot create KV bucket {bucket}"))?;
-                "created"
-            }
+        let config = stream::Config {
+            max_message_size: max_value,
+            max_bytes,
+            max_consumers: opts.max_consumers,
+            ..kv_stream(bucket, history, description, opts.replicas)
         };
         done.push(Created {
             kind: "kv",
             name: bucket.into(),
-            outcome,
+            outcome: ensure_stream(js, config).await?,
         });
     }
-    let outcome = match js.get_object_store(MODULES_BUCKET).await {
-        Ok(_) => "exists",
-        Err(_) => {
-            js.create_object_store(object_store::Config {
-                bucket: MODULES_BUCKET.into(),
-                description: Some("agent modules by sha256 digest".into()),
-                storage: stream::StorageType::File,
-                num_replicas: opts.replicas,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("cannot create object store {MODULES_BUCKET}"))?;
-            "created"
-        }
+    // The object store's stream, as `create_object_store` makes it, with limits.
+    let modules = stream::Config {
+        name: format!("OBJ_{MODULES_BUCKET}"),
+        description: Some("agent modules by sha256 digest".into()),
+        subjects: vec![
+            format!("$O.{MODULES_BUCKET}.C.>"),
+            format!("$O.{MODULES_BUCKET}.M.>"),
+        ],
+        max_bytes: opts.modules_max_bytes,
+        max_consumers: opts.max_consumers,
+        storage: stream::StorageType::File,
+        num_replicas: opts.replicas,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        ..Default::default()
     };
+    let outcome = ensure_stream(js, modules).await?;
     done.push(Created {
         kind: "object store",
         name: MODULES_BUCKET.into(),
         outcome,
     });
     Ok(done)
+}
+
+/// Creates a stream, or brings an existing one to `config`, keeping its consumer
+/// limit (nats-server refuses to change one). Returns `created` or `updated`.
+async fn ensure_stream(js: &Context, mut config: stream::Config) -> Result<&'static str> {
+    let name = config.name.clone();
+    let existing = js.get_stream(&name).await.ok();
+    if let Some(mut s) = existing.clone() {
+        let current = s
+            .info()
+            .await
+            .with_context(|| format!("cannot read stream {name}"))?;
+        config.max_consumers = current.config.max_consumers;
+    }
+    js.create_or_update_stream(config)
+        .await
+        .with_context(|| format!("cannot create or update stream {name}"))?;
+    Ok(if existing.is_some() {
+        "updated"
+    } else {
+        "created"
+    })
 }
 
 /// The stream behind a KV bucket, as `create_key_value` would make it.

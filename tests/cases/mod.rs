@@ -4,6 +4,7 @@ mod cross;
 mod faults;
 mod fleet;
 mod heartbeat;
+mod hub_limits;
 mod leaf;
 mod local_leaf;
 mod outbox;
