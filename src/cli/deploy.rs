@@ -191,7 +191,13 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     for (i, target) in targets.iter().enumerate() {
         let kv_key = target.key(&agent.name);
         let sealed_secrets = match recipients.get(i) {
-            Some(nodes) => seal_secrets(&secrets, nodes, &kv_key)?,
+            Some(nodes) => {
+                let publisher = key
+                    .as_ref()
+                    .map(|k| k.public().to_string())
+                    .unwrap_or_default();
+                seal_secrets(&secrets, nodes, &kv_key, &publisher)?
+            }
             None => Default::default(),
         };
         if !sealed_secrets.is_empty() && !args.json {
@@ -393,6 +399,7 @@ fn seal_secrets(
     secrets: &std::collections::BTreeMap<String, String>,
     nodes: &[(String, String)],
     kv_key: &str,
+    publisher: &str,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
     secrets
         .iter()
@@ -400,7 +407,7 @@ fn seal_secrets(
             let per_node = nodes
                 .iter()
                 .map(|(id, key)| {
-                    let sealed = shipping::secrets::seal(key, kv_key, name, value)?;
+                    let sealed = shipping::secrets::seal(key, kv_key, publisher, name, value)?;
                     Ok((id.clone(), sealed))
                 })
                 .collect::<Result<_>>()?;

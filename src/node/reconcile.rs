@@ -406,8 +406,13 @@ impl Reconciler {
                 return;
             }
         };
+        let publisher = spec.publisher.clone().unwrap_or_default();
+        self.keep_kv_to_its_publisher(name, &publisher);
         match self.pool.start(agent, &module).await {
             Ok(_) => {
+                if let Err(e) = self.deployments.set_kv_owner(name, &publisher) {
+                    tracing::error!(agent = %name, "cannot record who owns the agent's kv data: {e}");
+                }
                 let record = DeployRecord {
                     key: want.key.clone(),
                     envelope: want.raw.clone(),
@@ -567,14 +572,18 @@ impl Reconciler {
     /// opened in memory only.
     fn agent_spec(&self, spec: &DeploymentSpec) -> Result<AgentSpec, Rejection> {
         let mut agent = spec.agent.clone();
-        if !spec.secrets.is_empty() && spec.publisher.is_none() {
+        let publisher = match (&spec.publisher, spec.secrets.is_empty()) {
+            (Some(p), _) => p.as_str(),
+            (None, true) => "",
             // Anyone who can write the bucket could put sealed values copied from a
             // signed deployment into an unsigned one.
-            return Err(Rejection::new(
-                "invalid_spec",
-                "an unsigned deployment cannot carry secrets",
-            ));
-        }
+            (None, false) => {
+                return Err(Rejection::new(
+                    "invalid_spec",
+                    "an unsigned deployment cannot carry secrets",
+                ));
+            }
+        };
         for (name, per_node) in &spec.secrets {
             let sealed = per_node.get(&self.node_id).ok_or_else(|| {
                 Rejection::new(
@@ -587,7 +596,7 @@ impl Reconciler {
             })?;
             let value = self
                 .node_key
-                .open(sealed, &spec.target, name)
+                .open(sealed, &spec.target, publisher, name)
                 .map_err(|why| {
                     Rejection::new(
                         "secret_unavailable",
@@ -678,6 +687,26 @@ impl Reconciler {
                 outcome: None,
             });
         });
+    }
+
+    /// An agent's kv data belongs to the publisher whose deployment wrote it: a
+    /// deployment of the same name by another publisher starts with none (it would
+    /// read what the other's agent kept, `--keep-kv` or an upgrade in place).
+    fn keep_kv_to_its_publisher(&self, name: &str, publisher: &str) {
+        let other = match self.deployments.kv_owner(name) {
+            Ok(owner) => owner.is_some_and(|o| o != publisher),
+            // Fail closed: whose data it is cannot be told.
+            Err(e) => {
+                tracing::warn!(agent = %name, "cannot read who owns the agent's kv data: {e}");
+                true
+            }
+        };
+        if other {
+            tracing::info!(agent = %name, "another publisher's agent of this name: its kv data is dropped");
+            if let Err(e) = AgentKv::destroy(&self.store, name) {
+                tracing::warn!(agent = %name, "cannot drop the agent's kv data: {e}");
+            }
+        }
     }
 
     /// Undeploys an agent: stops it, then drops its record, module (once unused),

@@ -69,9 +69,15 @@ impl NodeKey {
     }
 
     /// Opens a value sealed to this node by [`seal`] for the deployment under
-    /// `target` and the secret `name`; a value sealed for another deployment or
-    /// name (copied into another spec) is refused.
-    pub fn open(&self, sealed: &str, target: &str, name: &str) -> Result<String, String> {
+    /// `target` by `publisher` and the secret `name`; a value sealed for another
+    /// deployment, publisher or name (copied into another spec) is refused.
+    pub fn open(
+        &self,
+        sealed: &str,
+        target: &str,
+        publisher: &str,
+        name: &str,
+    ) -> Result<String, String> {
         let bytes = B64.decode(sealed).map_err(|e| format!("not base64: {e}"))?;
         let plain = self
             .secret
@@ -85,21 +91,46 @@ impl NodeKey {
                 sealed.name, sealed.target
             ));
         }
+        match sealed.publisher.as_deref() {
+            Some(p) if p == publisher => {}
+            Some(p) => {
+                return Err(format!(
+                    "it was sealed for a deployment by publisher {p}, not by {publisher}"
+                ));
+            }
+            None => {
+                return Err(
+                    "it was sealed by an older edgeleaf that did not bind it to its publisher: \
+                     deploy again"
+                        .to_owned(),
+                );
+            }
+        }
         Ok(sealed.value)
     }
 }
 
-/// What is sealed: the value, bound to the deployment key and the secret's name.
+/// What is sealed: the value, bound to the deployment key, its publisher and the
+/// secret's name, so another trusted publisher cannot copy it into a spec of its own.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sealed {
     target: String,
+    /// `None` only in values sealed before the binding existed: refused.
+    #[serde(default)]
+    publisher: Option<String>,
     name: String,
     value: String,
 }
 
-/// Seals the secret `name` = `value` of the deployment under `target` to the node
-/// whose public key is `public` (`x25519:<hex>`).
-pub fn seal(public: &str, target: &str, name: &str, value: &str) -> Result<String> {
+/// Seals the secret `name` = `value` of the deployment under `target` by
+/// `publisher` to the node whose public key is `public` (`x25519:<hex>`).
+pub fn seal(
+    public: &str,
+    target: &str,
+    publisher: &str,
+    name: &str,
+    value: &str,
+) -> Result<String> {
     let bytes: [u8; 32] = public
         .strip_prefix(PUBLIC_PREFIX)
         .and_then(|h| hex::decode(h).ok())
@@ -107,6 +138,7 @@ pub fn seal(public: &str, target: &str, name: &str, value: &str) -> Result<Strin
         .with_context(|| format!("{public:?} is not an x25519 public key"))?;
     let plain = serde_json::to_vec(&Sealed {
         target: target.to_owned(),
+        publisher: Some(publisher.to_owned()),
         name: name.to_owned(),
         value: value.to_owned(),
     })?;
@@ -135,16 +167,23 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        let sealed = seal(&key.public(), "node.n1.a", "token", "s3cret").unwrap();
+        let (a, b) = ("ed25519:aa", "ed25519:bb");
+        let sealed = seal(&key.public(), "node.n1.a", a, "token", "s3cret").unwrap();
         assert!(!sealed.contains("s3cret"));
-        assert_eq!(key.open(&sealed, "node.n1.a", "token").unwrap(), "s3cret");
+        assert_eq!(
+            key.open(&sealed, "node.n1.a", a, "token").unwrap(),
+            "s3cret"
+        );
         let stranger = NodeKey::load_or_create(other.path()).unwrap();
-        assert!(stranger.open(&sealed, "node.n1.a", "token").is_err());
-        // Copied into another deployment, or under another name: refused.
-        assert!(key.open(&sealed, "node.n1.b", "token").is_err());
-        assert!(key.open(&sealed, "node.n1.a", "other").is_err());
-        assert!(key.open("not base64!", "node.n1.a", "token").is_err());
-        assert!(seal("ed25519:00", "node.n1.a", "token", "x").is_err());
+        assert!(stranger.open(&sealed, "node.n1.a", a, "token").is_err());
+        // Copied into another deployment, under another name, or into another
+        // publisher's spec: refused.
+        assert!(key.open(&sealed, "node.n1.b", a, "token").is_err());
+        assert!(key.open(&sealed, "node.n1.a", a, "other").is_err());
+        let copied = key.open(&sealed, "node.n1.a", b, "token").unwrap_err();
+        assert!(copied.contains("publisher"), "{copied}");
+        assert!(key.open("not base64!", "node.n1.a", a, "token").is_err());
+        assert!(seal("ed25519:00", "node.n1.a", a, "token", "x").is_err());
 
         std::fs::set_permissions(
             NodeKey::path(dir.path()),

@@ -50,6 +50,9 @@ pub struct Deployments {
     records: sled::Tree,
     modules: sled::Tree,
     accepted: sled::Tree,
+    /// Agent name → the publisher whose deployment last ran with its kv data (""
+    /// for unsigned): another publisher's agent of that name starts with none.
+    kv_owners: sled::Tree,
 }
 
 impl Deployments {
@@ -58,6 +61,7 @@ impl Deployments {
             records: store.db.open_tree("deployments")?,
             modules: store.db.open_tree("modules")?,
             accepted: store.db.open_tree("accepted")?,
+            kv_owners: store.db.open_tree("kv_owners")?,
         })
     }
 
@@ -93,6 +97,19 @@ impl Deployments {
         self.accepted
             .insert(key, serde_json::to_vec(&accepted).unwrap_or_default())?;
         self.accepted.flush()?;
+        Ok(())
+    }
+
+    /// The publisher whose agent `name` last ran with its kv data, if recorded.
+    pub fn kv_owner(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .kv_owners
+            .get(name)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_kv_owner(&self, name: &str, publisher: &str) -> Result<(), StoreError> {
+        self.kv_owners.insert(name, publisher.as_bytes())?;
         Ok(())
     }
 

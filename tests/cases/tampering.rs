@@ -263,3 +263,58 @@ async fn a_module_whose_chunks_never_arrive_freezes_neither_deploy_nor_the_node(
     })
     .await;
 }
+
+#[tokio::test]
+async fn another_publisher_s_agent_of_the_same_name_starts_without_its_kv_data() {
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_a, public_a) = crate::harness::publisher(dir.path(), "a.key").await;
+    let (key_b, public_b) = crate::harness::publisher(dir.path(), "b.key").await;
+    let _node = crate::harness::Node::start(crate::harness::NodeSpec {
+        id: "shared",
+        url: Some(cluster.leaf.url()),
+        extra: format!("\n[security]\ntrusted_publishers = [\"{public_a}\", \"{public_b}\"]\n"),
+        ..Default::default()
+    });
+    crate::cases::shipping::wait_node(&hub_url, "shared", "online").await;
+    let hostile = crate::harness::agent_wasm("hostile");
+    let deploy_as = |key: std::path::PathBuf| {
+        let (hostile, hub_url) = (hostile.clone(), hub_url.clone());
+        async move {
+            let args = [
+                hostile.to_str().unwrap(),
+                "--name",
+                "vault",
+                "--trigger",
+                "own.vault",
+                "--node",
+                "shared",
+                "--keep-kv",
+                "--key",
+                key.to_str().unwrap(),
+            ];
+            let (ok, text) = deploy(&hub_url, &args).await;
+            assert!(ok, "{text}");
+        }
+    };
+    let hub = async_nats::connect(&hub_url).await.unwrap();
+    deploy_as(key_a.clone()).await;
+    crate::harness::request_ok(&hub, "own.vault", "kvset:token=a-private").await;
+    assert_eq!(
+        crate::harness::request_ok(&hub, "own.vault", "kvget:token").await,
+        "a-private"
+    );
+    // Publisher A again: its own data stays.
+    deploy_as(key_a).await;
+    assert_eq!(
+        crate::harness::request_ok(&hub, "own.vault", "kvget:token").await,
+        "a-private"
+    );
+    // Publisher B takes the name over: it does not read A's data.
+    deploy_as(key_b).await;
+    assert_eq!(
+        crate::harness::request_ok(&hub, "own.vault", "kvget:token").await,
+        "none"
+    );
+}
