@@ -1,6 +1,7 @@
 //! Each agent's own key-value data: one sled tree per agent, with a byte quota.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use super::{Store, StoreError};
 
@@ -19,33 +20,63 @@ pub enum KvError {
     Store(String),
 }
 
+/// Bytes of keys + values one agent's tree holds, shared by every handle on it.
+type Usage = Arc<Mutex<u64>>;
+
+/// The live usage count of each agent tree, by tree name: the one account of an
+/// agent while any handle on its tree is open. (Two handles counting apart drifted
+/// across an upgrade, and a delete counted on the other one underflowed.)
+#[derive(Clone, Default)]
+pub(crate) struct Accounts(Arc<Mutex<HashMap<String, Weak<Mutex<u64>>>>>);
+
 /// One agent's tree. Shared by its concurrent instances.
 pub struct AgentKv {
     tree: sled::Tree,
     quota: u64,
     /// Bytes of keys + values stored, kept exact under concurrent writers.
-    used: Mutex<u64>,
+    used: Usage,
 }
 
 impl AgentKv {
-    /// Opens (or creates) the tree of `agent`, counting what it already holds.
+    /// Opens (or creates) the tree of `agent`, sharing the usage count of any
+    /// other open handle on it, or counting what it holds.
     pub fn open(store: &Store, agent: &str, quota: u64) -> Result<Self, StoreError> {
-        let tree = store.db.open_tree(tree_name(agent))?;
-        let mut used = 0u64;
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            used += (k.len() + v.len()) as u64;
-        }
-        Ok(Self {
-            tree,
-            quota,
-            used: Mutex::new(used),
-        })
+        let name = tree_name(agent);
+        let tree = store.db.open_tree(&name)?;
+        let mut accounts = store
+            .kv_accounts
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        accounts.retain(|_, usage| usage.strong_count() > 0);
+        let used = match accounts.get(&name).and_then(Weak::upgrade) {
+            Some(used) => used,
+            None => {
+                let mut bytes = 0u64;
+                for kv in tree.iter() {
+                    let (k, v) = kv?;
+                    bytes = bytes.saturating_add((k.len() + v.len()) as u64);
+                }
+                let used = Arc::new(Mutex::new(bytes));
+                accounts.insert(name, Arc::downgrade(&used));
+                used
+            }
+        };
+        Ok(Self { tree, quota, used })
     }
 
-    /// Removes every key of `agent` (on undeploy).
+    /// Removes every key of `agent` (on undeploy, or for another publisher).
     pub fn destroy(store: &Store, agent: &str) -> Result<(), StoreError> {
-        store.db.drop_tree(tree_name(agent))?;
+        let name = tree_name(agent);
+        let accounts = store
+            .kv_accounts
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        store.db.drop_tree(&name)?;
+        if let Some(used) = accounts.get(&name).and_then(Weak::upgrade) {
+            *used.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+        }
         Ok(())
     }
 
@@ -70,7 +101,9 @@ impl AgentKv {
             .get(key)
             .map_err(store_err)?
             .map_or(0, |v| (key.len() + v.len()) as u64);
-        let new_used = *used - old + (key.len() + value.len()) as u64;
+        let new_used = used
+            .saturating_sub(old)
+            .saturating_add((key.len() + value.len()) as u64);
         if new_used > self.quota {
             return Err(KvError::Quota(format!(
                 "kv quota exceeded: storing {key:?} ({} bytes) would use {new_used} of {} bytes",
@@ -91,7 +124,7 @@ impl AgentKv {
             .remove(key)
             .map_err(|e| KvError::Store(format!("kv delete {key:?}: {e}")))?;
         if let Some(old) = old {
-            *used -= (key.len() + old.len()) as u64;
+            *used = used.saturating_sub((key.len() + old.len()) as u64);
         }
         Ok(())
     }
@@ -154,5 +187,29 @@ mod tests {
         drop((kv, other));
         let kv = AgentKv::open(&store, "a", 100).unwrap();
         assert_eq!(kv.used(), 10); // "p/x"+"1", "p/y"+"2", "q"+"3"
+    }
+
+    #[test]
+    fn an_upgrade_shares_one_account_and_never_underflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            cache_capacity: 1 << 20,
+            flush_every: std::time::Duration::from_millis(100),
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        // The running version and the new one, open side by side.
+        let old = AgentKv::open(&store, "a", 100).unwrap();
+        let new = AgentKv::open(&store, "a", 100).unwrap();
+        old.set("k", &[0; 89]).unwrap(); // 90 of 100, written by the old version
+        assert_eq!(new.used(), 90);
+        assert!(matches!(new.set("j", &[0; 20]), Err(KvError::Quota(_))));
+        new.delete("k").unwrap(); // the new version deletes the old one's key
+        assert_eq!((old.used(), new.used()), (0, 0));
+        drop(old);
+        new.set("j", &[0; 50]).unwrap();
+        assert_eq!(new.used(), 51);
+        // Dropped under it: the count follows.
+        AgentKv::destroy(&store, "a").unwrap();
+        assert_eq!(new.used(), 0);
     }
 }

@@ -42,6 +42,9 @@ pub struct StoreOptions {
 pub struct Store {
     /// Shared by every tree; sled handles are cheap clones.
     db: sled::Db,
+    /// Each agent's kv usage, one count per tree however many handles are open on
+    /// it (an upgrade opens the new version's before the old one stops).
+    kv_accounts: agent_kv::Accounts,
 }
 
 const META_TREE: &str = "meta";
@@ -65,7 +68,10 @@ impl Store {
                     source,
                 },
             })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            kv_accounts: Default::default(),
+        })
     }
 
     /// A random id, made once when the state directory is new and kept after. It
