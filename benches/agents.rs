@@ -810,6 +810,7 @@ async fn start_pool(store: &Store, leaf: Client, echo: &[u8]) -> Result<AgentPoo
         max_concurrency: MAX_CONCURRENCY,
         max_module_size: 32 << 20,
         pool_slots: POOL_SLOTS,
+        ..LimitsSection::default()
     };
     let pool = AgentPool::new(
         runtime,

@@ -225,6 +225,9 @@ pub struct NatsSection {
     pub tls: TlsFiles,
     /// First token of every edgeleaf subject.
     pub prefix: Option<String>,
+    /// Messages the NATS client buffers per subscription before it drops (a slow
+    /// consumer). Default: the client's (65536).
+    pub subscription_capacity: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsSection {
@@ -238,6 +241,7 @@ impl std::fmt::Debug for NatsSection {
             .field("nkey", &self.nkey)
             .field("tls", &self.tls)
             .field("prefix", &self.prefix)
+            .field("subscription_capacity", &self.subscription_capacity)
             .finish()
     }
 }
@@ -369,6 +373,22 @@ pub struct LimitsSection {
     /// Instances the pooling allocator reserves room for, across all agents.
     #[serde(deserialize_with = "de_count")]
     pub pool_slots: u32,
+    /// Largest kv quota one agent may ask for.
+    #[serde(deserialize_with = "de_size")]
+    pub max_kv_quota: u64,
+    /// Sum of the kv quotas of all agents: what agents may keep on this disk.
+    #[serde(deserialize_with = "de_size")]
+    pub kv_budget: u64,
+    /// Largest output one invocation may return.
+    #[serde(deserialize_with = "de_size")]
+    pub max_output: u64,
+    /// Most fuel one invocation may ask for (none: any, as long as the deadline
+    /// holds).
+    pub max_fuel: Option<u64>,
+    /// Bytes of trigger messages one agent may hold in the node (running or waiting
+    /// for an instance); beyond it a message is refused with `busy`.
+    #[serde(deserialize_with = "de_size")]
+    pub max_pending_bytes: u64,
 }
 
 /// A 32-bit process (armv7) has 3 GiB of address space, and the pooling allocator
@@ -385,6 +405,11 @@ impl Default for LimitsSection {
             max_concurrency: 16,
             max_module_size: 32 << 20,
             pool_slots: if IS_32_BIT { 8 } else { 64 },
+            max_kv_quota: 64 << 20,
+            kv_budget: 1 << 30,
+            max_output: 16 << 20,
+            max_fuel: None,
+            max_pending_bytes: 16 << 20,
         }
     }
 }
@@ -623,6 +648,12 @@ impl Config {
         if let Some(url) = &self.nats.url {
             check_url(url, &["nats", "tls", "ws", "wss"]).map_err(|m| ("nats.url", m))?;
         }
+        if self.nats.subscription_capacity == Some(0) {
+            return Err((
+                "nats.subscription_capacity",
+                "must be greater than 0".into(),
+            ));
+        }
         if self.nats.tls.key.is_some() != self.nats.tls.cert.is_some() {
             return Err(("nats.tls", "cert and key must be given together".into()));
         }
@@ -691,6 +722,10 @@ impl Config {
             ("limits.max_concurrency", l.max_concurrency as u64),
             ("limits.max_module_size", l.max_module_size),
             ("limits.pool_slots", l.pool_slots as u64),
+            ("limits.max_kv_quota", l.max_kv_quota),
+            ("limits.kv_budget", l.kv_budget),
+            ("limits.max_output", l.max_output),
+            ("limits.max_pending_bytes", l.max_pending_bytes),
         ] {
             if v == 0 {
                 return Err((key, "must be greater than 0".into()));

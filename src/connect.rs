@@ -23,6 +23,8 @@ pub struct NatsTarget {
     /// Reply inboxes under this prefix instead of `_INBOX`: a node uses
     /// `_INBOX_<id>`, so a hub can deliver to it only the replies meant for it.
     pub inbox_prefix: Option<String>,
+    /// Messages buffered per subscription (`nats.subscription_capacity`).
+    pub subscription_capacity: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsTarget {
@@ -96,6 +98,9 @@ impl NatsTarget {
         let mut opts = ConnectOptions::new().name(name).connection_timeout(timeout);
         if let Some(prefix) = &self.inbox_prefix {
             opts = opts.custom_inbox_prefix(prefix);
+        }
+        if let Some(capacity) = self.subscription_capacity {
+            opts = opts.subscription_capacity(capacity);
         }
         if let Some(path) = &self.creds {
             opts = opts

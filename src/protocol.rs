@@ -679,6 +679,10 @@ pub struct AgentInfo {
     pub triggers: Vec<String>,
     pub invocations: u64,
     pub failures: u64,
+    /// Messages answered `busy` without running because the agent already held
+    /// `[limits] max_pending_bytes` of messages.
+    #[serde(default)]
+    pub refused_busy: u64,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.

@@ -100,6 +100,7 @@ impl ConnOpts {
                 key: self.tlskey.clone(),
             },
             inbox_prefix: None,
+            subscription_capacity: None,
         }
     }
 

@@ -134,6 +134,11 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         max_concurrency: a.max_concurrency,
         max_module_size: wasm.len() as u64,
         pool_slots: a.max_concurrency + 1,
+        max_kv_quota: a.kv_quota,
+        kv_budget: a.kv_quota,
+        max_output: a.max_output,
+        max_fuel: a.fuel,
+        ..LimitsSection::default()
     };
     let runtime = Runtime::new(&EngineOptions {
         max_memory: a.memory,

@@ -147,6 +147,7 @@ pub fn nats_target(config: &Config, logins: Option<&leaf::LeafLogins>) -> NatsTa
         nkey: n.nkey.clone(),
         tls: n.tls.clone(),
         inbox_prefix: Some(inbox_prefix(&config.node.id)),
+        subscription_capacity: n.subscription_capacity,
     };
     match logins {
         Some(logins) => NatsTarget {

@@ -8,6 +8,7 @@ mod hub_limits;
 mod leaf;
 mod local_leaf;
 mod outbox;
+mod robust_runtime;
 mod security;
 mod service;
 mod shipping;
