@@ -492,7 +492,8 @@ pub fn is_valid_pattern(s: &str) -> bool {
 
 /// Refuses a trigger or allowed-publish pattern that could reach system, JetStream,
 /// inbox or edgeleaf's own subjects: its first token must be a literal that is none
-/// of `$…`, `_INBOX` or the prefix. (A leading wildcard could match all of them.)
+/// of `$…`, `_…` (`_INBOX`, the `_R_` replies of service imports, node inboxes) or
+/// the prefix. (A leading wildcard could match all of them.)
 ///
 /// # Examples
 /// ```
@@ -511,8 +512,8 @@ pub fn check_agent_pattern(pattern: &str, prefix: &str) -> Result<(), String> {
         Some("starts with a wildcard, which would match reserved subjects")
     } else if first.starts_with('$') {
         Some("is in a reserved $ namespace ($SYS, $JS, $KV, $O …)")
-    } else if first == "_INBOX" {
-        Some("is in the _INBOX namespace")
+    } else if first.starts_with('_') {
+        Some("starts with '_', reserved for NATS inboxes and service replies (_INBOX, _R_ …)")
     } else if first == prefix {
         Some("is in edgeleaf's own namespace")
     } else {
@@ -683,6 +684,9 @@ pub struct AgentInfo {
     /// `[limits] max_pending_bytes` of messages.
     #[serde(default)]
     pub refused_busy: u64,
+    /// Log lines dropped because the agent logged more than its budget.
+    #[serde(default)]
+    pub log_dropped: u64,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.
@@ -772,6 +776,9 @@ mod tests {
             "$KV.b.k",
             "$O.x",
             "_INBOX.>",
+            "_R_.>",
+            "_INBOX_n1.x",
+            "_anything",
             "edgeleaf.hb.x",
             "a..b",
             "a.>.b",

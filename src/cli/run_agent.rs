@@ -117,7 +117,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             temp.path().to_owned()
         }
     };
-    std::fs::create_dir_all(&state_dir)?;
+    crate::node::private_dir(&state_dir, "--state-dir")?;
     let store = Store::open(
         &state_dir,
         StoreOptions {

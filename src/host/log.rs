@@ -1,7 +1,15 @@
 //! `log` import: an agent's log lines go to the node's tracing output and to
 //! `<prefix>.log.<node>.<agent>`.
+//!
+//! An agent does not choose what its lines do to the node's log: control characters
+//! (newlines, carriage returns, terminal escapes) are escaped, so one line stays one
+//! line, and lines are bounded per invocation and per agent per second. What is
+//! dropped is counted (`log_dropped` in `agents`) and summarised in one warning at
+//! most once a second.
 
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::Client;
 
@@ -11,6 +19,29 @@ use crate::runtime::component::edgeleaf::agent::log::{Host, Level};
 
 /// Longest log line kept, bytes; longer ones are cut.
 pub const MAX_LINE: usize = 4096;
+/// Lines one invocation may log; the rest are dropped and counted.
+pub const MAX_LINES_PER_INVOCATION: u32 = 100;
+/// Bytes one invocation may log.
+pub const MAX_BYTES_PER_INVOCATION: usize = 64 << 10;
+/// Lines one agent may log per second, across its instances.
+pub const MAX_LINES_PER_SECOND: u32 = 200;
+/// Bytes one agent may log per second.
+pub const MAX_BYTES_PER_SECOND: usize = 256 << 10;
+
+/// What one invocation has logged so far.
+#[derive(Debug, Default)]
+pub struct InvocationLog {
+    lines: u32,
+    bytes: usize,
+    dropped: u64,
+}
+
+/// The agent's current one-second window.
+struct Window {
+    started: Instant,
+    lines: u32,
+    bytes: usize,
+}
 
 pub struct AgentLog {
     client: Option<Client>,
@@ -18,6 +49,11 @@ pub struct AgentLog {
     subject: String,
     node_id: String,
     agent: String,
+    window: Mutex<Window>,
+    /// Lines dropped since the agent was loaded.
+    dropped: AtomicU64,
+    /// Dropped lines not yet reported in a warning, and when the last one went out.
+    unreported: Mutex<(u64, Option<Instant>)>,
 }
 
 impl AgentLog {
@@ -27,29 +63,38 @@ impl AgentLog {
             subject,
             node_id: node_id.to_owned(),
             agent: agent.to_owned(),
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                lines: 0,
+                bytes: 0,
+            }),
+            dropped: AtomicU64::new(0),
+            unreported: Mutex::new((0, None)),
         }
     }
 
+    /// Lines dropped since the agent was loaded.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
     /// Logs each non-empty line of a guest's stderr at `level`.
-    pub async fn stderr(&self, level: &str, text: &[u8]) {
+    pub async fn stderr(&self, inv: &mut InvocationLog, level: &str, text: &[u8]) {
         for line in String::from_utf8_lossy(text)
             .lines()
             .filter(|l| !l.trim().is_empty())
         {
-            self.line(level, line).await;
+            self.line(inv, level, line).await;
         }
     }
 
-    /// Logs one line at `level` (`trace` … `error`).
-    pub async fn line(&self, level: &str, message: &str) {
-        let mut message = message.to_owned();
-        if message.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
+    /// Logs one line at `level` (`trace` … `error`), if the budgets allow.
+    pub async fn line(&self, inv: &mut InvocationLog, level: &str, message: &str) {
+        let message = clean(message);
+        if !self.admit(inv, message.len()) {
+            inv.dropped += 1;
+            self.dropped.fetch_add(1, Relaxed);
+            return;
         }
         match level {
             "error" => tracing::error!(agent = %self.agent, "{message}"),
@@ -58,6 +103,58 @@ impl AgentLog {
             "debug" => tracing::debug!(agent = %self.agent, "{message}"),
             _ => tracing::trace!(agent = %self.agent, "{message}"),
         }
+        self.publish(level, message).await;
+    }
+
+    /// Ends an invocation: reports what was dropped, at most one warning a second.
+    pub async fn finish(&self, inv: InvocationLog) {
+        if inv.dropped == 0 {
+            return;
+        }
+        let report = {
+            let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
+            u.0 += inv.dropped;
+            let due = u.1.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+            if !due {
+                return;
+            }
+            u.1 = Some(Instant::now());
+            std::mem::take(&mut u.0)
+        };
+        let message = format!(
+            "agent {} logged too much: {report} lines dropped (limits: {MAX_LINES_PER_INVOCATION} lines or {} KiB per invocation, {MAX_LINES_PER_SECOND} lines or {} KiB per second)",
+            self.agent,
+            MAX_BYTES_PER_INVOCATION >> 10,
+            MAX_BYTES_PER_SECOND >> 10
+        );
+        tracing::warn!(agent = %self.agent, dropped = report, "{message}");
+        self.publish("warn", message).await;
+    }
+
+    /// Counts a line of `len` bytes against the invocation's and the agent's budgets.
+    fn admit(&self, inv: &mut InvocationLog, len: usize) -> bool {
+        if inv.lines >= MAX_LINES_PER_INVOCATION || inv.bytes + len > MAX_BYTES_PER_INVOCATION {
+            return false;
+        }
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.started.elapsed() >= Duration::from_secs(1) {
+            *w = Window {
+                started: Instant::now(),
+                lines: 0,
+                bytes: 0,
+            };
+        }
+        if w.lines >= MAX_LINES_PER_SECOND || w.bytes + len > MAX_BYTES_PER_SECOND {
+            return false;
+        }
+        w.lines += 1;
+        w.bytes += len;
+        inv.lines += 1;
+        inv.bytes += len;
+        true
+    }
+
+    async fn publish(&self, level: &str, message: String) {
         let Some(client) = &self.client else { return };
         let line = LogLine {
             node_id: self.node_id.clone(),
@@ -72,6 +169,24 @@ impl AgentLog {
     }
 }
 
+/// One line as the node shows it: control characters escaped (`\n`, `\r`,
+/// `\u{1b}` …), cut to [`MAX_LINE`] bytes.
+fn clean(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_LINE + 8));
+    for c in message.chars() {
+        if out.len() >= MAX_LINE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Host for ComponentState {
     async fn log(&mut self, level: Level, message: String) {
         let level = match level {
@@ -81,6 +196,44 @@ impl Host for ComponentState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.caps.log.line(level, &message).await;
+        self.caps.log.line(&mut self.log, level, &message).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_lines_cut() {
+        assert_eq!(
+            clean("a\nFORGED\r\u{1b}[31mred\t"),
+            "a\\nFORGED\\r\\u{1b}[31mred\\t"
+        );
+        let long = clean(&"é".repeat(MAX_LINE));
+        assert!(
+            long.len() <= MAX_LINE + 4 && long.ends_with('…'),
+            "{}",
+            long.len()
+        );
+    }
+
+    #[test]
+    fn budgets_drop_beyond_the_limits() {
+        let log = AgentLog::new(None, "s".into(), "n", "a");
+        let mut inv = InvocationLog::default();
+        let admitted = (0..MAX_LINES_PER_INVOCATION + 50)
+            .filter(|_| log.admit(&mut inv, 10))
+            .count();
+        assert_eq!(admitted, MAX_LINES_PER_INVOCATION as usize);
+        // A fresh invocation in the same second still counts against the agent.
+        let mut total = admitted;
+        for _ in 0..10 {
+            let mut inv = InvocationLog::default();
+            total += (0..MAX_LINES_PER_INVOCATION)
+                .filter(|_| log.admit(&mut inv, 10))
+                .count();
+        }
+        assert_eq!(total, MAX_LINES_PER_SECOND as usize);
     }
 }

@@ -435,6 +435,7 @@ impl AgentPool {
                     invocations: r.stats.invocations.load(Relaxed),
                     failures: r.stats.failures.load(Relaxed),
                     refused_busy: r.stats.refused_busy.load(Relaxed),
+                    log_dropped: r.agent.log_dropped(),
                     compiled_from_cache: Some(r.agent.cache_hit),
                     error: None,
                 }
@@ -454,6 +455,7 @@ impl AgentPool {
                     invocations: 0,
                     failures: 0,
                     refused_busy: 0,
+                    log_dropped: 0,
                     compiled_from_cache: None,
                     error: Some(error.clone()),
                 }),

@@ -12,7 +12,8 @@ pub mod systemd;
 pub mod telemetry;
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -196,9 +197,28 @@ impl NodeFile {
 
 /// Creates the state directory owner-only (it will hold keys and agent data).
 pub(crate) fn prepare_state_dir(config: &Config) -> Result<()> {
-    let dir = &config.node.state_dir;
+    private_dir(&config.node.state_dir, "node.state_dir")
+}
+
+/// Creates `dir` if needed and makes it 0700, refusing one that belongs to another
+/// user: a state dir holds compiled code the node maps and runs as native code,
+/// keys and credentials, so nobody else may be able to write it. `what` names the
+/// setting or flag that chose it.
+pub(crate) fn private_dir(dir: &Path, what: &str) -> Result<()> {
     std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create state dir {} (node.state_dir)", dir.display()))?;
+        .with_context(|| format!("cannot create state dir {} ({what})", dir.display()))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read state dir {} ({what})", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        anyhow::bail!(
+            "state dir {} ({what}) belongs to uid {}, not to this user (uid {me}): refusing it, \
+             since its owner could plant compiled code that would run here; use a directory of your own",
+            dir.display(),
+            meta.uid()
+        );
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict state dir {} to its owner", dir.display()))?;
     Ok(())

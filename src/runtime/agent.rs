@@ -78,13 +78,22 @@ impl Agent {
     /// Compiles (or loads from the cache) and links the module, then instantiates
     /// it once under the agent's limits, so a module that cannot even start is
     /// refused here rather than on its first message.
+    ///
+    /// Compiling takes seconds for a large module on a small board: it runs on
+    /// tokio's blocking pool, so the node's runtime workers (heartbeats, the
+    /// watchdog, other agents) keep running meanwhile.
     pub async fn load(
         runtime: Arc<Runtime>,
         spec: AgentSpec,
         wasm: &[u8],
         caps: Arc<Capabilities>,
     ) -> Result<Self, AgentError> {
-        let loaded = runtime.prepare(wasm)?;
+        let (rt, wasm) = (runtime.clone(), wasm.to_vec());
+        let loaded = tokio::task::spawn_blocking(move || rt.prepare(&wasm))
+            .await
+            .map_err(|e| {
+                AgentError::invalid_module(format!("compilation did not finish: {e}"))
+            })??;
         let agent = Self {
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1) as usize)),
             kind: loaded.kind,
@@ -125,6 +134,11 @@ impl Agent {
             fuel: l.fuel,
             max_output: usize::try_from(l.max_output).unwrap_or(usize::MAX),
         }
+    }
+
+    /// Log lines dropped since the agent was loaded (it logged too much).
+    pub fn log_dropped(&self) -> u64 {
+        self.caps.log.dropped()
     }
 
     /// Runs one message in a fresh instance.
@@ -230,6 +244,21 @@ pub(crate) fn arm_store<T: Send + 'static>(store: &mut Store<T>, limits: &RunLim
         }
     });
     store.set_epoch_deadline(1);
+}
+
+/// Runs instantiation or a call under the wall-clock deadline, wherever the guest
+/// is. The epoch check in [`arm_store`] stops wasm code, but not a guest blocked in
+/// a host call (a `wasi:io/poll` wait, `poll_oneoff`): there the future is dropped at
+/// the deadline, which ends the call, and the caller drops the store, which frees
+/// the instance's pool slot. Both report `Trap::Interrupt`, so [`classify`] calls
+/// either a `timeout`.
+pub(crate) async fn within_deadline<T>(
+    limits: &RunLimits,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::time::timeout(limits.timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(Trap::Interrupt.into()))
 }
 
 /// Turns a wasmtime error from instantiation or a call into a classified failure.

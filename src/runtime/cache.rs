@@ -1,12 +1,13 @@
 //! Compiled code, kept on disk so a restart (or a reboot of a slow board) does not
-//! recompile. Entries are files under `<state_dir>/compiled/`, named by the module's
-//! sha256 and the engine's compatibility hash, so wasmtime can map them rather than
-//! copy them.
+//! recompile. Entries are files under `<state_dir>/compiled/` (the state dir is 0700
+//! and must be the node's own), named by the module's sha256 and the engine's
+//! compatibility hash.
 //!
 //! Deserializing is `unsafe` in wasmtime: it trusts the bytes to be its own output and
 //! checks only compatibility. So each entry has a sidecar with the sha256 of the
 //! compiled bytes, written by us and checked before every load; a stale, truncated or
-//! corrupt entry is recompiled, never trusted.
+//! corrupt entry is recompiled, never trusted. The bytes checked are the bytes
+//! deserialized (one read, in memory), not a second read of the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,8 +48,10 @@ impl CompiledCache {
         )
     }
 
-    /// The path of a verified entry for `digest`, if there is one.
-    pub fn lookup(&self, digest: &str) -> Option<PathBuf> {
+    /// The compiled bytes for `digest`, read once and checked against their
+    /// checksum: the caller deserializes exactly these bytes, so a file swapped
+    /// after the check cannot slip in.
+    pub fn lookup(&self, digest: &str) -> Option<Vec<u8>> {
         let (path, sum) = self.entry(digest);
         let expected = std::fs::read_to_string(&sum).ok()?;
         let bytes = std::fs::read(&path).ok()?;
@@ -58,7 +61,7 @@ impl CompiledCache {
             self.remove(digest);
             return None;
         }
-        Some(path)
+        Some(bytes)
     }
 
     /// Stores compiled bytes: checksum first, then the entry, each by rename, so a

@@ -9,9 +9,12 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::agent::{AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify};
+use super::agent::{
+    AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify, within_deadline,
+};
 use super::engine::Runtime;
 use crate::host::Capabilities;
+use crate::host::log::InvocationLog;
 
 wasmtime::component::bindgen!({
     path: "wasm-agents/wit",
@@ -34,6 +37,8 @@ pub struct ComponentState {
     /// The last capability refusal (kv quota, forbidden publish) in this
     /// invocation: if the agent then fails, this is why.
     pub(crate) refused: Option<AgentError>,
+    /// What this invocation has logged (bounded, see `crate::host::log`).
+    pub(crate) log: InvocationLog,
 }
 
 impl WasiView for ComponentState {
@@ -94,6 +99,7 @@ fn new_store(
             limiter: Limiter::new(limits.memory),
             caps: caps.clone(),
             refused: None,
+            log: InvocationLog::default(),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -110,7 +116,7 @@ pub(crate) async fn instantiate_only(
 ) -> Result<(), AgentError> {
     let mut store = new_store(runtime, caps, limits, None);
     let hit = store.data().limiter.hit.clone();
-    pre.instantiate_async(&mut store)
+    within_deadline(limits, pre.instantiate_async(&mut store))
         .await
         .map(drop)
         .map_err(|e| classify(e, hit.load(std::sync::atomic::Ordering::Relaxed), limits))
@@ -133,13 +139,15 @@ pub(crate) async fn invoke(
         headers: inv.headers,
         reply_expected: inv.reply_expected,
     };
-    let outcome = async {
+    let outcome = within_deadline(limits, async {
         let agent = pre.instantiate_async(&mut store).await?;
         agent.call_handle(&mut store, &msg).await
-    }
+    })
     .await;
     // Components log through `log`; stderr output is unusual (a panic, say): warn.
-    caps.log.stderr("warn", &stderr.contents()).await;
+    let mut log = std::mem::take(&mut store.data_mut().log);
+    caps.log.stderr(&mut log, "warn", &stderr.contents()).await;
+    caps.log.finish(log).await;
     match outcome {
         Ok(Ok(output)) => check_output(output, limits),
         Ok(Err(message)) => Err(store

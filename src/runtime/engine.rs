@@ -162,10 +162,10 @@ impl Runtime {
                     &digest,
                     || wasmtime::component::Component::new(&self.engine, bytes),
                     |c| c.serialize(),
-                    // SAFETY: the cache hands back only files whose checksum matches
+                    // SAFETY: the cache hands back only bytes whose checksum matches
                     // what we wrote from `serialize` (see cache.rs).
-                    |path| unsafe {
-                        wasmtime::component::Component::deserialize_file(&self.engine, path)
+                    |bytes| unsafe {
+                        wasmtime::component::Component::deserialize(&self.engine, bytes)
                     },
                 )?;
                 (
@@ -179,7 +179,7 @@ impl Runtime {
                     || wasmtime::Module::new(&self.engine, bytes),
                     |m| m.serialize(),
                     // SAFETY: as above.
-                    |path| unsafe { wasmtime::Module::deserialize_file(&self.engine, path) },
+                    |bytes| unsafe { wasmtime::Module::deserialize(&self.engine, bytes) },
                 )?;
                 (
                     Prepared::Command(wasi_command::prepare(&self.command_linker, &m)?),
@@ -202,13 +202,13 @@ impl Runtime {
         digest: &str,
         compile: impl FnOnce() -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
-        deserialize: impl FnOnce(&std::path::Path) -> wasmtime::Result<T>,
+        deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
     ) -> Result<(T, bool), AgentError> {
         use std::sync::atomic::Ordering::Relaxed;
         if let Some(cache) = &self.cache
-            && let Some(path) = cache.lookup(digest)
+            && let Some(bytes) = cache.lookup(digest)
         {
-            match deserialize(&path) {
+            match deserialize(&bytes) {
                 Ok(t) => {
                     cache.stats.hits.fetch_add(1, Relaxed);
                     tracing::debug!(%digest, "compiled cache hit");
@@ -221,6 +221,7 @@ impl Runtime {
                 }
             }
         }
+        tracing::debug!(%digest, "compiling");
         let started = std::time::Instant::now();
         let t = compile()
             .map_err(|e| AgentError::invalid_module(format!("does not compile: {e:#}")))?;

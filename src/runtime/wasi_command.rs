@@ -11,9 +11,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
-use super::agent::{AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify};
+use super::agent::{
+    AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify, within_deadline,
+};
 use super::engine::Runtime;
 use crate::host::Capabilities;
+use crate::host::log::InvocationLog;
 use crate::protocol::AgentSpec;
 
 /// Stderr kept per invocation; beyond this the guest's writes fail.
@@ -103,7 +106,7 @@ pub(crate) async fn instantiate_only(
         "",
     );
     let hit = store.data().limiter.hit.clone();
-    pre.instantiate_async(&mut store)
+    within_deadline(limits, pre.instantiate_async(&mut store))
         .await
         .map(drop)
         .map_err(|e| classify(e, hit.load(Ordering::Relaxed), limits))
@@ -130,14 +133,16 @@ pub(crate) async fn invoke(
         &inv.subject,
     );
     let hit = store.data().limiter.hit.clone();
-    let outcome = async {
+    let outcome = within_deadline(limits, async {
         let instance = pre.instantiate_async(&mut store).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
         start.call_async(&mut store, ()).await
-    }
+    })
     .await;
     let err_text = stderr.contents();
-    caps.log.stderr("info", &err_text).await;
+    let mut log = InvocationLog::default();
+    caps.log.stderr(&mut log, "info", &err_text).await;
+    caps.log.finish(log).await;
     let exit = match outcome {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {

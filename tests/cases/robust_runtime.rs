@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use edgeleaf::protocol::AgentInfo;
 
-use crate::harness::{Cluster, Node, NodeSpec, agent_toml, agent_wasm, control, eventually};
+use crate::harness::{
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, control, eventually, request_error, request_ok,
+};
 
 #[tokio::test]
 async fn node_limits_cap_what_specs_ask_for() {
@@ -149,4 +151,346 @@ async fn a_flood_of_large_messages_is_refused_busy_not_buffered() {
     assert!(slow.refused_busy >= 1, "{slow:?}");
     // Refused for bytes, not for a backlog of instances: the counter says so.
     assert!(slow.refused_busy <= busy as u64, "{slow:?} vs {busy}");
+}
+
+/// Item 5: the deadline holds while the guest is blocked in a host call (a
+/// `wasi:io/poll` wait), and the instance is freed for the next message.
+#[tokio::test]
+async fn the_deadline_ends_an_agent_blocked_in_a_host_call() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let extra = agent_toml(
+        "sleeper",
+        &agent_wasm("hostile"),
+        &["sleeper.run"],
+        "limits = { max_concurrency = 1, timeout = \"1s\" }",
+    );
+    let _node = Node::start(NodeSpec {
+        id: "sleepy",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(30), "sleeper serving", || async {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(1),
+            hub.request("sleeper.run", "echo:up".into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        (msg.payload.as_ref() == b"echo:up").then_some(())
+    })
+    .await;
+    // Ten minutes asleep: only the deadline can answer within `request`'s 20 s.
+    let (code, message) = request_error(&hub, "sleeper.run", "sleep:600000").await;
+    assert_eq!(code, "timeout", "{message}");
+    // Its one instance is free again: the next message runs.
+    assert_eq!(
+        request_ok(&hub, "sleeper.run", "echo:next").await,
+        "echo:next"
+    );
+}
+
+/// Item 7: every first token starting with `_` (inboxes, `_R_` service replies)
+/// or `$` is reserved, for triggers and for allowed publishes alike: in a node's
+/// own config and in a deployment.
+#[tokio::test]
+async fn reserved_first_tokens_are_refused_for_triggers_and_publishes() {
+    let hostile = agent_wasm("hostile");
+    for (agent, field) in [
+        (
+            agent_toml("replies", &hostile, &["_R_.>"], ""),
+            "trigger \"_R_.>\"",
+        ),
+        (
+            agent_toml("inboxes", &hostile, &["_INBOX_other.>"], ""),
+            "trigger \"_INBOX_other.>\"",
+        ),
+        (
+            agent_toml(
+                "pub",
+                &hostile,
+                &["ok.run"],
+                "allow_publish = [\"_R_.abc.>\"]",
+            ),
+            "allowed publish subject \"_R_.abc.>\"",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, agent).unwrap();
+        let out = tokio::process::Command::new(crate::harness::BIN)
+            .args(["node", "--check", "-c"])
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field} accepted");
+        assert!(
+            stderr.contains(field) && stderr.contains("reserved"),
+            "{field}: {stderr}"
+        );
+    }
+    let node = crate::cases::shipping::TrustingNode::start("reserved").await;
+    let mut args = node.echo_svc();
+    let trigger = args.iter().position(|a| a == "--trigger").unwrap() + 1;
+    args[trigger] = "_R_.>".into();
+    let (ok, text) = crate::cases::shipping::deploy(&node.hub_url, &args).await;
+    assert!(!ok && text.contains("reserved"), "{text}");
+}
+
+/// Item 11: an agent's log line stays one line in the node's log, and a flood of
+/// lines is cut to the budget and counted.
+#[tokio::test]
+async fn agent_log_lines_are_escaped_and_bounded() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let mut lines = hub.subscribe("edgeleaf.log.chatty.noisy").await.unwrap();
+    hub.flush().await.unwrap();
+    let extra = agent_toml(
+        "noisy",
+        &agent_wasm("hostile"),
+        &["noisy.run"],
+        "limits = { timeout = \"20s\" }",
+    );
+    let node = Node::start(NodeSpec {
+        id: "chatty",
+        url: Some(cluster.leaf.url()),
+        extra,
+        env: &[("EDGELEAF_LOG", "info")],
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(30), "noisy serving", || async {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(1),
+            hub.request("noisy.run", "echo:up".into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        (msg.payload.as_ref() == b"echo:up").then_some(())
+    })
+    .await;
+    assert_eq!(request_ok(&hub, "noisy.run", "lognl").await, "logged");
+    let forged = crate::harness::next_json(&mut lines).await;
+    let message = forged["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("first\\nFORGED node line\\r\\u{1b}"),
+        "{message}"
+    );
+    let log = eventually(
+        Duration::from_secs(10),
+        "the line in the node's log",
+        || {
+            let log = node.log();
+            async move { log.contains("first\\nFORGED").then_some(log) }
+        },
+    )
+    .await;
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line reached the node's log"
+    );
+    assert!(
+        !log.contains("\u{1b}[31mred"),
+        "a terminal escape reached the node's log"
+    );
+
+    // 1000 lines of 1 KiB in one invocation: 64 KiB of them get through.
+    assert_eq!(
+        request_ok(&hub, "noisy.run", "logspam:1000").await,
+        "logged 1000"
+    );
+    let rows: Vec<AgentInfo> = control(&hub, "chatty", "agents").await;
+    let noisy = rows.iter().find(|a| a.name == "noisy").unwrap();
+    assert!(noisy.log_dropped >= 900, "{noisy:?}");
+    // What reached NATS: the budget, then one warning that counts the rest.
+    let mut spam = 0;
+    let summary = loop {
+        let line = crate::harness::next_json(&mut lines).await;
+        let message = line["message"].as_str().unwrap().to_owned();
+        if message.contains("lines dropped") {
+            break message;
+        }
+        spam += 1;
+    };
+    assert!((1..=100).contains(&spam), "{spam} lines published");
+    assert!(
+        summary.contains(&format!("{} lines dropped", 1000 - spam)),
+        "{summary}"
+    );
+}
+
+/// Item 17: `run-agent --state-dir` makes the dir its own (0700), and refuses a
+/// dir another user owns (whose owner could plant compiled code).
+#[tokio::test]
+async fn run_agent_keeps_its_state_dir_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run_agent = |state: &std::path::Path| {
+        let mut command = tokio::process::Command::new(crate::harness::BIN);
+        command
+            .arg("run-agent")
+            .arg(agent_wasm("echo"))
+            .args(["--trigger", "priv.echo", "--name", "priv", "--state-dir"])
+            .arg(state)
+            .args(["-s", &cluster.leaf.url()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let child = run_agent(&state).spawn().unwrap();
+    eventually(Duration::from_secs(30), "run-agent answering", || async {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(1), hub.request("priv.echo", "x".into()))
+                .await
+                .ok()?
+                .ok()?;
+        (msg.payload.as_ref() == b"x").then_some(())
+    })
+    .await;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "state dir left {mode:o}");
+    crate::harness::signal(child.id().unwrap(), libc::SIGINT);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Another user's dir. Only root can give a dir away; elsewhere this half is
+    // covered by the node's own state dir tests.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: skipping the other-owner half");
+        return;
+    }
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), run_agent(&theirs).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("belongs to uid 65534") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(&theirs).unwrap().next().is_none(),
+        "run-agent wrote into another user's dir"
+    );
+}
+
+/// A WASI command module of `funcs` functions of `adds` additions each: slow to
+/// compile on purpose, quick to run (`_start` is the first one).
+fn slow_to_compile(funcs: u32, adds: u32) -> Vec<u8> {
+    fn leb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: () -> ()
+    let mut functions = Vec::new();
+    leb(funcs.into(), &mut functions);
+    functions.resize(functions.len() + funcs as usize, 0);
+    section(3, &functions, &mut module);
+    let mut exports = vec![1, 6];
+    exports.extend_from_slice(b"_start");
+    exports.extend_from_slice(&[0, 0]);
+    section(7, &exports, &mut module);
+    let mut body = vec![1, 1, 0x7f]; // one local, i32
+    for i in 0..adds {
+        // local.get 0; i32.const i; i32.mul; local.set 0
+        body.extend_from_slice(&[0x20, 0, 0x41]);
+        leb(u64::from(i & 0x3f), &mut body);
+        body.extend_from_slice(&[0x6c, 0x21, 0]);
+    }
+    body.push(0x0b);
+    let mut code = Vec::new();
+    leb(funcs.into(), &mut code);
+    for _ in 0..funcs {
+        leb(body.len() as u64, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    module
+}
+
+/// Item 18: compiling a module does not hold one of the node's runtime workers.
+/// With a single worker, a node that compiled on it could answer nothing else
+/// until the compiler finished.
+#[tokio::test]
+async fn the_node_answers_while_it_compiles() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("slow.wasm");
+    std::fs::write(&wasm, slow_to_compile(2000, 1500)).unwrap();
+    let node = Node::start(NodeSpec {
+        id: "builder",
+        url: Some(cluster.leaf.url()),
+        extra: agent_toml("slow", &wasm, &["slow.run"], ""),
+        env: &[
+            ("TOKIO_WORKER_THREADS", "1"),
+            ("EDGELEAF_LOG", "info,edgeleaf=debug"),
+        ],
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(60), "compiling started", || {
+        let started = node
+            .log()
+            .lines()
+            .any(|l| l.contains("runtime::engine") && l.contains("compiling"));
+        async move { started.then_some(()) }
+    })
+    .await;
+    let info: Option<serde_json::Value> =
+        crate::harness::try_control(&hub, "builder", "info").await;
+    let compiled = node
+        .log()
+        .lines()
+        .any(|l| l.contains("runtime::engine") && l.contains("compiled"));
+    assert!(
+        info.is_some(),
+        "the node did not answer `info` within 1 s while it compiled"
+    );
+    assert!(
+        !compiled,
+        "the module compiled before `info` was answered: make it slower to tell"
+    );
+    // And the module it compiled runs.
+    eventually(Duration::from_secs(60), "slow serving", || async {
+        let msg = tokio::time::timeout(Duration::from_secs(1), hub.request("slow.run", "".into()))
+            .await
+            .ok()?
+            .ok()?;
+        msg.headers.is_none().then_some(())
+    })
+    .await;
 }
