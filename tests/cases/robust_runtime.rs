@@ -7,7 +7,8 @@ use std::time::Duration;
 use edgeleaf::protocol::AgentInfo;
 
 use crate::harness::{
-    Cluster, Node, NodeSpec, agent_toml, agent_wasm, control, eventually, request_error, request_ok,
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, control, eventually, request_error,
+    request_ok, serving,
 };
 
 #[tokio::test]
@@ -171,17 +172,7 @@ async fn the_deadline_ends_an_agent_blocked_in_a_host_call() {
         extra,
         ..Default::default()
     });
-    eventually(Duration::from_secs(30), "sleeper serving", || async {
-        let msg = tokio::time::timeout(
-            Duration::from_secs(1),
-            hub.request("sleeper.run", "echo:up".into()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        (msg.payload.as_ref() == b"echo:up").then_some(())
-    })
-    .await;
+    serving(&hub, "sleeper.run", "echo:up").await;
     // Ten minutes asleep: only the deadline can answer within `request`'s 20 s.
     let (code, message) = request_error(&hub, "sleeper.run", "sleep:600000").await;
     assert_eq!(code, "timeout", "{message}");
@@ -262,17 +253,7 @@ async fn agent_log_lines_are_escaped_and_bounded() {
         env: &[("EDGELEAF_LOG", "info")],
         ..Default::default()
     });
-    eventually(Duration::from_secs(30), "noisy serving", || async {
-        let msg = tokio::time::timeout(
-            Duration::from_secs(1),
-            hub.request("noisy.run", "echo:up".into()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        (msg.payload.as_ref() == b"echo:up").then_some(())
-    })
-    .await;
+    serving(&hub, "noisy.run", "echo:up").await;
     assert_eq!(request_ok(&hub, "noisy.run", "lognl").await, "logged");
     let forged = crate::harness::next_json(&mut lines).await;
     let message = forged["message"].as_str().unwrap();
@@ -347,15 +328,7 @@ async fn run_agent_keeps_its_state_dir_private() {
         command
     };
     let child = run_agent(&state).spawn().unwrap();
-    eventually(Duration::from_secs(30), "run-agent answering", || async {
-        let msg =
-            tokio::time::timeout(Duration::from_secs(1), hub.request("priv.echo", "x".into()))
-                .await
-                .ok()?
-                .ok()?;
-        (msg.payload.as_ref() == b"x").then_some(())
-    })
-    .await;
+    serving(&hub, "priv.echo", "x").await;
     let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "state dir left {mode:o}");
     crate::harness::signal(child.id().unwrap(), libc::SIGINT);
