@@ -321,6 +321,7 @@ fn agent_spec(name: &str, trigger: &str) -> AgentSpec {
         },
         allow_publish: Vec::new(),
         config: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

@@ -121,7 +121,15 @@ pub struct StaticAgent {
     pub name: String,
     /// The module; a relative path is relative to the config file.
     pub wasm: PathBuf,
+    #[serde(default)]
     pub triggers: Vec<String>,
+    /// Timer entries: `"@every 10s"`, cron expressions.
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// IANA time zone for cron entries (default UTC).
+    pub timezone: Option<String>,
+    /// `"30s"` or `"10%"`.
+    pub jitter: Option<String>,
     #[serde(default)]
     pub allow_publish: Vec<String>,
     #[serde(default)]
@@ -179,6 +187,9 @@ impl StaticAgent {
         AgentSpec {
             name: self.name.clone(),
             triggers: self.triggers.clone(),
+            schedule: self.schedule.clone(),
+            timezone: self.timezone.clone(),
+            jitter: self.jitter.clone(),
             limits: self.limits.to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.clone(),

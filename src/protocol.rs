@@ -152,6 +152,12 @@ impl Subjects {
         format!("{}.inv.{node}.{agent}", self.prefix)
     }
 
+    /// The subject of an agent's timer runs (never published: it names the
+    /// invocation in the agent and in its result record).
+    pub fn timer(&self, node: &str, agent: &str) -> String {
+        format!("{}.timer.{node}.{agent}", self.prefix)
+    }
+
     /// The queue group an agent's trigger subscriptions join, fleet-wide.
     pub fn queue_group(&self, agent: &str) -> String {
         format!("{}.{agent}", self.prefix)
@@ -423,13 +429,27 @@ impl Default for AgentLimits {
 
 /// Everything that defines one agent apart from its module bytes: statically
 /// provisioned in the node config, or (signed) in a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// A single NATS token, unique on the node.
     pub name: String,
     /// Subjects (wildcards allowed) the agent serves, as queue group `<prefix>.<name>`.
+    /// May be empty when the agent has a `schedule`.
+    #[serde(default)]
     pub triggers: Vec<String>,
+    /// Timers: `@every <duration>` (at least 100ms) and cron expressions (see
+    /// [`crate::schedule`]). Each tick is one invocation on
+    /// `<prefix>.timer.<node>.<agent>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<String>,
+    /// IANA time zone for cron entries. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Moves this node's runs after each tick by a steady amount up to this: a
+    /// duration (`30s`) or a share of the period (`10%`), to spread a fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
     #[serde(default)]
     pub limits: AgentLimits,
     /// Subjects (wildcards allowed) the agent may publish to.
@@ -461,8 +481,24 @@ impl AgentSpec {
                 self.name
             )));
         }
-        if self.triggers.is_empty() {
-            return Err(invalid(format!("agent {}: no trigger subjects", self.name)));
+        if self.triggers.is_empty() && self.schedule.is_empty() {
+            return Err(invalid(format!(
+                "agent {}: no trigger subjects and no schedule (give triggers, or a schedule of @every/cron entries)",
+                self.name
+            )));
+        }
+        if !self.schedule.is_empty() {
+            crate::schedule::Schedule::parse(&self.schedule, self.timezone.as_deref())
+                .map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
+        } else if self.timezone.is_some() || self.jitter.is_some() {
+            return Err(invalid(format!(
+                "agent {}: timezone and jitter need a schedule",
+                self.name
+            )));
+        }
+        if let Some(jitter) = &self.jitter {
+            crate::schedule::Jitter::parse(jitter)
+                .map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
         }
         let patterns = self.triggers.iter().map(|t| ("trigger", t));
         let publish = self
@@ -687,6 +723,18 @@ pub struct AgentInfo {
     /// Log lines dropped because the agent logged more than its budget.
     #[serde(default)]
     pub log_dropped: u64,
+    /// The agent's timer entries (empty: no timer).
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// When the timer fires next (RFC 3339, jitter included).
+    #[serde(default)]
+    pub next_run: Option<String>,
+    /// When the timer last started a run (RFC 3339).
+    #[serde(default)]
+    pub last_run: Option<String>,
+    /// Ticks skipped because the previous run of the agent still ran.
+    #[serde(default)]
+    pub skipped_ticks: u64,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.

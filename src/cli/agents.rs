@@ -37,9 +37,14 @@ struct Row {
     version: Option<u64>,
     digest: Option<String>,
     triggers: Vec<String>,
+    /// Timer entries, when the node answered and the agent has a timer.
+    schedule: Vec<String>,
+    next_run: Option<String>,
+    last_run: Option<String>,
     /// Live counters, when the node answered.
     invocations: Option<u64>,
     failures: Option<u64>,
+    skipped_ticks: Option<u64>,
     /// Why the last deployment or load failed, if it did.
     last_error: Option<ErrorBody>,
     /// Whether the node answered now.
@@ -144,8 +149,12 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             row.state = info.state;
             row.digest = info.digest.or(row.digest.take());
             row.triggers = info.triggers;
+            row.schedule = info.schedule;
+            row.next_run = info.next_run;
+            row.last_run = info.last_run;
             row.invocations = Some(info.invocations);
             row.failures = Some(info.failures);
+            row.skipped_ticks = Some(info.skipped_ticks);
             if let Some(e) = info.error {
                 row.last_error = Some(ErrorBody::new("load_failed", e));
             }
@@ -161,7 +170,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<16} {:<8} {:>7} {:<12} {:>11} {:>8}  TRIGGERS / LAST ERROR",
+        "{:<16} {:<16} {:<8} {:>7} {:<12} {:>11} {:>8}  TRIGGERS, SCHEDULE / LAST ERROR",
         "NODE", "AGENT", "STATE", "VERSION", "DIGEST", "INVOCATIONS", "FAILURES"
     );
     for r in &rows {
@@ -180,7 +189,13 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             opt(r.failures),
             match &r.last_error {
                 Some(e) => format!("{}: {}", e.code, e.message),
-                None => r.triggers.join(", "),
+                None => r
+                    .triggers
+                    .iter()
+                    .chain(&r.schedule)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
         );
     }

@@ -34,9 +34,26 @@ pub struct Args {
 /// What `run-agent` and `deploy` both take to describe an agent.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentOpts {
-    /// Subject to serve (repeat for several; wildcards allowed).
-    #[arg(long = "trigger", required = true)]
+    /// Subject to serve (repeat for several; wildcards allowed). Optional with
+    /// --every or --cron.
+    #[arg(long = "trigger", required_unless_present_any = ["every", "cron"])]
     pub triggers: Vec<String>,
+    /// Run on a timer, every DURATION (at least 100ms; ticks at multiples of it
+    /// since the epoch). Repeatable; each run is one invocation on
+    /// <prefix>.timer.<node>.<agent> with a JSON payload.
+    #[arg(long, value_name = "DURATION")]
+    pub every: Vec<String>,
+    /// Run on a cron schedule: 5 fields (minute hour day month weekday) or 6
+    /// (seconds first), or @hourly, @daily, @weekly, @monthly, @yearly. Repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Vec<String>,
+    /// Time zone of the --cron entries (IANA name, e.g. Europe/Berlin). Default: UTC.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Moves each node's timer runs by a steady amount up to this, to spread a
+    /// fleet: a duration (30s) or a share of the period (10%).
+    #[arg(long)]
+    pub jitter: Option<String>,
     /// Agent name. Default: the file name.
     #[arg(long)]
     pub name: Option<String>,
@@ -82,6 +99,14 @@ impl AgentOpts {
         AgentSpec {
             name,
             triggers: self.triggers.clone(),
+            schedule: self
+                .every
+                .iter()
+                .map(|d| format!("@every {d}"))
+                .chain(self.cron.iter().cloned())
+                .collect(),
+            timezone: self.timezone.clone(),
+            jitter: self.jitter.clone(),
             limits: AgentLimitsConfig {
                 memory: self.memory,
                 timeout: self.timeout,

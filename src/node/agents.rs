@@ -16,6 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::telemetry::Telemetry;
+use super::timer::{self, Tick, TimerState};
 use crate::config::LimitsSection;
 use crate::host::{Capabilities, log::AgentLog, messaging::Publisher};
 use crate::protocol::{
@@ -55,6 +56,21 @@ struct Running {
     stats: Arc<AgentStats>,
     /// The task that receives the agent's messages; aborting it unsubscribes.
     serve: tokio::task::JoinHandle<()>,
+    /// The agent's timer, when its spec has a schedule; aborting it stops the
+    /// ticks (a run in progress completes).
+    timer: Option<TimerTask>,
+}
+
+/// A running timer: its state (for `agents`) and its task.
+type TimerTask = (Arc<TimerState>, tokio::task::JoinHandle<()>);
+
+impl Running {
+    fn abort(&self) {
+        self.serve.abort();
+        if let Some((_, task)) = &self.timer {
+            task.abort();
+        }
+    }
 }
 
 /// Everything an invocation task needs, cheap to clone.
@@ -313,6 +329,7 @@ impl AgentPool {
             total: self.total.clone(),
         };
         let subscriptions = self.subscribe(&agent).await?;
+        let timer = self.start_timer(&dispatch)?;
         let serve = tokio::spawn(serve(
             subscriptions,
             dispatch,
@@ -328,13 +345,38 @@ impl AgentPool {
                     agent: agent.clone(),
                     stats,
                     serve,
+                    timer,
                 },
             );
         if let Some(old) = old {
-            old.serve.abort();
+            old.abort();
             tracing::info!(agent = %name, old = %old.agent.digest, new = %agent.digest, "agent replaced");
         }
         Ok(agent)
+    }
+
+    /// Starts the agent's timer, if its spec has a schedule.
+    fn start_timer(&self, dispatch: &Dispatch) -> Result<Option<TimerTask>, AgentError> {
+        let spec = &dispatch.agent.spec;
+        let Some(state) = TimerState::new(
+            &spec.schedule,
+            spec.timezone.as_deref(),
+            spec.jitter.as_deref(),
+        )
+        .map_err(|e| AgentError::new("invalid_spec", format!("agent {}: {e}", spec.name)))?
+        else {
+            return Ok(None);
+        };
+        let state = Arc::new(state);
+        let d = dispatch.clone();
+        let task = tokio::spawn(timer::run(
+            spec.name.clone(),
+            format!("{}.{}", self.node_id, spec.name),
+            state.clone(),
+            self.store.clone(),
+            move |tick| tokio::spawn(d.clone().run_tick(tick)),
+        ));
+        Ok(Some((state, task)))
     }
 
     async fn subscribe(&self, agent: &Agent) -> Result<Vec<async_nats::Subscriber>, AgentError> {
@@ -373,7 +415,7 @@ impl AgentPool {
             .remove(name);
         match removed {
             Some(r) => {
-                r.serve.abort();
+                r.abort();
                 self.event(
                     "agent_stopped",
                     Some(name),
@@ -436,6 +478,10 @@ impl AgentPool {
                     failures: r.stats.failures.load(Relaxed),
                     refused_busy: r.stats.refused_busy.load(Relaxed),
                     log_dropped: r.agent.log_dropped(),
+                    schedule: r.agent.spec.schedule.clone(),
+                    next_run: r.timer.as_ref().and_then(|(t, _)| t.next_run()),
+                    last_run: r.timer.as_ref().and_then(|(t, _)| t.last_run()),
+                    skipped_ticks: r.timer.as_ref().map_or(0, |(t, _)| t.skipped.load(Relaxed)),
                     compiled_from_cache: Some(r.agent.cache_hit),
                     error: None,
                 }
@@ -456,6 +502,10 @@ impl AgentPool {
                     failures: 0,
                     refused_busy: 0,
                     log_dropped: 0,
+                    schedule: Vec::new(),
+                    next_run: None,
+                    last_run: None,
+                    skipped_ticks: 0,
                     compiled_from_cache: None,
                     error: Some(error.clone()),
                 }),
@@ -515,9 +565,42 @@ async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, m
 }
 
 impl Dispatch {
-    async fn handle(self, msg: Message) {
+    /// Runs one invocation (unless the agent is backed off), counts it and
+    /// records its result.
+    async fn invoke_and_record(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
         let started = Instant::now();
         let at = SystemTime::now();
+        let subject = inv.subject.clone();
+        let outcome = match self.backed_off() {
+            Some(e) => Err(e),
+            None => self.agent.invoke(inv).await,
+        };
+        self.total.fetch_add(1, Relaxed);
+        self.stats.invocations.fetch_add(1, Relaxed);
+        self.account(&outcome);
+        self.record(subject, at, started.elapsed(), &outcome).await;
+        outcome
+    }
+
+    /// One timer run: an invocation on `<prefix>.timer.<node>.<agent>` whose
+    /// payload says which tick it is; nobody waits for a reply, the result record
+    /// is what remains.
+    async fn run_tick(self, tick: Tick) {
+        let payload = serde_json::json!({
+            "scheduled_at": timer::rfc3339(tick.scheduled_at),
+            "fired_at": timer::rfc3339(tick.fired_at),
+            "tick": tick.tick,
+        });
+        let inv = Invocation {
+            subject: self.subjects.timer(&self.node_id, &self.agent.spec.name),
+            payload: payload.to_string().into(),
+            headers: Vec::new(),
+            reply_expected: false,
+        };
+        let _ = self.invoke_and_record(inv).await;
+    }
+
+    async fn handle(self, msg: Message) {
         let subject = msg.subject.to_string();
         let headers = msg
             .headers
@@ -529,21 +612,14 @@ impl Dispatch {
             })
             .unwrap_or_default();
         let inv = Invocation {
-            subject: subject.clone(),
+            subject,
             payload: msg.payload.clone(),
             headers,
             reply_expected: msg.reply.is_some(),
         };
-        let outcome = match self.backed_off() {
-            Some(e) => Err(e),
-            None => self.agent.invoke(inv).await,
-        };
-        self.total.fetch_add(1, Relaxed);
-        self.stats.invocations.fetch_add(1, Relaxed);
-        self.account(&outcome);
         // Recorded before the reply: with `sync` durability, a requester never gets
         // a reply whose result a power cut could still lose.
-        self.record(subject, at, started.elapsed(), &outcome).await;
+        let outcome = self.invoke_and_record(inv).await;
         if let Some(reply) = msg.reply.clone() {
             let sent = match &outcome {
                 Ok(output) => self.client.publish(reply, output.clone().into()).await,

@@ -10,6 +10,7 @@ pub mod leaf;
 pub mod reconcile;
 pub mod systemd;
 pub mod telemetry;
+mod timer;
 
 use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -233,6 +233,7 @@ mod tests {
                 limits: Default::default(),
                 allow_publish: vec![],
                 config: Default::default(),
+                ..Default::default()
             },
             module: ModuleRef {
                 digest: "ab".repeat(32),

@@ -49,6 +49,8 @@ pub struct Store {
 
 const META_TREE: &str = "meta";
 const INCARNATION_KEY: &[u8] = b"incarnation";
+/// Agent name → the last timer tick it ran (ms since the epoch, big-endian i64).
+const TIMERS_TREE: &str = "timers";
 
 impl Store {
     pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
@@ -92,6 +94,23 @@ impl Store {
         meta.flush()?;
         let v = meta.get(INCARNATION_KEY)?.unwrap_or_default();
         Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// The last timer tick agent `name` ran, if it ever did (kept across restarts,
+    /// so the ticks missed while the node was down owe one run).
+    pub fn last_tick(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let tree = self.db.open_tree(TIMERS_TREE)?;
+        Ok(tree
+            .get(name)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    pub fn set_last_tick(&self, name: &str, ms: i64) -> Result<(), StoreError> {
+        self.db
+            .open_tree(TIMERS_TREE)?
+            .insert(name, &ms.to_be_bytes())?;
+        Ok(())
     }
 
     /// Writes everything dirty to disk; called on shutdown.

@@ -14,4 +14,5 @@ mod service;
 mod shipping;
 mod tampering;
 mod telemetry_limits;
+mod timers;
 mod up;

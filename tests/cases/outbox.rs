@@ -14,7 +14,7 @@ use crate::harness::{
 
 /// Every result record the hub stored for `node`, in stream order, with the
 /// node-local sequence from its headers.
-async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, ResultRecord)> {
+pub(crate) async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, ResultRecord)> {
     let client = async_nats::connect(hub_url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();

@@ -540,6 +540,7 @@ async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
                 limits: Default::default(),
                 allow_publish: vec![subject.into()],
                 config: Default::default(),
+                ..Default::default()
             },
             module: edgeleaf::shipping::ModuleRef {
                 digest: "00".repeat(32),

@@ -525,6 +525,7 @@ async fn rejections_never_disturb_what_runs() {
             limits: Default::default(),
             allow_publish: vec![],
             config: Default::default(),
+            ..Default::default()
         },
         module: ModuleRef {
             digest: "00".repeat(32),

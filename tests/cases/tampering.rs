@@ -19,6 +19,7 @@ fn spec(name: &str, target: &str, version: u64, publisher: Option<String>) -> De
             limits: Default::default(),
             allow_publish: vec![],
             config: Default::default(),
+            ..Default::default()
         },
         module: ModuleRef {
             digest: "ab".repeat(32),

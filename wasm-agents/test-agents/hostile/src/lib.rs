@@ -29,7 +29,9 @@
 //! | `lognl`              | logs one line with embedded newlines, a carriage return and an escape character, then replies `logged` |
 //! | `logspam:<n>`        | logs `<n>` lines of 1 KiB, then replies `logged <n>` |
 //!
-//! Anything else is `Err("unknown mode ...")`.
+//! Anything else is `Err("unknown mode ...")`. A timer run (subject
+//! `<prefix>.timer.<node>.<agent>`) does what config `on_timer` says (default
+//! `echo`, which replies with the timer's JSON payload).
 
 use edgeleaf_sdk::{Agent, Message, config, export_agent, kv, log, messaging};
 use std::hint::black_box;
@@ -45,6 +47,14 @@ impl Agent for Hostile {
         let text = match std::str::from_utf8(&msg.payload) {
             Ok(t) => t.trim(),
             Err(_) => return Err("unknown mode (the payload is not UTF-8)".into()),
+        };
+        // A timer run: the mode comes from config `on_timer`.
+        let on_timer;
+        let text = if msg.subject.contains(".timer.") {
+            on_timer = config::get("on_timer").unwrap_or_else(|| "echo".into());
+            on_timer.as_str()
+        } else {
+            text
         };
         let (mode, arg) = match text.split_once(':') {
             Some((m, a)) => (m, Some(a)),
