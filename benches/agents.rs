@@ -340,6 +340,7 @@ async fn load_offline_agent(
         messaging: Publisher::new(None, Vec::new(), name),
         log: AgentLog::new(None, format!("bench.log.{name}"), NODE_ID, name),
         config: BTreeMap::new(),
+        dirs: Vec::new(),
     });
     Agent::load(runtime.clone(), spec, wasm, caps)
         .await

@@ -51,6 +51,8 @@ pub struct Config {
     pub store: StoreSection,
     pub outbox: OutboxSection,
     pub security: SecuritySection,
+    /// What agents may be granted on this device: the ceiling of every grant.
+    pub devices: DevicesSection,
     /// Statically provisioned agents: how a device is set up offline.
     pub agents: Vec<StaticAgent>,
 }
@@ -114,6 +116,17 @@ pub struct SecuritySection {
     pub revoked_publishers: Vec<String>,
 }
 
+/// The ceiling of what agents may be granted on this device. Empty by default:
+/// nothing is granted unless the device's operator allows it here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// Directories agents may be granted to read (at or below these).
+    pub read: Vec<PathBuf>,
+    /// Directories agents may be granted to read and write (at or below these).
+    pub write: Vec<PathBuf>,
+}
+
 /// One `[[agents]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +145,12 @@ pub struct StaticAgent {
     pub jitter: Option<String>,
     #[serde(default)]
     pub allow_publish: Vec<String>,
+    /// Directories preopened read-only (absolute paths, within `[devices]`).
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Directories preopened read-write (absolute paths, within `[devices] write`).
+    #[serde(default)]
+    pub write: Vec<String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
@@ -190,6 +209,8 @@ impl StaticAgent {
             schedule: self.schedule.clone(),
             timezone: self.timezone.clone(),
             jitter: self.jitter.clone(),
+            read: self.read.clone(),
+            write: self.write.clone(),
             limits: self.limits.to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.clone(),
@@ -455,6 +476,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "outbox",
     "security",
+    "devices",
 ];
 
 impl Config {
@@ -698,6 +720,14 @@ impl Config {
             (None, false) => {}
         }
         self.check_local_user()?;
+        for (key, dirs) in [
+            ("devices.read", &self.devices.read),
+            ("devices.write", &self.devices.write),
+        ] {
+            if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
+                return Err((key, format!("{} is not an absolute path", d.display())));
+            }
+        }
         for key in self
             .security
             .trusted_publishers
@@ -878,7 +908,9 @@ fn overlay_env(
         let Some(target) = target else { continue };
         let value = if section == "node" && leaf_key == "tags" {
             toml::Value::Table(parse_tags(&value))
-        } else if section == "security" && leaf_key.ends_with("_publishers") {
+        } else if (section == "security" && leaf_key.ends_with("_publishers"))
+            || section == "devices"
+        {
             toml::Value::Array(
                 value
                     .split(',')

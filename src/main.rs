@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(edgeleaf::cli::run(cli)) {
+    let result = runtime.block_on(edgeleaf::cli::run(cli));
+    // A blocking call an agent's deadline gave up on (a read from a silent device
+    // in tokio's blocking pool) must not hold the process at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));

@@ -450,6 +450,14 @@ pub struct AgentSpec {
     /// duration (`30s`) or a share of the period (`10%`), to spread a fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// Directories preopened read-only at the same absolute path in the guest, in
+    /// this order (a WASI command's first grant is fd 3), each within the node's
+    /// `[devices]` ceiling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<String>,
+    /// Directories preopened read-write, after the `read` ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<String>,
     #[serde(default)]
     pub limits: AgentLimits,
     /// Subjects (wildcards allowed) the agent may publish to.
@@ -496,6 +504,13 @@ impl AgentSpec {
                 self.name
             )));
         }
+        for (what, dirs) in [("read", &self.read), ("write", &self.write)] {
+            for dir in dirs {
+                check_grant_dir(dir).map_err(|why| {
+                    invalid(format!("agent {}: {what} grant {dir:?} {why}", self.name))
+                })?;
+            }
+        }
         if let Some(jitter) = &self.jitter {
             crate::schedule::Jitter::parse(jitter)
                 .map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
@@ -513,6 +528,25 @@ impl AgentSpec {
         }
         Ok(())
     }
+}
+
+/// A directory grant must be an absolute path in plain form: no `.` or `..`
+/// components, no empty ones.
+fn check_grant_dir(dir: &str) -> Result<(), &'static str> {
+    let Some(rest) = dir.strip_prefix('/') else {
+        return Err("is not an absolute path");
+    };
+    if rest.is_empty() {
+        return Err("is the root directory");
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+    {
+        return Err("must not contain '.', '..' or empty components");
+    }
+    Ok(())
 }
 
 /// Is `s` a valid subject or pattern: non-empty tokens, no spaces, `>` only last?
@@ -704,7 +738,7 @@ pub struct DeployStatus {
 }
 
 /// One row of `ctl.<node>.agents`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub name: String,
     /// `running`, `backoff` or `failed`.
@@ -735,6 +769,11 @@ pub struct AgentInfo {
     /// Ticks skipped because the previous run of the agent still ran.
     #[serde(default)]
     pub skipped_ticks: u64,
+    /// Directories granted read-only, and read-write.
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.

@@ -45,6 +45,9 @@ struct Row {
     invocations: Option<u64>,
     failures: Option<u64>,
     skipped_ticks: Option<u64>,
+    /// Directories granted read-only and read-write.
+    read: Vec<String>,
+    write: Vec<String>,
     /// Why the last deployment or load failed, if it did.
     last_error: Option<ErrorBody>,
     /// Whether the node answered now.
@@ -155,6 +158,8 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             row.invocations = Some(info.invocations);
             row.failures = Some(info.failures);
             row.skipped_ticks = Some(info.skipped_ticks);
+            row.read = info.read;
+            row.write = info.write;
             if let Some(e) = info.error {
                 row.last_error = Some(ErrorBody::new("load_failed", e));
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::ConnOpts;
-use crate::config::{AgentLimitsConfig, LimitsSection, parse_duration, parse_size};
+use crate::config::{AgentLimitsConfig, DevicesSection, LimitsSection, parse_duration, parse_size};
 use crate::connect::Persistence;
 use crate::node::agents::AgentPool;
 use crate::node::telemetry::Telemetry;
@@ -77,6 +77,14 @@ pub struct AgentOpts {
     /// Bytes the agent may keep in kv.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub kv_quota: u64,
+    /// Directory the agent may read, preopened at the same path (repeat). Must be
+    /// within the node's [devices] read or write ceiling.
+    #[arg(long, value_name = "DIR")]
+    pub read: Vec<String>,
+    /// Directory the agent may read and write (repeat). Must be within the node's
+    /// [devices] write ceiling.
+    #[arg(long, value_name = "DIR")]
+    pub write: Vec<String>,
     /// Subject the agent may publish to (repeat; wildcards allowed).
     #[arg(long = "allow-publish")]
     pub allow_publish: Vec<String>,
@@ -107,6 +115,8 @@ impl AgentOpts {
                 .collect(),
             timezone: self.timezone.clone(),
             jitter: self.jitter.clone(),
+            read: self.read.clone(),
+            write: self.write.clone(),
             limits: AgentLimitsConfig {
                 memory: self.memory,
                 timeout: self.timeout,
@@ -178,15 +188,23 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         .node_id
         .clone()
         .unwrap_or_else(crate::config::default_node_id);
-    let pool = Arc::new(AgentPool::new(
-        runtime,
-        store.clone(),
-        client.clone(),
-        Telemetry::Direct(client.clone()),
-        conn.subjects(),
-        &node_id,
-        limits,
-    ));
+    let pool = Arc::new(
+        AgentPool::new(
+            runtime,
+            store.clone(),
+            client.clone(),
+            Telemetry::Direct(client.clone()),
+            conn.subjects(),
+            &node_id,
+            limits,
+        )
+        // The grants on the command line are the ceiling: whoever runs this owns
+        // the device.
+        .with_devices(DevicesSection {
+            read: args.agent.read.iter().map(PathBuf::from).collect(),
+            write: args.agent.write.iter().map(PathBuf::from).collect(),
+        }),
+    );
     let agent = pool
         .start(spec, &wasm)
         .await

@@ -41,6 +41,12 @@ pub struct Args {
     /// nats-server binary. Default: PATH, then /usr/sbin.
     #[arg(long)]
     nats_server: Option<PathBuf>,
+    /// Directory agents may be granted to read ([devices] read; repeat).
+    #[arg(long, value_name = "DIR")]
+    devices_read: Vec<PathBuf>,
+    /// Directory agents may be granted to read and write ([devices] write; repeat).
+    #[arg(long, value_name = "DIR")]
+    devices_write: Vec<PathBuf>,
 }
 
 /// Written to `<state-dir>/up.json` once everything answers, for scripts.
@@ -102,6 +108,16 @@ pub async fn run(args: Args) -> Result<()> {
     config.leaf.hub_url = Some(format!("nats-leaf://{leafnode_addr}"));
     config.leaf.domain = args.domain.clone();
     config.heartbeat.interval = args.heartbeat_interval;
+    for dir in args.devices_read.iter().chain(&args.devices_write) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "--devices-read/--devices-write {}: not a directory",
+                dir.display()
+            );
+        }
+    }
+    config.devices.read = absolute(&args.devices_read)?;
+    config.devices.write = absolute(&args.devices_write)?;
     // A publisher key the local node trusts, so `deploy --key` works out of the box.
     let key_path = state_dir.join("publisher.key");
     let publisher = match SecretKey::load(&key_path) {
@@ -257,4 +273,11 @@ fn print_welcome(up: &UpFile) {
     println!("  {me} invoke demo.echo hello -s {}", up.hub_url);
     println!();
     println!("Ctrl-C stops the hub, the leaf and the node.");
+}
+
+/// The directories as absolute paths (a grant names an absolute path).
+fn absolute(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    dirs.iter()
+        .map(|d| std::path::absolute(d).with_context(|| format!("cannot resolve {}", d.display())))
+        .collect()
 }

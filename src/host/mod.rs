@@ -1,9 +1,11 @@
 //! What an agent can reach, one capability per file: [`kv`] (its own sled tree),
 //! [`messaging`] (publish to allowed subjects), [`log`] (tracing + NATS), [`config`]
-//! (its config map). Each file holds the capability itself and its implementation
-//! of the world's import; [`Capabilities`] bundles them per agent.
+//! (its config map), [`fs`] (granted directories, through WASI). Each file holds the
+//! capability itself and its implementation of the world's import; [`Capabilities`]
+//! bundles them per agent.
 
 pub mod config;
+pub mod fs;
 pub mod kv;
 pub mod log;
 pub mod messaging;
@@ -18,4 +20,6 @@ pub struct Capabilities {
     pub messaging: messaging::Publisher,
     pub log: log::AgentLog,
     pub config: BTreeMap<String, String>,
+    /// Directories preopened in every instance (see [`fs`]).
+    pub dirs: Vec<fs::DirGrant>,
 }

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use super::telemetry::Telemetry;
 use super::timer::{self, Tick, TimerState};
-use crate::config::LimitsSection;
-use crate::host::{Capabilities, log::AgentLog, messaging::Publisher};
+use crate::config::{DevicesSection, LimitsSection};
+use crate::host::{Capabilities, fs, log::AgentLog, messaging::Publisher};
 use crate::protocol::{
     AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, EventRecord, ResultRecord,
     Subjects,
@@ -101,6 +101,8 @@ pub struct AgentPool {
     failed: Mutex<BTreeMap<String, String>>,
     /// Invocations across all agents, for heartbeats.
     total: Arc<AtomicU64>,
+    /// What agents may be granted here (`[devices]`).
+    devices: DevicesSection,
 }
 
 impl AgentPool {
@@ -124,7 +126,14 @@ impl AgentPool {
             running: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
             total: Arc::new(AtomicU64::new(0)),
+            devices: DevicesSection::default(),
         }
+    }
+
+    /// Sets the ceiling of directory grants (default: nothing may be granted).
+    pub fn with_devices(mut self, devices: DevicesSection) -> Self {
+        self.devices = devices;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -304,6 +313,7 @@ impl AgentPool {
             )));
         }
         let name = spec.name.clone();
+        let dirs = fs::resolve(&name, &spec.read, &spec.write, &self.devices)?;
         let kv = AgentKv::open(&self.store, &name, spec.limits.kv_quota)
             .map_err(|e| AgentError::new("store", format!("cannot open the agent's kv: {e}")))?;
         let caps = Arc::new(Capabilities {
@@ -316,6 +326,7 @@ impl AgentPool {
                 &name,
             ),
             config: spec.config.clone(),
+            dirs,
         });
         let agent = Arc::new(Agent::load(self.runtime.clone(), spec, wasm, caps).await?);
         let stats = Arc::new(AgentStats::default());
@@ -482,6 +493,8 @@ impl AgentPool {
                     next_run: r.timer.as_ref().and_then(|(t, _)| t.next_run()),
                     last_run: r.timer.as_ref().and_then(|(t, _)| t.last_run()),
                     skipped_ticks: r.timer.as_ref().map_or(0, |(t, _)| t.skipped.load(Relaxed)),
+                    read: r.agent.spec.read.clone(),
+                    write: r.agent.spec.write.clone(),
                     compiled_from_cache: Some(r.agent.cache_hit),
                     error: None,
                 }
@@ -495,19 +508,8 @@ impl AgentPool {
                 .map(|(name, error)| AgentInfo {
                     name: name.clone(),
                     state: "failed".to_owned(),
-                    kind: None,
-                    digest: None,
-                    triggers: Vec::new(),
-                    invocations: 0,
-                    failures: 0,
-                    refused_busy: 0,
-                    log_dropped: 0,
-                    schedule: Vec::new(),
-                    next_run: None,
-                    last_run: None,
-                    skipped_ticks: 0,
-                    compiled_from_cache: None,
                     error: Some(error.clone()),
+                    ..Default::default()
                 }),
         );
         rows.sort_by(|a, b| a.name.cmp(&b.name));

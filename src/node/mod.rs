@@ -293,15 +293,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )
         .await?;
     let subjects = Subjects::new(config.prefix());
-    let agents = Arc::new(AgentPool::new(
-        runtime,
-        store.clone(),
-        client.clone(),
-        Telemetry::Outbox(outbox.clone()),
-        subjects.clone(),
-        &config.node.id,
-        config.limits.clone(),
-    ));
+    let agents = Arc::new(
+        AgentPool::new(
+            runtime,
+            store.clone(),
+            client.clone(),
+            Telemetry::Outbox(outbox.clone()),
+            subjects.clone(),
+            &config.node.id,
+            config.limits.clone(),
+        )
+        .with_devices(config.devices.clone()),
+    );
     let forwarder = Forwarder {
         outbox: outbox.clone(),
         client: client.clone(),

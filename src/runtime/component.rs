@@ -28,7 +28,7 @@ pub type Pre = AgentPre<ComponentState>;
 
 /// Everything one component instance can reach. Built fresh per invocation.
 pub struct ComponentState {
-    /// WASI for what std pulls in: no preopened dirs, no network, no env.
+    /// WASI for what std pulls in: the granted directories only, no network, no env.
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
@@ -81,12 +81,13 @@ fn new_store(
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
     stderr: Option<MemoryOutputPipe>,
-) -> Store<ComponentState> {
+) -> Result<Store<ComponentState>, AgentError> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    crate::host::fs::preopen(&mut builder, &caps.dirs)?;
     if let Some(stderr) = stderr {
         builder.stderr(stderr);
     }
@@ -104,7 +105,7 @@ fn new_store(
     );
     store.limiter(|s| &mut s.limiter);
     arm_store(&mut store, limits);
-    store
+    Ok(store)
 }
 
 /// Instantiates once without calling anything (a load-time check).
@@ -114,7 +115,7 @@ pub(crate) async fn instantiate_only(
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
 ) -> Result<(), AgentError> {
-    let mut store = new_store(runtime, caps, limits, None);
+    let mut store = new_store(runtime, caps, limits, None)?;
     let hit = store.data().limiter.hit.clone();
     within_deadline(limits, pre.instantiate_async(&mut store))
         .await
@@ -131,7 +132,7 @@ pub(crate) async fn invoke(
     inv: Invocation,
 ) -> Result<Vec<u8>, AgentError> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-    let mut store = new_store(runtime, caps, limits, Some(stderr.clone()));
+    let mut store = new_store(runtime, caps, limits, Some(stderr.clone()))?;
     let hit = store.data().limiter.hit.clone();
     let msg = Message {
         subject: inv.subject,

@@ -16,6 +16,7 @@ use super::agent::{
 };
 use super::engine::Runtime;
 use crate::host::Capabilities;
+use crate::host::fs::DirGrant;
 use crate::host::log::InvocationLog;
 use crate::protocol::AgentSpec;
 
@@ -53,23 +54,32 @@ pub fn prepare(linker: &Linker<CommandState>, module: &Module) -> Result<Pre, Ag
     })
 }
 
-fn new_store(
-    runtime: &Runtime,
-    spec: Option<&AgentSpec>,
-    limits: &RunLimits,
+/// What one run of a command gets: its spec and grants (`None` for the load-time
+/// check, which runs nothing), its stdio and its subject.
+struct Run<'a> {
+    spec: Option<(&'a AgentSpec, &'a [DirGrant])>,
     stdin: MemoryInputPipe,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
-    subject: &str,
-) -> Store<CommandState> {
+    subject: &'a str,
+}
+
+fn new_store(
+    runtime: &Runtime,
+    limits: &RunLimits,
+    run: Run<'_>,
+) -> Result<Store<CommandState>, AgentError> {
     let mut b = WasiCtxBuilder::new();
-    b.stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
+    b.stdin(run.stdin)
+        .stdout(run.stdout)
+        .stderr(run.stderr)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    if let Some(spec) = spec {
+    let subject = run.subject;
+    if let Some((spec, dirs)) = run.spec {
+        // The first grant is fd 3, as preview1 numbers preopens.
+        crate::host::fs::preopen(&mut b, dirs)?;
         b.args(&[spec.name.as_str(), subject]);
         let env: Vec<(&str, &str)> = spec
             .config
@@ -87,7 +97,7 @@ fn new_store(
     );
     store.limiter(|s| &mut s.limiter);
     arm_store(&mut store, limits);
-    store
+    Ok(store)
 }
 
 /// Instantiates once without running `_start` (a load-time check).
@@ -98,13 +108,15 @@ pub(crate) async fn instantiate_only(
 ) -> Result<(), AgentError> {
     let mut store = new_store(
         runtime,
-        None,
         limits,
-        MemoryInputPipe::new(bytes::Bytes::new()),
-        MemoryOutputPipe::new(0),
-        MemoryOutputPipe::new(0),
-        "",
-    );
+        Run {
+            spec: None,
+            stdin: MemoryInputPipe::new(bytes::Bytes::new()),
+            stdout: MemoryOutputPipe::new(0),
+            stderr: MemoryOutputPipe::new(0),
+            subject: "",
+        },
+    )?;
     let hit = store.data().limiter.hit.clone();
     within_deadline(limits, pre.instantiate_async(&mut store))
         .await
@@ -125,13 +137,15 @@ pub(crate) async fn invoke(
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let mut store = new_store(
         runtime,
-        Some(spec),
         limits,
-        MemoryInputPipe::new(inv.payload),
-        stdout.clone(),
-        stderr.clone(),
-        &inv.subject,
-    );
+        Run {
+            spec: Some((spec, &caps.dirs)),
+            stdin: MemoryInputPipe::new(inv.payload),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            subject: &inv.subject,
+        },
+    )?;
     let hit = store.data().limiter.hit.clone();
     let outcome = within_deadline(limits, async {
         let instance = pre.instantiate_async(&mut store).await?;

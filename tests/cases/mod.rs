@@ -1,6 +1,7 @@
 mod agents;
 mod config;
 mod cross;
+mod devices;
 mod faults;
 mod fleet;
 mod heartbeat;

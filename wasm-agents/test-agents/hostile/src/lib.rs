@@ -19,6 +19,7 @@
 //! | `log`                | writes one line at each log level, then replies `logged` |
 //! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
 //! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
+//! | `fswrite:<path>=<text>` | writes `<text>` to the file `<path>`; replies `written`, or `Err(fswrite: <why>)` |
 //! | `env`                | replies `env:<n> <NAME,...>`: the environment it sees |
 //! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
 //! | `kvget:<key>`        | replies with the value under `<key>`, or `none` |
@@ -105,6 +106,11 @@ impl Agent for Hostile {
                 Ok(b"logged".to_vec())
             }
             ("fs", Some(path)) => std::fs::read(path).map_err(|e| format!("fs: {e}")),
+            ("fswrite", Some(rest)) => {
+                let (path, text) = rest.split_once('=').unwrap_or((rest, ""));
+                std::fs::write(path, text).map_err(|e| format!("fswrite: {e}"))?;
+                Ok(b"written".to_vec())
+            }
             ("ls", Some(path)) => std::fs::read_dir(path)
                 .map(|dir| {
                     let names: Vec<String> = dir

@@ -1,0 +1,153 @@
+//! Directory grants: what an agent may read and write on the device, capped by the
+//! node's `[devices]`, and every way out of a grant refused by the sandbox.
+
+use std::path::Path;
+
+use crate::cases::shipping::{TrustingNode, deploy, status};
+use crate::harness::{
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, request_error, request_ok, serving,
+};
+
+/// `fs:`/`fswrite:` on `subject` must fail, with the sandbox's refusal.
+async fn refused(hub: &async_nats::Client, subject: &str, mode: &str) -> String {
+    let (code, message) = request_error(hub, subject, mode).await;
+    assert_eq!(code, "agent_error", "{mode}: {message}");
+    message
+}
+
+#[tokio::test]
+async fn granted_directories_are_reachable_and_nothing_else() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let (ro, rw, outside) = (
+        base.path().join("ro"),
+        base.path().join("rw"),
+        base.path().join("outside"),
+    );
+    for d in [&ro, &rw, &outside] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(ro.join("reading.txt"), "21.5").unwrap();
+    std::fs::write(outside.join("secret.txt"), "s3cret").unwrap();
+    let (ro_s, rw_s, out_s) = (
+        ro.display().to_string(),
+        rw.display().to_string(),
+        outside.display().to_string(),
+    );
+    let extra = format!("\n[devices]\nread = [\"{ro_s}\"]\nwrite = [\"{rw_s}\"]\n")
+        + &agent_toml(
+            "files",
+            &agent_wasm("hostile"),
+            &["files.run"],
+            &format!(
+                "read = [\"{ro_s}\"]\nwrite = [\"{rw_s}\"]\nlimits = {{ timeout = \"1s\", max_concurrency = 1 }}"
+            ),
+        );
+    let _node = Node::start(NodeSpec {
+        id: "files",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "files.run", "echo:up").await;
+
+    // Granted: read the read-only dir, write the read-write one.
+    assert_eq!(
+        request_ok(&hub, "files.run", &format!("fs:{ro_s}/reading.txt")).await,
+        "21.5"
+    );
+    assert_eq!(
+        request_ok(&hub, "files.run", &format!("fswrite:{rw_s}/out.txt=hello")).await,
+        "written"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        request_ok(&hub, "files.run", &format!("ls:{rw_s}")).await,
+        "out.txt"
+    );
+
+    // Refused: writing the read-only dir, `..`, absolute paths elsewhere.
+    refused(&hub, "files.run", &format!("fswrite:{ro_s}/x.txt=1")).await;
+    assert!(!ro.join("x.txt").exists());
+    refused(
+        &hub,
+        "files.run",
+        &format!("fs:{ro_s}/../outside/secret.txt"),
+    )
+    .await;
+    refused(&hub, "files.run", &format!("fs:{out_s}/secret.txt")).await;
+    refused(&hub, "files.run", "fs:/etc/hostname").await;
+    refused(&hub, "files.run", "ls:/").await;
+
+    // Symlinks made after the agent was deployed, leading out: refused too.
+    std::os::unix::fs::symlink(outside.join("secret.txt"), rw.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, rw.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret.txt", rw.join("rel.txt")).unwrap();
+    for path in ["link.txt", "dirlink/secret.txt", "rel.txt"] {
+        let message = refused(&hub, "files.run", &format!("fs:{rw_s}/{path}")).await;
+        assert!(!message.contains("s3cret"), "{path}: {message}");
+    }
+    // A symlink that stays inside the grant is fine.
+    std::os::unix::fs::symlink("out.txt", rw.join("inside.txt")).unwrap();
+    assert_eq!(
+        request_ok(&hub, "files.run", &format!("fs:{rw_s}/inside.txt")).await,
+        "hello"
+    );
+
+    // A read that blocks (a FIFO nobody writes: a silent device) ends at the
+    // deadline, and the agent's one instance is free again.
+    let fifo = rw.join("silent");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let (code, message) = request_error(&hub, "files.run", &format!("fs:{}", fifo.display())).await;
+    assert_eq!(code, "timeout", "{message}");
+    assert_eq!(
+        request_ok(&hub, "files.run", "echo:after").await,
+        "echo:after"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_outside_the_ceiling_is_forbidden_and_what_runs_stays() {
+    let allowed = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let devices = format!("\n[devices]\nread = [\"{}\"]\n", allowed.path().display());
+    let node = TrustingNode::start_with("granted", &devices).await;
+    let hub = async_nats::connect(&node.hub_url).await.unwrap();
+    let with = |more: &[&str]| {
+        let mut args = node.echo_svc();
+        args.extend(more.iter().map(|s| s.to_string()));
+        args
+    };
+    let grant = |dir: &Path| dir.display().to_string();
+
+    let (ok, text) = deploy(&node.hub_url, &with(&["--read", &grant(allowed.path())])).await;
+    assert!(ok, "{text}");
+    serving(&hub, "granted.svc", "v1").await;
+
+    for (flag, dir) in [
+        ("--read", grant(other.path())),
+        ("--read", "/etc".to_owned()),
+        ("--write", grant(allowed.path())),
+    ] {
+        let (ok, text) = deploy(&node.hub_url, &with(&[flag, &dir])).await;
+        assert!(!ok, "{flag} {dir}: {text}");
+        assert!(text.contains("forbidden") && text.contains(&dir), "{text}");
+        let st = status(&hub, "granted", "svc").await.unwrap();
+        assert_eq!(st.state, "rejected", "{st:?}");
+        assert_eq!(st.error.as_ref().unwrap().code, "forbidden", "{st:?}");
+        // The first deployment still runs.
+        assert_eq!(request_ok(&hub, "granted.svc", "still").await, "still");
+    }
+
+    // Spec-level mistakes are refused by deploy itself.
+    for dir in ["relative/dir", "/a/../etc", "/"] {
+        let (ok, text) = deploy(&node.hub_url, &with(&["--read", dir])).await;
+        assert!(!ok && text.contains("invalid_spec"), "{dir}: {text}");
+    }
+}
