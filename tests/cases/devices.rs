@@ -151,3 +151,65 @@ async fn a_grant_outside_the_ceiling_is_forbidden_and_what_runs_stays() {
         assert!(!ok && text.contains("invalid_spec"), "{dir}: {text}");
     }
 }
+
+/// The examples a device owner recognises: `cpu-temp` on a timer with a read grant
+/// (a thermal zone stands in as a temp dir), and a C command reading a granted
+/// file through its preopen.
+#[tokio::test]
+async fn the_cpu_temp_and_readfile_examples_read_granted_files() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let zone = tempfile::tempdir().unwrap();
+    std::fs::write(zone.path().join("temp"), "48312\n").unwrap();
+    let zone_s = zone.path().display().to_string();
+    let mut alerts = hub.subscribe("alerts.cpu-temp").await.unwrap();
+    hub.flush().await.unwrap();
+    let extra = format!("\n[devices]\nread = [\"{zone_s}\"]\n")
+        + &agent_toml(
+            "cpu-temp",
+            &agent_wasm("cpu-temp"),
+            &[],
+            &format!(
+                "schedule = [\"@every 500ms\"]\nread = [\"{zone_s}\"]\n\
+                 allow_publish = [\"sensors.>\", \"alerts.>\"]\n\
+                 config = {{ path = \"{zone_s}/temp\", limit = \"40\" }}"
+            ),
+        )
+        + &agent_toml(
+            "readfile",
+            &agent_wasm("readfile-c"),
+            &["files.read"],
+            &format!("read = [\"{zone_s}\"]"),
+        );
+    let _node = Node::start(NodeSpec {
+        id: "thermal",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    let alert = crate::harness::next_json(&mut alerts).await;
+    assert_eq!(alert["celsius"], 48.312, "{alert}");
+    assert_eq!(alert["alert"], true, "{alert}");
+    assert!(alert["at"].as_str().unwrap().ends_with('Z'), "{alert}");
+
+    let path = format!("{zone_s}/temp");
+    let contents = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "readfile serving",
+        || async {
+            let msg = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                hub.request("files.read", path.clone().into()),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            msg.headers.is_none().then(|| msg.payload.to_vec())
+        },
+    )
+    .await;
+    assert_eq!(contents, b"48312\n");
+    let (code, message) = request_error(&hub, "files.read", "/etc/hostname").await;
+    assert_eq!(code, "exit", "{message}");
+    assert!(message.contains("readfile-c: /etc/hostname"), "{message}");
+}

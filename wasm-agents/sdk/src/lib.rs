@@ -167,6 +167,41 @@ impl Message {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The timer tick this run is for, when the agent was started by its schedule
+    /// (subject `<prefix>.timer.<node>.<agent>`); `None` for a message.
+    ///
+    /// ```
+    /// # use edgeleaf_sdk::{Message, TimerTick};
+    /// let msg = Message {
+    ///     subject: "edgeleaf.timer.gw-01.cpu-temp".into(),
+    ///     payload: br#"{"scheduled_at":"2026-12-03T10:00:00Z","fired_at":"2026-12-03T10:00:00.002Z","tick":7}"#.to_vec(),
+    ///     headers: vec![],
+    ///     reply_expected: false,
+    /// };
+    /// let tick = msg.timer_tick().unwrap();
+    /// assert_eq!((tick.tick, tick.scheduled_at.as_str()), (7, "2026-12-03T10:00:00Z"));
+    /// ```
+    pub fn timer_tick(&self) -> Option<TimerTick> {
+        if self.subject.split('.').nth(1) != Some("timer") {
+            return None;
+        }
+        let text = core::str::from_utf8(&self.payload).ok()?;
+        // The node writes this object itself: three members, no escapes.
+        let member = |name: &str| -> Option<&str> {
+            let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+            let rest = text[start..].trim_start();
+            match rest.strip_prefix('"') {
+                Some(s) => s.split('"').next(),
+                None => rest.split([',', '}']).next().map(str::trim),
+            }
+        };
+        Some(TimerTick {
+            scheduled_at: member("scheduled_at")?.to_owned(),
+            fired_at: member("fired_at")?.to_owned(),
+            tick: member("tick")?.parse().ok()?,
+        })
+    }
+
     /// Every value of the headers called `name` (compared ASCII case-insensitively),
     /// in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -175,6 +210,18 @@ impl Message {
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Which tick of its schedule started a timer run: see [`Message::timer_tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerTick {
+    /// The tick (RFC 3339, UTC): the same instant on every node for `@every`.
+    pub scheduled_at: String,
+    /// When the node started this run (RFC 3339, UTC): after the tick by the
+    /// node's lateness and jitter.
+    pub fired_at: String,
+    /// Runs started since the agent was loaded, from 1.
+    pub tick: u64,
 }
 
 /// The agent's own key-value store.
