@@ -341,6 +341,7 @@ async fn load_offline_agent(
         log: AgentLog::new(None, format!("bench.log.{name}"), NODE_ID, name),
         config: BTreeMap::new(),
         dirs: Vec::new(),
+        connect: Vec::new().into(),
     });
     Agent::load(runtime.clone(), spec, wasm, caps)
         .await

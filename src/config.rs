@@ -125,6 +125,8 @@ pub struct DevicesSection {
     pub read: Vec<PathBuf>,
     /// Directories agents may be granted to read and write (at or below these).
     pub write: Vec<PathBuf>,
+    /// Outbound TCP agents may be granted: `IP:PORT`, `CIDR:PORT`, `[IPv6]:PORT`.
+    pub connect: Vec<String>,
 }
 
 /// One `[[agents]]` entry.
@@ -151,6 +153,9 @@ pub struct StaticAgent {
     /// Directories preopened read-write (absolute paths, within `[devices] write`).
     #[serde(default)]
     pub write: Vec<String>,
+    /// Outbound TCP (within `[devices] connect`).
+    #[serde(default)]
+    pub connect: Vec<String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
@@ -211,6 +216,7 @@ impl StaticAgent {
             jitter: self.jitter.clone(),
             read: self.read.clone(),
             write: self.write.clone(),
+            connect: self.connect.clone(),
             limits: self.limits.to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.clone(),
@@ -727,6 +733,9 @@ impl Config {
             if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
                 return Err((key, format!("{} is not an absolute path", d.display())));
             }
+        }
+        for entry in &self.devices.connect {
+            protocol::ConnectRule::parse(entry).map_err(|e| ("devices.connect", e))?;
         }
         for key in self
             .security

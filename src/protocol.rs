@@ -458,6 +458,10 @@ pub struct AgentSpec {
     /// Directories preopened read-write, after the `read` ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub write: Vec<String>,
+    /// Outbound TCP the agent may open (`IP:PORT`, `CIDR:PORT`, `[IPv6]:PORT`),
+    /// each within the node's `[devices] connect`. Components only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect: Vec<String>,
     #[serde(default)]
     pub limits: AgentLimits,
     /// Subjects (wildcards allowed) the agent may publish to.
@@ -511,6 +515,9 @@ impl AgentSpec {
                 })?;
             }
         }
+        for entry in &self.connect {
+            ConnectRule::parse(entry).map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
+        }
         if let Some(jitter) = &self.jitter {
             crate::schedule::Jitter::parse(jitter)
                 .map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
@@ -527,6 +534,69 @@ impl AgentSpec {
             })?;
         }
         Ok(())
+    }
+}
+
+/// One `connect` entry of a spec or of a node's `[devices]`: outbound TCP to the
+/// addresses of `net` (one address, or a CIDR block) on `port`.
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::ConnectRule;
+/// let plc = ConnectRule::parse("10.0.0.0/24:502").unwrap();
+/// assert!(plc.allows("10.0.0.17:502".parse().unwrap()));
+/// assert!(!plc.allows("10.0.1.17:502".parse().unwrap()));
+/// assert!(ConnectRule::parse("[fd00::1]:80").is_ok());
+/// assert!(ConnectRule::parse("plc.local:502").is_err()); // names: not yet
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRule {
+    pub net: ipnet::IpNet,
+    pub port: u16,
+}
+
+impl ConnectRule {
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("connect {entry:?}: {why}");
+        let (host, port) = match entry.strip_prefix('[') {
+            Some(rest) => rest
+                .split_once("]:")
+                .ok_or_else(|| bad("want [IPv6]:PORT"))?,
+            None => entry
+                .rsplit_once(':')
+                .ok_or_else(|| bad("want HOST:PORT (an IP address or CIDR, and a port)"))?,
+        };
+        let port: u16 = match port.parse() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        };
+        let net = if host.contains('/') {
+            host.parse::<ipnet::IpNet>()
+                .map_err(|e| bad(&e.to_string()))?
+        } else {
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => {
+                    return Err(bad(
+                        "DNS names are not supported yet; give an IP address or a CIDR block (e.g. 10.0.0.0/24:502)",
+                    ));
+                }
+            }
+        };
+        Ok(Self {
+            net: net.trunc(),
+            port,
+        })
+    }
+
+    /// Does this rule let a socket connect to `addr`?
+    pub fn allows(&self, addr: std::net::SocketAddr) -> bool {
+        addr.port() == self.port && self.net.contains(&addr.ip())
+    }
+
+    /// Is everything `other` allows also allowed by this rule?
+    pub fn covers(&self, other: &ConnectRule) -> bool {
+        self.port == other.port && self.net.contains(&other.net)
     }
 }
 
@@ -774,6 +844,9 @@ pub struct AgentInfo {
     pub read: Vec<String>,
     #[serde(default)]
     pub write: Vec<String>,
+    /// Outbound TCP granted (`connect` entries).
+    #[serde(default)]
+    pub connect: Vec<String>,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.

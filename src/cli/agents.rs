@@ -48,6 +48,8 @@ struct Row {
     /// Directories granted read-only and read-write.
     read: Vec<String>,
     write: Vec<String>,
+    /// Outbound TCP granted.
+    connect: Vec<String>,
     /// Why the last deployment or load failed, if it did.
     last_error: Option<ErrorBody>,
     /// Whether the node answered now.
@@ -160,6 +162,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             row.skipped_ticks = Some(info.skipped_ticks);
             row.read = info.read;
             row.write = info.write;
+            row.connect = info.connect;
             if let Some(e) = info.error {
                 row.last_error = Some(ErrorBody::new("load_failed", e));
             }

@@ -85,6 +85,10 @@ pub struct AgentOpts {
     /// [devices] write ceiling.
     #[arg(long, value_name = "DIR")]
     pub write: Vec<String>,
+    /// Outbound TCP the agent may open: IP:PORT, CIDR:PORT or [IPv6]:PORT (repeat;
+    /// components only). Must be within the node's [devices] connect.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub connect: Vec<String>,
     /// Subject the agent may publish to (repeat; wildcards allowed).
     #[arg(long = "allow-publish")]
     pub allow_publish: Vec<String>,
@@ -117,6 +121,7 @@ impl AgentOpts {
             jitter: self.jitter.clone(),
             read: self.read.clone(),
             write: self.write.clone(),
+            connect: self.connect.clone(),
             limits: AgentLimitsConfig {
                 memory: self.memory,
                 timeout: self.timeout,
@@ -203,6 +208,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         .with_devices(DevicesSection {
             read: args.agent.read.iter().map(PathBuf::from).collect(),
             write: args.agent.write.iter().map(PathBuf::from).collect(),
+            connect: args.agent.connect.clone(),
         }),
     );
     let agent = pool

@@ -47,6 +47,10 @@ pub struct Args {
     /// Directory agents may be granted to read and write ([devices] write; repeat).
     #[arg(long, value_name = "DIR")]
     devices_write: Vec<PathBuf>,
+    /// Outbound TCP agents may be granted ([devices] connect; IP:PORT or
+    /// CIDR:PORT; repeat).
+    #[arg(long, value_name = "ADDR:PORT")]
+    devices_connect: Vec<String>,
 }
 
 /// Written to `<state-dir>/up.json` once everything answers, for scripts.
@@ -118,6 +122,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     config.devices.read = absolute(&args.devices_read)?;
     config.devices.write = absolute(&args.devices_write)?;
+    config.devices.connect = args.devices_connect.clone();
     // A publisher key the local node trusts, so `deploy --key` works out of the box.
     let key_path = state_dir.join("publisher.key");
     let publisher = match SecretKey::load(&key_path) {

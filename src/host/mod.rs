@@ -1,6 +1,7 @@
 //! What an agent can reach, one capability per file: [`kv`] (its own sled tree),
 //! [`messaging`] (publish to allowed subjects), [`log`] (tracing + NATS), [`config`]
-//! (its config map), [`fs`] (granted directories, through WASI). Each file holds the
+//! (its config map), [`fs`] (granted directories) and [`net`] (outbound TCP), both
+//! through WASI. Each file holds the
 //! capability itself and its implementation of the world's import; [`Capabilities`]
 //! bundles them per agent.
 
@@ -9,6 +10,7 @@ pub mod fs;
 pub mod kv;
 pub mod log;
 pub mod messaging;
+pub mod net;
 
 use std::collections::BTreeMap;
 
@@ -22,4 +24,6 @@ pub struct Capabilities {
     pub config: BTreeMap<String, String>,
     /// Directories preopened in every instance (see [`fs`]).
     pub dirs: Vec<fs::DirGrant>,
+    /// Where the agent may connect over TCP (see [`net`]); empty: nowhere.
+    pub connect: std::sync::Arc<[crate::protocol::ConnectRule]>,
 }

@@ -94,6 +94,15 @@ impl Agent {
             .map_err(|e| {
                 AgentError::invalid_module(format!("compilation did not finish: {e}"))
             })??;
+        if loaded.kind == ModuleKind::WasiCommand && !caps.connect.is_empty() {
+            return Err(AgentError::new(
+                "invalid_spec",
+                format!(
+                    "agent {}: connect grants need a component; a WASI preview1 command has no sockets",
+                    spec.name
+                ),
+            ));
+        }
         let agent = Self {
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1) as usize)),
             kind: loaded.kind,

@@ -28,7 +28,8 @@ pub type Pre = AgentPre<ComponentState>;
 
 /// Everything one component instance can reach. Built fresh per invocation.
 pub struct ComponentState {
-    /// WASI for what std pulls in: the granted directories only, no network, no env.
+    /// WASI for what std pulls in: the granted directories and connects only, no
+    /// env.
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
@@ -88,6 +89,7 @@ fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false);
     crate::host::fs::preopen(&mut builder, &caps.dirs)?;
+    crate::host::net::apply(&mut builder, &caps.connect);
     if let Some(stderr) = stderr {
         builder.stderr(stderr);
     }

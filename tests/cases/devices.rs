@@ -213,3 +213,102 @@ async fn the_cpu_temp_and_readfile_examples_read_granted_files() {
     assert_eq!(code, "exit", "{message}");
     assert!(message.contains("readfile-c: /etc/hostname"), "{message}");
 }
+
+/// A loopback "HTTP server" that answers every connection with `hello from
+/// <port>` and counts them; `silent` ones accept and never answer.
+async fn tcp_server(silent: bool) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if silent {
+                held.push(conn);
+                continue;
+            }
+            // Read the request first: closing with it unread would reset the
+            // connection under the reply.
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request).await;
+            let reply = format!("HTTP/1.0 200 OK\r\n\r\nhello from {port}");
+            let _ = conn.write_all(reply.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn connect_reaches_only_the_granted_addresses() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let (allowed, allowed_hits) = tcp_server(false).await;
+    let (other, other_hits) = tcp_server(false).await;
+    let (silent, _) = tcp_server(true).await;
+    let extra =
+        format!("\n[devices]\nconnect = [\"127.0.0.1:{allowed}\", \"127.0.0.0/8:{silent}\"]\n")
+            + &agent_toml(
+                "net",
+                &agent_wasm("hostile"),
+                &["net.run"],
+                &format!(
+                    "connect = [\"127.0.0.1:{allowed}\", \"127.0.0.1:{silent}\"]\n\
+             limits = {{ timeout = \"1s\", max_concurrency = 1 }}"
+                ),
+            )
+            + &agent_toml(
+                "greedy",
+                &agent_wasm("hostile"),
+                &["greedy.run"],
+                &format!("connect = [\"127.0.0.1:{other}\"]"),
+            );
+    let _node = Node::start(NodeSpec {
+        id: "netnode",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "net.run", "echo:up").await;
+
+    let reply = request_ok(&hub, "net.run", &format!("tcp:127.0.0.1:{allowed}")).await;
+    assert!(reply.ends_with(&format!("hello from {allowed}")), "{reply}");
+    assert_eq!(allowed_hits.load(SeqCst), 1);
+
+    // Another port, another address: refused before any packet leaves.
+    for target in [format!("127.0.0.1:{other}"), format!("127.0.0.2:{allowed}")] {
+        let message = refused(&hub, "net.run", &format!("tcp:{target}")).await;
+        assert!(message.contains("access-denied"), "{target}: {message}");
+    }
+    assert_eq!(
+        other_hits.load(SeqCst),
+        0,
+        "a refused connect reached the server"
+    );
+    assert_eq!(allowed_hits.load(SeqCst), 1);
+
+    // A peer that never answers: the deadline ends the read; the instance is free.
+    let (code, message) = request_error(&hub, "net.run", &format!("tcp:127.0.0.1:{silent}")).await;
+    assert_eq!(code, "timeout", "{message}");
+    assert_eq!(
+        request_ok(&hub, "net.run", "echo:after").await,
+        "echo:after"
+    );
+
+    // A grant outside the ceiling does not load.
+    let rows: Vec<edgeleaf::protocol::AgentInfo> =
+        crate::harness::control(&hub, "netnode", "agents").await;
+    let greedy = rows.iter().find(|a| a.name == "greedy").unwrap();
+    assert_eq!(greedy.state, "failed", "{greedy:?}");
+    let error = greedy.error.as_deref().unwrap();
+    assert!(
+        error.contains("forbidden") && error.contains(&other.to_string()),
+        "{error}"
+    );
+    let net = rows.iter().find(|a| a.name == "net").unwrap();
+    assert_eq!(net.connect.len(), 2, "{net:?}");
+}

@@ -224,6 +224,119 @@ pub struct TimerTick {
     pub tick: u64,
 }
 
+/// Outbound TCP, where the deployment grants it (`--connect IP:PORT`, within the
+/// node's `[devices] connect`). Anything else is refused before a packet leaves.
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// let mut plc = edgeleaf_sdk::net::TcpStream::connect("10.0.0.17:502")?;
+/// plc.write_all(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02")?;
+/// let mut reply = [0u8; 13];
+/// plc.read_exact(&mut reply)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod net {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use wasi::io::streams::{InputStream, OutputStream};
+    use wasi::sockets::network::{
+        ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    };
+    use wasi::sockets::tcp::TcpSocket;
+
+    /// A connected TCP stream: `std::io::Read` and `Write`, blocking. Each call is
+    /// bounded by the invocation's deadline like everything an agent does.
+    pub struct TcpStream {
+        // Dropped in this order: the streams before their socket.
+        input: InputStream,
+        output: OutputStream,
+        _socket: TcpSocket,
+    }
+
+    impl TcpStream {
+        /// Connects to `addr`, an `IP:PORT` (agents resolve no names). The error
+        /// says why: `access-denied` for an address the grants do not allow,
+        /// `connection-refused`, …
+        pub fn connect(addr: &str) -> io::Result<Self> {
+            let parsed: SocketAddr = addr.parse().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr:?} is not IP:PORT ({e}); agents do not resolve names"),
+                )
+            })?;
+            let failed = |e: ErrorCode| {
+                let kind = match e {
+                    ErrorCode::AccessDenied | ErrorCode::NotSupported => {
+                        io::ErrorKind::PermissionDenied
+                    }
+                    ErrorCode::ConnectionRefused => io::ErrorKind::ConnectionRefused,
+                    ErrorCode::Timeout => io::ErrorKind::TimedOut,
+                    _ => io::ErrorKind::Other,
+                };
+                io::Error::new(kind, format!("connect to {addr}: {}", e.name()))
+            };
+            let (family, remote) = match parsed {
+                SocketAddr::V4(a) => {
+                    let o = a.ip().octets();
+                    (
+                        IpAddressFamily::Ipv4,
+                        IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                            port: a.port(),
+                            address: (o[0], o[1], o[2], o[3]),
+                        }),
+                    )
+                }
+                SocketAddr::V6(a) => {
+                    let s = a.ip().segments();
+                    (
+                        IpAddressFamily::Ipv6,
+                        IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                            port: a.port(),
+                            flow_info: 0,
+                            address: (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
+                            scope_id: 0,
+                        }),
+                    )
+                }
+            };
+            let socket = wasi::sockets::tcp_create_socket::create_tcp_socket(family).map_err(failed)?;
+            let network = wasi::sockets::instance_network::instance_network();
+            socket.start_connect(&network, remote).map_err(failed)?;
+            let ready = socket.subscribe();
+            let (input, output) = loop {
+                match socket.finish_connect() {
+                    Ok(streams) => break streams,
+                    Err(ErrorCode::WouldBlock) => ready.block(),
+                    Err(e) => return Err(failed(e)),
+                }
+            };
+            drop(ready);
+            Ok(Self {
+                input,
+                output,
+                _socket: socket,
+            })
+        }
+    }
+
+    impl io::Read for TcpStream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            io::Read::read(&mut self.input, buf)
+        }
+    }
+
+    impl io::Write for TcpStream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            io::Write::write(&mut self.output, buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            io::Write::flush(&mut self.output)
+        }
+    }
+}
+
 /// The agent's own key-value store.
 ///
 /// It is kept on the node across invocations and restarts; other agents cannot see

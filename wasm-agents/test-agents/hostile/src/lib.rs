@@ -19,6 +19,7 @@
 //! | `log`                | writes one line at each log level, then replies `logged` |
 //! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
 //! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
+//! | `tcp:<ip>:<port>`    | connects (SDK `net`), sends `GET / HTTP/1.0`, replies with all it reads, or `Err(tcp: <why>)` |
 //! | `fswrite:<path>=<text>` | writes `<text>` to the file `<path>`; replies `written`, or `Err(fswrite: <why>)` |
 //! | `env`                | replies `env:<n> <NAME,...>`: the environment it sees |
 //! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
@@ -106,6 +107,19 @@ impl Agent for Hostile {
                 Ok(b"logged".to_vec())
             }
             ("fs", Some(path)) => std::fs::read(path).map_err(|e| format!("fs: {e}")),
+            ("tcp", Some(addr)) => {
+                use std::io::{Read, Write};
+                let mut stream = edgeleaf_sdk::net::TcpStream::connect(addr.trim())
+                    .map_err(|e| format!("tcp: {e}"))?;
+                stream
+                    .write_all(b"GET / HTTP/1.0\r\n\r\n")
+                    .map_err(|e| format!("tcp: {e}"))?;
+                let mut reply = Vec::new();
+                stream
+                    .read_to_end(&mut reply)
+                    .map_err(|e| format!("tcp: {e}"))?;
+                Ok(reply)
+            }
             ("fswrite", Some(rest)) => {
                 let (path, text) = rest.split_once('=').unwrap_or((rest, ""));
                 std::fs::write(path, text).map_err(|e| format!("fswrite: {e}"))?;
