@@ -342,6 +342,7 @@ async fn load_offline_agent(
         config: BTreeMap::new(),
         dirs: Vec::new(),
         connect: Vec::new().into(),
+        serial: Vec::new(),
     });
     Agent::load(runtime.clone(), spec, wasm, caps)
         .await

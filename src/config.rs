@@ -127,6 +127,8 @@ pub struct DevicesSection {
     pub write: Vec<PathBuf>,
     /// Outbound TCP agents may be granted: `IP:PORT`, `CIDR:PORT`, `[IPv6]:PORT`.
     pub connect: Vec<String>,
+    /// Serial device paths agents may be granted.
+    pub serial: Vec<PathBuf>,
 }
 
 /// One `[[agents]]` entry.
@@ -156,6 +158,9 @@ pub struct StaticAgent {
     /// Outbound TCP (within `[devices] connect`).
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Serial ports, `PATH[@BAUD]` (listed in `[devices] serial`).
+    #[serde(default)]
+    pub serial: Vec<String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
@@ -217,6 +222,7 @@ impl StaticAgent {
             read: self.read.clone(),
             write: self.write.clone(),
             connect: self.connect.clone(),
+            serial: self.serial.clone(),
             limits: self.limits.to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.clone(),
@@ -729,6 +735,7 @@ impl Config {
         for (key, dirs) in [
             ("devices.read", &self.devices.read),
             ("devices.write", &self.devices.write),
+            ("devices.serial", &self.devices.serial),
         ] {
             if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
                 return Err((key, format!("{} is not an absolute path", d.display())));

@@ -462,6 +462,10 @@ pub struct AgentSpec {
     /// each within the node's `[devices] connect`. Components only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect: Vec<String>,
+    /// Serial ports the agent may open (`PATH[@BAUD]`), each listed in the node's
+    /// `[devices] serial`. Components only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serial: Vec<String>,
     #[serde(default)]
     pub limits: AgentLimits,
     /// Subjects (wildcards allowed) the agent may publish to.
@@ -514,6 +518,9 @@ impl AgentSpec {
                     invalid(format!("agent {}: {what} grant {dir:?} {why}", self.name))
                 })?;
             }
+        }
+        for entry in &self.serial {
+            SerialGrant::parse(entry).map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
         }
         for entry in &self.connect {
             ConnectRule::parse(entry).map_err(|e| invalid(format!("agent {}: {e}", self.name)))?;
@@ -597,6 +604,43 @@ impl ConnectRule {
     /// Is everything `other` allows also allowed by this rule?
     pub fn covers(&self, other: &ConnectRule) -> bool {
         self.port == other.port && self.net.contains(&other.net)
+    }
+}
+
+/// One `serial` grant of a spec, `PATH[@BAUD]`: the device path the agent may open,
+/// and the one baud rate it may use, when the grant names one.
+///
+/// # Examples
+/// ```
+/// use edgeleaf::protocol::SerialGrant;
+/// let g = SerialGrant::parse("/dev/ttyUSB0@9600").unwrap();
+/// assert_eq!((g.path.as_str(), g.baud), ("/dev/ttyUSB0", Some(9600)));
+/// assert!(SerialGrant::parse("ttyUSB0").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialGrant {
+    pub path: String,
+    pub baud: Option<u32>,
+}
+
+impl SerialGrant {
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let (path, baud) = match entry.rsplit_once('@') {
+            Some((path, baud)) => {
+                let baud = baud
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| format!("serial {entry:?}: {baud:?} is not a baud rate"))?;
+                (path, Some(baud))
+            }
+            None => (entry, None),
+        };
+        check_grant_dir(path).map_err(|why| format!("serial {entry:?}: the path {why}"))?;
+        Ok(Self {
+            path: path.to_owned(),
+            baud,
+        })
     }
 }
 
@@ -847,6 +891,9 @@ pub struct AgentInfo {
     /// Outbound TCP granted (`connect` entries).
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Serial ports granted.
+    #[serde(default)]
+    pub serial: Vec<String>,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.

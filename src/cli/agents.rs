@@ -50,6 +50,8 @@ struct Row {
     write: Vec<String>,
     /// Outbound TCP granted.
     connect: Vec<String>,
+    /// Serial ports granted.
+    serial: Vec<String>,
     /// Why the last deployment or load failed, if it did.
     last_error: Option<ErrorBody>,
     /// Whether the node answered now.
@@ -163,6 +165,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             row.read = info.read;
             row.write = info.write;
             row.connect = info.connect;
+            row.serial = info.serial;
             if let Some(e) = info.error {
                 row.last_error = Some(ErrorBody::new("load_failed", e));
             }

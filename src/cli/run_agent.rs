@@ -89,6 +89,10 @@ pub struct AgentOpts {
     /// components only). Must be within the node's [devices] connect.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Vec<String>,
+    /// Serial port the agent may open, PATH[@BAUD] (repeat; components only). Must
+    /// be listed in the node's [devices] serial.
+    #[arg(long, value_name = "PATH[@BAUD]")]
+    pub serial: Vec<String>,
     /// Subject the agent may publish to (repeat; wildcards allowed).
     #[arg(long = "allow-publish")]
     pub allow_publish: Vec<String>,
@@ -122,6 +126,7 @@ impl AgentOpts {
             read: self.read.clone(),
             write: self.write.clone(),
             connect: self.connect.clone(),
+            serial: self.serial.clone(),
             limits: AgentLimitsConfig {
                 memory: self.memory,
                 timeout: self.timeout,
@@ -209,6 +214,12 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             read: args.agent.read.iter().map(PathBuf::from).collect(),
             write: args.agent.write.iter().map(PathBuf::from).collect(),
             connect: args.agent.connect.clone(),
+            serial: args
+                .agent
+                .serial
+                .iter()
+                .map(|s| PathBuf::from(s.rsplit_once('@').map_or(s.as_str(), |(p, _)| p)))
+                .collect(),
         }),
     );
     let agent = pool

@@ -51,6 +51,9 @@ pub struct Args {
     /// CIDR:PORT; repeat).
     #[arg(long, value_name = "ADDR:PORT")]
     devices_connect: Vec<String>,
+    /// Serial device agents may be granted ([devices] serial; repeat).
+    #[arg(long, value_name = "PATH")]
+    devices_serial: Vec<PathBuf>,
 }
 
 /// Written to `<state-dir>/up.json` once everything answers, for scripts.
@@ -123,6 +126,7 @@ pub async fn run(args: Args) -> Result<()> {
     config.devices.read = absolute(&args.devices_read)?;
     config.devices.write = absolute(&args.devices_write)?;
     config.devices.connect = args.devices_connect.clone();
+    config.devices.serial = args.devices_serial.clone();
     // A publisher key the local node trusts, so `deploy --key` works out of the box.
     let key_path = state_dir.join("publisher.key");
     let publisher = match SecretKey::load(&key_path) {

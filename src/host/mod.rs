@@ -1,7 +1,7 @@
 //! What an agent can reach, one capability per file: [`kv`] (its own sled tree),
 //! [`messaging`] (publish to allowed subjects), [`log`] (tracing + NATS), [`config`]
-//! (its config map), [`fs`] (granted directories) and [`net`] (outbound TCP), both
-//! through WASI. Each file holds the
+//! (its config map), [`serial`] (granted ports), and [`fs`] (granted directories)
+//! and [`net`] (outbound TCP), both through WASI. Each file holds the
 //! capability itself and its implementation of the world's import; [`Capabilities`]
 //! bundles them per agent.
 
@@ -11,6 +11,7 @@ pub mod kv;
 pub mod log;
 pub mod messaging;
 pub mod net;
+pub mod serial;
 
 use std::collections::BTreeMap;
 
@@ -26,4 +27,6 @@ pub struct Capabilities {
     pub dirs: Vec<fs::DirGrant>,
     /// Where the agent may connect over TCP (see [`net`]); empty: nowhere.
     pub connect: std::sync::Arc<[crate::protocol::ConnectRule]>,
+    /// The serial ports it may open (see [`serial`]).
+    pub serial: Vec<crate::protocol::SerialGrant>,
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::telemetry::Telemetry;
 use super::timer::{self, Tick, TimerState};
 use crate::config::{DevicesSection, LimitsSection};
-use crate::host::{Capabilities, fs, log::AgentLog, messaging::Publisher, net};
+use crate::host::{Capabilities, fs, log::AgentLog, messaging::Publisher, net, serial};
 use crate::protocol::{
     AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, EventRecord, ResultRecord,
     Subjects,
@@ -315,6 +315,7 @@ impl AgentPool {
         let name = spec.name.clone();
         let dirs = fs::resolve(&name, &spec.read, &spec.write, &self.devices)?;
         let connect = net::resolve(&name, &spec.connect, &self.devices.connect)?.into();
+        let serial_ports = serial::resolve(&name, &spec.serial, &self.devices.serial)?;
         let kv = AgentKv::open(&self.store, &name, spec.limits.kv_quota)
             .map_err(|e| AgentError::new("store", format!("cannot open the agent's kv: {e}")))?;
         let caps = Arc::new(Capabilities {
@@ -329,6 +330,7 @@ impl AgentPool {
             config: spec.config.clone(),
             dirs,
             connect,
+            serial: serial_ports,
         });
         let agent = Arc::new(Agent::load(self.runtime.clone(), spec, wasm, caps).await?);
         let stats = Arc::new(AgentStats::default());
@@ -498,6 +500,7 @@ impl AgentPool {
                     read: r.agent.spec.read.clone(),
                     write: r.agent.spec.write.clone(),
                     connect: r.agent.spec.connect.clone(),
+                    serial: r.agent.spec.serial.clone(),
                     compiled_from_cache: Some(r.agent.cache_hit),
                     error: None,
                 }

@@ -94,11 +94,13 @@ impl Agent {
             .map_err(|e| {
                 AgentError::invalid_module(format!("compilation did not finish: {e}"))
             })??;
-        if loaded.kind == ModuleKind::WasiCommand && !caps.connect.is_empty() {
+        if loaded.kind == ModuleKind::WasiCommand
+            && (!caps.connect.is_empty() || !caps.serial.is_empty())
+        {
             return Err(AgentError::new(
                 "invalid_spec",
                 format!(
-                    "agent {}: connect grants need a component; a WASI preview1 command has no sockets",
+                    "agent {}: connect and serial grants need a component; a WASI preview1 command has no sockets and no serial import",
                     spec.name
                 ),
             ));

@@ -40,6 +40,8 @@ pub struct ComponentState {
     pub(crate) refused: Option<AgentError>,
     /// What this invocation has logged (bounded, see `crate::host::log`).
     pub(crate) log: InvocationLog,
+    /// The serial ports this invocation opened; closed with the store.
+    pub(crate) serial: crate::host::serial::OpenPorts,
 }
 
 impl WasiView for ComponentState {
@@ -103,6 +105,7 @@ fn new_store(
             caps: caps.clone(),
             refused: None,
             log: InvocationLog::default(),
+            serial: Default::default(),
         },
     );
     store.limiter(|s| &mut s.limiter);

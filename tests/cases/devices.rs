@@ -312,3 +312,112 @@ async fn connect_reaches_only_the_granted_addresses() {
     let net = rows.iter().find(|a| a.name == "net").unwrap();
     assert_eq!(net.connect.len(), 2, "{net:?}");
 }
+
+/// A pseudo-terminal pair: the test holds the master side, an agent opens the
+/// slave by its path, as it would a USB serial adapter.
+struct Pty {
+    master: std::fs::File,
+    _slave: std::fs::File,
+    path: String,
+}
+
+fn pty() -> Pty {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: valid out-pointers; a 128-byte name buffer is what openpty writes.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            name.as_mut_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty wrote a NUL-terminated name; the fds are ours.
+    unsafe {
+        Pty {
+            path: std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+            master: std::fs::File::from_raw_fd(master),
+            _slave: std::fs::File::from_raw_fd(slave),
+        }
+    }
+}
+
+#[tokio::test]
+async fn serial_ports_are_reachable_only_when_granted() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let device = pty();
+    let other = pty();
+    let (dev, oth) = (device.path.clone(), other.path.clone());
+    let extra = format!("\n[devices]\nserial = [\"{dev}\"]\n")
+        + &agent_toml(
+            "modem",
+            &agent_wasm("hostile"),
+            &["modem.run"],
+            &format!(
+                "serial = [\"{dev}@115200\"]\nlimits = {{ timeout = \"5s\", max_concurrency = 1 }}"
+            ),
+        )
+        + &agent_toml(
+            "greedy",
+            &agent_wasm("hostile"),
+            &["greedy.run"],
+            &format!("serial = [\"{oth}\"]"),
+        );
+    let _node = Node::start(NodeSpec {
+        id: "serialnode",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "modem.run", "echo:up").await;
+
+    // The device answers "pong" once it has read "ping".
+    let mut master = device.master.try_clone().unwrap();
+    let device_side = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        while !String::from_utf8_lossy(&seen).contains("ping") {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => return seen,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        master.write_all(b"pong").unwrap();
+        seen
+    });
+    assert_eq!(
+        request_ok(&hub, "modem.run", &format!("serial:{dev}=ping")).await,
+        "pong"
+    );
+    assert_eq!(device_side.join().unwrap(), b"ping");
+
+    // A port the spec does not grant, even one the agent can name.
+    let message = refused(&hub, "modem.run", &format!("serial:{oth}=x")).await;
+    assert!(message.contains("not granted"), "{message}");
+
+    // A device that stays silent: the deadline ends the wait, the instance is free.
+    let (code, message) = request_error(&hub, "modem.run", &format!("serialwait:{dev}")).await;
+    assert_eq!(code, "timeout", "{message}");
+    assert_eq!(
+        request_ok(&hub, "modem.run", "echo:after").await,
+        "echo:after"
+    );
+
+    // A grant the node does not list does not load.
+    let rows: Vec<edgeleaf::protocol::AgentInfo> =
+        crate::harness::control(&hub, "serialnode", "agents").await;
+    let greedy = rows.iter().find(|a| a.name == "greedy").unwrap();
+    let error = greedy.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("forbidden") && error.contains(&oth),
+        "{greedy:?}"
+    );
+}

@@ -390,6 +390,46 @@ pub mod messaging {
     }
 }
 
+/// Serial ports the deployment grants (`--serial PATH[@BAUD]`, listed in the node's
+/// `[devices] serial`).
+///
+/// ```no_run
+/// let port = edgeleaf_sdk::serial::Port::open("/dev/ttyUSB0", 9600)?;
+/// port.write(b"READ\r\n")?;
+/// let line = port.read(256, 500)?; // up to 256 bytes, waiting at most 500 ms
+/// # Ok::<(), String>(())
+/// ```
+pub mod serial {
+    use crate::bindings::edgeleaf::agent::serial as wit;
+
+    /// An open port; closed when dropped (and when the invocation ends).
+    pub struct Port(u32);
+
+    impl Port {
+        /// Opens a granted port raw, 8N1, at `baud`.
+        pub fn open(path: &str, baud: u32) -> Result<Self, String> {
+            wit::open(path, baud).map(Port)
+        }
+
+        /// Up to `max` bytes, waiting at most `timeout_ms` for the first: empty when
+        /// nothing came in time.
+        pub fn read(&self, max: u32, timeout_ms: u32) -> Result<Vec<u8>, String> {
+            wit::read(self.0, max, timeout_ms)
+        }
+
+        /// Writes all of `data`.
+        pub fn write(&self, data: &[u8]) -> Result<(), String> {
+            wit::write(self.0, data)
+        }
+    }
+
+    impl Drop for Port {
+        fn drop(&mut self) {
+            wit::close(self.0);
+        }
+    }
+}
+
 /// Log lines, shown in the node's log and published on `edgeleaf.log.<node>.<agent>`.
 pub mod log {
     use crate::bindings::edgeleaf::agent::log as wit;

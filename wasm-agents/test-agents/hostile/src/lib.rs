@@ -20,6 +20,8 @@
 //! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
 //! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
 //! | `tcp:<ip>:<port>`    | connects (SDK `net`), sends `GET / HTTP/1.0`, replies with all it reads, or `Err(tcp: <why>)` |
+//! | `serial:<path>=<text>` | opens the serial port at 115200, writes `<text>`, replies with what it reads within 2 s (SDK `serial`) |
+//! | `serialwait:<path>`  | opens the serial port and waits up to 10 minutes for a byte |
 //! | `fswrite:<path>=<text>` | writes `<text>` to the file `<path>`; replies `written`, or `Err(fswrite: <why>)` |
 //! | `env`                | replies `env:<n> <NAME,...>`: the environment it sees |
 //! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
@@ -119,6 +121,16 @@ impl Agent for Hostile {
                     .read_to_end(&mut reply)
                     .map_err(|e| format!("tcp: {e}"))?;
                 Ok(reply)
+            }
+            ("serial", Some(rest)) => {
+                let (path, text) = rest.split_once('=').unwrap_or((rest, ""));
+                let port = edgeleaf_sdk::serial::Port::open(path, 115200)?;
+                port.write(text.as_bytes())?;
+                port.read(256, 2000)
+            }
+            ("serialwait", Some(path)) => {
+                let port = edgeleaf_sdk::serial::Port::open(path, 115200)?;
+                port.read(256, 600_000)
             }
             ("fswrite", Some(rest)) => {
                 let (path, text) = rest.split_once('=').unwrap_or((rest, ""));
