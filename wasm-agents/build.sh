@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every edgeleaf agent into wasm-agents/dist/<name>.wasm:
-#   echo.wasm counter.wasm threshold.wasm cpu-temp.wasm hostile.wasm (Rust components, wasm32-wasip2)
+#   echo.wasm counter.wasm threshold.wasm cpu-temp.wasm http-poll.wasm hostile.wasm
+#                                                        (Rust components, wasm32-wasip2)
 #   upper-c.wasm readfile-c.wasm exit-c.wasm             (C, WASI preview1 command modules)
 #
 # Usage: wasm-agents/build.sh [--release] [--rust-only | --c-only]
@@ -33,7 +34,7 @@ for arg in "$@"; do
 done
 
 # Rust agents: cargo package name == dist name.
-rust_agents=(echo counter threshold cpu-temp hostile)
+rust_agents=(echo counter threshold cpu-temp http-poll hostile)
 # C agents: dist name -> source.
 c_names=(upper-c readfile-c exit-c)
 c_sources=(examples/upper-c/upper.c examples/readfile-c/readfile.c test-agents/exit-c/exit.c)

@@ -421,3 +421,74 @@ async fn serial_ports_are_reachable_only_when_granted() {
         "{greedy:?}"
     );
 }
+
+/// `http-poll` on a timer with a connect grant: forwards the endpoint's body when
+/// it changes, and only then.
+#[tokio::test]
+async fn the_http_poll_example_forwards_changes_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(r#"{"power_w":1200}"#.to_owned()));
+    let serving_body = body.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            // The whole request head, as a server would.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let now = serving_body.lock().unwrap().clone();
+            let reply = format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{now}");
+            let _ = conn.write_all(reply.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    let mut changes = hub.subscribe("plant.inverter").await.unwrap();
+    hub.flush().await.unwrap();
+    let extra = format!("\n[devices]\nconnect = [\"127.0.0.1:{port}\"]\n")
+        + &agent_toml(
+            "inverter",
+            &agent_wasm("http-poll"),
+            &[],
+            &format!(
+                "schedule = [\"@every 300ms\"]\nconnect = [\"127.0.0.1:{port}\"]\n\
+                 allow_publish = [\"plant.>\"]\n\
+                 config = {{ url = \"http://127.0.0.1:{port}/status.json\", subject = \"plant.inverter\" }}"
+            ),
+        );
+    let _node = Node::start(NodeSpec {
+        id: "poller",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    assert_eq!(next_text(&mut changes).await, r#"{"power_w":1200}"#);
+    // Several more polls of the same body…
+    crate::harness::eventually(std::time::Duration::from_secs(20), "more polls", || async {
+        let rows: Vec<edgeleaf::protocol::AgentInfo> =
+            crate::harness::control(&hub, "poller", "agents").await;
+        let row = rows.into_iter().find(|a| a.name == "inverter")?;
+        (row.invocations >= 4 && row.failures == 0).then_some(())
+    })
+    .await;
+    // …then a change: the next message forwarded is the new body, none repeated.
+    *body.lock().unwrap() = r#"{"power_w":900}"#.to_owned();
+    assert_eq!(next_text(&mut changes).await, r#"{"power_w":900}"#);
+}
+
+/// The next message's payload as text, within 20 s.
+async fn next_text(sub: &mut async_nats::Subscriber) -> String {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+        .await
+        .expect("no message within 20 s")
+        .unwrap();
+    String::from_utf8_lossy(&msg.payload).into_owned()
+}

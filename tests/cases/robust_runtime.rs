@@ -424,7 +424,7 @@ async fn the_node_answers_while_it_compiles() {
     let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("slow.wasm");
-    std::fs::write(&wasm, slow_to_compile(2000, 1500)).unwrap();
+    std::fs::write(&wasm, slow_to_compile(1200, 1500)).unwrap();
     let node = Node::start(NodeSpec {
         id: "builder",
         url: Some(cluster.leaf.url()),
