@@ -1160,6 +1160,35 @@ mod tests {
     }
 
     #[test]
+    fn devices_take_lists_from_the_environment_and_check_them() {
+        let c = parse_env(
+            "[devices]\nread = [\"/srv/in-file\"]\n",
+            &[
+                ("EDGELEAF_DEVICES_READ", "/sys/class/thermal, /run/sensors"),
+                ("EDGELEAF_DEVICES_CONNECT", "10.0.0.0/24:502,192.168.1.20:80"),
+                ("EDGELEAF_DEVICES_SERIAL", "/dev/ttyUSB0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.devices.read,
+            [Path::new("/sys/class/thermal"), Path::new("/run/sensors")]
+        );
+        assert_eq!(c.devices.connect, ["10.0.0.0/24:502", "192.168.1.20:80"]);
+        assert_eq!(c.devices.serial, [Path::new("/dev/ttyUSB0")]);
+        assert!(c.devices.write.is_empty());
+        for (text, needle) in [
+            ("[devices]\nread = [\"relative\"]\n", "devices.read"),
+            ("[devices]\nconnect = [\"plc.local:502\"]\n", "DNS names"),
+            ("[devices]\nconnect = [\"10.0.0.1\"]\n", "devices.connect"),
+            ("[devices]\nserial = [\"ttyUSB0\"]\n", "devices.serial"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn environment_errors_name_the_variable() {
         let e = parse_env("", &[("EDGELEAF_HEARTBEAT_INTERVAL", "soon")])
             .unwrap_err()
