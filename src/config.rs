@@ -1165,7 +1165,10 @@ mod tests {
             "[devices]\nread = [\"/srv/in-file\"]\n",
             &[
                 ("EDGELEAF_DEVICES_READ", "/sys/class/thermal, /run/sensors"),
-                ("EDGELEAF_DEVICES_CONNECT", "10.0.0.0/24:502,192.168.1.20:80"),
+                (
+                    "EDGELEAF_DEVICES_CONNECT",
+                    "10.0.0.0/24:502,192.168.1.20:80",
+                ),
                 ("EDGELEAF_DEVICES_SERIAL", "/dev/ttyUSB0"),
             ],
         )
@@ -1179,7 +1182,7 @@ mod tests {
         assert!(c.devices.write.is_empty());
         for (text, needle) in [
             ("[devices]\nread = [\"relative\"]\n", "devices.read"),
-            ("[devices]\nconnect = [\"plc.local:502\"]\n", "DNS names"),
+            ("[devices]\nconnect = [\"plc_local:502\"]\n", "DNS name"),
             ("[devices]\nconnect = [\"10.0.0.1\"]\n", "devices.connect"),
             ("[devices]\nserial = [\"ttyUSB0\"]\n", "devices.serial"),
         ] {

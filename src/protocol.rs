@@ -544,8 +544,9 @@ impl AgentSpec {
     }
 }
 
-/// One `connect` entry of a spec or of a node's `[devices]`: outbound TCP to the
-/// addresses of `net` (one address, or a CIDR block) on `port`.
+/// One `connect` entry of a spec or of a node's `[devices]`: outbound TCP on `port`
+/// to the addresses of `host`: one address, a CIDR block, or a DNS name that the
+/// node resolves (agents resolve no other names).
 ///
 /// # Examples
 /// ```
@@ -554,12 +555,32 @@ impl AgentSpec {
 /// assert!(plc.allows("10.0.0.17:502".parse().unwrap()));
 /// assert!(!plc.allows("10.0.1.17:502".parse().unwrap()));
 /// assert!(ConnectRule::parse("[fd00::1]:80").is_ok());
-/// assert!(ConnectRule::parse("plc.local:502").is_err()); // names: not yet
+/// let named = ConnectRule::parse("PLC.local:502").unwrap();
+/// assert_eq!(named.name(), Some("plc.local"));
+/// assert!(ConnectRule::parse("plc_local:502").is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRule {
-    pub net: ipnet::IpNet,
+    pub host: ConnectHost,
     pub port: u16,
+}
+
+/// What a `connect` entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectHost {
+    Net(ipnet::IpNet),
+    /// A DNS name, lower case.
+    Name(String),
+}
+
+impl std::fmt::Display for ConnectRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            ConnectHost::Net(net) if net.addr().is_ipv6() => write!(f, "[{net}]:{}", self.port),
+            ConnectHost::Net(net) => write!(f, "{net}:{}", self.port),
+            ConnectHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
 }
 
 impl ConnectRule {
@@ -569,42 +590,70 @@ impl ConnectRule {
             Some(rest) => rest
                 .split_once("]:")
                 .ok_or_else(|| bad("want [IPv6]:PORT"))?,
-            None => entry
-                .rsplit_once(':')
-                .ok_or_else(|| bad("want HOST:PORT (an IP address or CIDR, and a port)"))?,
+            None => entry.rsplit_once(':').ok_or_else(|| {
+                bad("want HOST:PORT (an address, a CIDR block or a DNS name, and a port)")
+            })?,
         };
         let port: u16 = match port.parse() {
             Ok(p) if p > 0 => p,
             _ => return Err(bad("the port must be a number from 1 to 65535")),
         };
-        let net = if host.contains('/') {
-            host.parse::<ipnet::IpNet>()
-                .map_err(|e| bad(&e.to_string()))?
+        let host = if host.contains('/') {
+            ConnectHost::Net(
+                host.parse::<ipnet::IpNet>()
+                    .map_err(|e| bad(&e.to_string()))?
+                    .trunc(),
+            )
+        } else if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            ConnectHost::Net(ipnet::IpNet::from(ip))
+        } else if is_dns_name(host) {
+            ConnectHost::Name(host.to_ascii_lowercase())
         } else {
-            match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => ipnet::IpNet::from(ip),
-                Err(_) => {
-                    return Err(bad(
-                        "DNS names are not supported yet; give an IP address or a CIDR block (e.g. 10.0.0.0/24:502)",
-                    ));
-                }
-            }
+            return Err(bad(
+                "the host is neither an IP address, a CIDR block nor a DNS name",
+            ));
         };
-        Ok(Self {
-            net: net.trunc(),
-            port,
-        })
+        Ok(Self { host, port })
     }
 
-    /// Does this rule let a socket connect to `addr`?
+    /// The DNS name this rule names, if it names one.
+    pub fn name(&self) -> Option<&str> {
+        match &self.host {
+            ConnectHost::Name(name) => Some(name),
+            ConnectHost::Net(_) => None,
+        }
+    }
+
+    /// Does this rule, by address, let a socket connect to `addr`? (A named rule
+    /// needs its name resolved: see [`ConnectRule::name`].)
     pub fn allows(&self, addr: std::net::SocketAddr) -> bool {
-        addr.port() == self.port && self.net.contains(&addr.ip())
+        addr.port() == self.port
+            && matches!(&self.host, ConnectHost::Net(net) if net.contains(&addr.ip()))
     }
 
-    /// Is everything `other` allows also allowed by this rule?
+    /// Is everything `other` allows also allowed by this rule? A name is covered
+    /// only by the same name: what it resolves to can change.
     pub fn covers(&self, other: &ConnectRule) -> bool {
-        self.port == other.port && self.net.contains(&other.net)
+        self.port == other.port
+            && match (&self.host, &other.host) {
+                (ConnectHost::Net(a), ConnectHost::Net(b)) => a.contains(b),
+                (ConnectHost::Name(a), ConnectHost::Name(b)) => a == b,
+                _ => false,
+            }
     }
+}
+
+/// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters, at
+/// most 253 in all; not all digits (that would be a malformed address).
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && !host.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// One `serial` grant of a spec, `PATH[@BAUD]`: the device path the agent may open,

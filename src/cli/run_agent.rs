@@ -85,8 +85,8 @@ pub struct AgentOpts {
     /// [devices] write ceiling.
     #[arg(long, value_name = "DIR")]
     pub write: Vec<String>,
-    /// Outbound TCP the agent may open: IP:PORT, CIDR:PORT or [IPv6]:PORT (repeat;
-    /// components only). Must be within the node's [devices] connect.
+    /// Outbound TCP the agent may open: IP:PORT, CIDR:PORT, [IPv6]:PORT or NAME:PORT
+    /// (repeat; components only). Must be within the node's [devices] connect.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Vec<String>,
     /// Serial port the agent may open, PATH[@BAUD] (repeat; components only). Must

@@ -1,8 +1,10 @@
 //! Outbound TCP grants (`connect`): checked against the node's `[devices] connect`
 //! when the agent loads, and enforced by wasmtime-wasi's socket address check on
 //! every connect, before any packet leaves. Only connecting is allowed (with the
-//! implicit bind it needs): no listening, no accepting, no UDP, no name lookup.
+//! implicit bind it needs): no listening, no accepting, no UDP, and no WASI name
+//! lookup: the `dns` import resolves the names the grants contain, and no other.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use wasmtime_wasi::WasiCtxBuilder;
@@ -10,6 +12,8 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 
 use crate::protocol::ConnectRule;
 use crate::runtime::AgentError;
+use crate::runtime::component::ComponentState;
+use crate::runtime::component::edgeleaf::agent::dns::Host;
 
 /// Parses a spec's `connect` entries and checks each lies within one of the
 /// ceiling's (same port, address or block inside). Refusals are `forbidden`.
@@ -39,7 +43,7 @@ pub fn resolve(
                         } else {
                             ceiling
                                 .iter()
-                                .map(|c| format!("{}:{}", c.net, c.port))
+                                .map(ToString::to_string)
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         }
@@ -51,7 +55,8 @@ pub fn resolve(
 }
 
 /// Lets a fresh instance connect where its grants allow; without grants TCP stays
-/// off entirely.
+/// off entirely. A connect to an address no address rule allows is checked
+/// against the named rules of its port, resolved by the node at that moment.
 pub fn apply(builder: &mut WasiCtxBuilder, rules: &Arc<[ConnectRule]>) {
     if rules.is_empty() {
         return;
@@ -60,12 +65,59 @@ pub fn apply(builder: &mut WasiCtxBuilder, rules: &Arc<[ConnectRule]>) {
     builder
         .allow_tcp(true)
         .socket_addr_check(move |addr, usage| {
-            let allowed = match usage {
-                SocketAddrUse::TcpConnect => rules.iter().any(|r| r.allows(addr)),
+            let decided = match usage {
+                SocketAddrUse::TcpConnect if rules.iter().any(|r| r.allows(addr)) => Some(true),
+                SocketAddrUse::TcpConnect => None,
                 // The bind a connect makes implicitly: any local address, any port.
-                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                _ => false,
+                SocketAddrUse::TcpBind => Some(addr.ip().is_unspecified() && addr.port() == 0),
+                _ => Some(false),
             };
-            Box::pin(async move { allowed })
+            let names: Vec<String> = match decided {
+                Some(_) => Vec::new(),
+                None => rules
+                    .iter()
+                    .filter(|r| r.port == addr.port())
+                    .filter_map(|r| r.name().map(str::to_owned))
+                    .collect(),
+            };
+            let lookup = (!names.is_empty()).then(|| {
+                tokio::task::spawn_blocking(move || {
+                    names.iter().any(|name| {
+                        lookup(name, addr.port()).is_ok_and(|found| found.contains(&addr))
+                    })
+                })
+            });
+            Box::pin(async move {
+                match (decided, lookup) {
+                    (Some(allowed), _) => allowed,
+                    (None, Some(lookup)) => lookup.await.unwrap_or(false),
+                    (None, None) => false,
+                }
+            })
         });
+}
+
+/// The addresses of `name` (the system resolver: /etc/hosts, DNS).
+fn lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok((name, port).to_socket_addrs()?.collect())
+}
+
+impl Host for ComponentState {
+    /// Resolves a name the agent's `connect` grants contain; refuses any other.
+    async fn resolve(&mut self, name: String) -> Result<Vec<String>, String> {
+        let wanted = name.trim_end_matches('.').to_ascii_lowercase();
+        let Some(rule) = self.caps.connect.iter().find(|r| r.name() == Some(&wanted)) else {
+            return Err(format!(
+                "name {name} is not in this agent's connect grants (agents resolve only those)"
+            ));
+        };
+        let port = rule.port;
+        let found = tokio::task::spawn_blocking(move || lookup(&wanted, port))
+            .await
+            .map_err(|e| format!("resolving {name}: {e}"))?
+            .map_err(|e| format!("resolving {name}: {e}"))?;
+        let mut ips: Vec<String> = found.iter().map(|a| a.ip().to_string()).collect();
+        ips.dedup();
+        Ok(ips)
+    }
 }

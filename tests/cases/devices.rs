@@ -492,3 +492,41 @@ async fn next_text(sub: &mut async_nats::Subscriber) -> String {
         .unwrap();
     String::from_utf8_lossy(&msg.payload).into_owned()
 }
+
+/// A DNS name in `connect`: the node resolves it (here `localhost`, from
+/// /etc/hosts), for its port only; names not granted resolve to nothing.
+#[tokio::test]
+async fn connect_by_name_resolves_only_granted_names() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let (named, named_hits) = tcp_server(false).await;
+    let (other, other_hits) = tcp_server(false).await;
+    let extra = format!("\n[devices]\nconnect = [\"localhost:{named}\"]\n")
+        + &agent_toml(
+            "byname",
+            &agent_wasm("hostile"),
+            &["byname.run"],
+            &format!("connect = [\"LOCALHOST:{named}\"]"),
+        );
+    let _node = Node::start(NodeSpec {
+        id: "namenode",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "byname.run", "echo:up").await;
+    let reply = request_ok(&hub, "byname.run", &format!("tcp:localhost:{named}")).await;
+    assert!(reply.ends_with(&format!("hello from {named}")), "{reply}");
+    assert_eq!(named_hits.load(SeqCst), 1);
+    // The granted name on another port: resolved, but the connect is refused.
+    let message = refused(&hub, "byname.run", &format!("tcp:localhost:{other}")).await;
+    assert!(message.contains("access-denied"), "{message}");
+    // A name no grant contains is not resolved at all.
+    let message = refused(&hub, "byname.run", "tcp:example.com:80").await;
+    assert!(
+        message.contains("not in this agent's connect grants"),
+        "{message}"
+    );
+    assert_eq!(other_hits.load(SeqCst), 0);
+}

@@ -255,16 +255,43 @@ pub mod net {
     }
 
     impl TcpStream {
-        /// Connects to `addr`, an `IP:PORT` (agents resolve no names). The error
-        /// says why: `access-denied` for an address the grants do not allow,
-        /// `connection-refused`, …
+        /// Connects to `addr`: `IP:PORT`, or `NAME:PORT` for a DNS name one of the
+        /// deployment's `connect` grants contains (the node resolves it; each of
+        /// its addresses is tried in turn). The error says why: `access-denied`
+        /// for an address the grants do not allow, `connection-refused`, a name
+        /// that is not granted, …
         pub fn connect(addr: &str) -> io::Result<Self> {
-            let parsed: SocketAddr = addr.parse().map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{addr:?} is not IP:PORT ({e}); agents do not resolve names"),
-                )
-            })?;
+            if let Ok(parsed) = addr.parse::<SocketAddr>() {
+                return Self::connect_to(parsed, addr);
+            }
+            let (name, port) = addr
+                .rsplit_once(':')
+                .and_then(|(n, p)| Some((n, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr:?} is neither IP:PORT nor NAME:PORT"),
+                    )
+                })?;
+            let ips = crate::bindings::edgeleaf::agent::dns::resolve(name)
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+            let mut last = io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} resolves to no address"),
+            );
+            for ip in ips {
+                let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+                    continue;
+                };
+                match Self::connect_to(SocketAddr::new(ip, port), addr) {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+
+        fn connect_to(parsed: SocketAddr, addr: &str) -> io::Result<Self> {
             let failed = |e: ErrorCode| {
                 let kind = match e {
                     ErrorCode::AccessDenied | ErrorCode::NotSupported => {

@@ -1,6 +1,7 @@
 //! Example agent: polls an HTTP endpoint on the local network and forwards changes.
 //!
-//! Each run GETs `url` (plain HTTP/1.0 to `IP:PORT`: agents resolve no names), and
+//! Each run GETs `url` (plain HTTP/1.0; a host name must be one of the agent's
+//! `--connect` grants, which the node resolves), and
 //! when the body differs from the last one seen (kept in kv as its FNV-1a hash)
 //! publishes it on `subject`. Deploy it with a timer and a connect grant:
 //!
@@ -13,7 +14,7 @@
 //! with `[devices] connect = ["192.168.1.0/24:80"]` on the device.
 //! Result of a run: `{"changed":true,"status":200,"bytes":512}`.
 //!
-//! Config: `url` (required, `http://IP[:PORT]/path`), `subject` (default
+//! Config: `url` (required, `http://HOST[:PORT]/path`), `subject` (default
 //! `http-poll.changes`). A non-2xx status, an unreachable or refused endpoint and
 //! a malformed URL are `Err`s that name it.
 
@@ -83,7 +84,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Agent for HttpPoll {
     fn handle(_msg: Message) -> Result<Vec<u8>, String> {
-        let url = config::get("url").ok_or("config \"url\" is not set (http://IP[:PORT]/path)")?;
+        let url = config::get("url").ok_or("config \"url\" is not set (http://HOST[:PORT]/path)")?;
         let (status, body) = get(&url)?;
         if !(200..300).contains(&status) {
             return Err(format!("GET {url}: HTTP {status}"));
