@@ -26,7 +26,9 @@ pub struct Args {
     /// Keep kv data and compiled code here. Default: a fresh temporary directory.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Node id used in result, event and log subjects. Default: the hostname.
+    /// Node id used in result, event and log subjects. Default: `<hostname>-dev`,
+    /// never the device's own node id (whose results a local leaf user may not
+    /// publish).
     #[arg(long)]
     node_id: Option<String>,
 }
@@ -197,7 +199,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     let node_id = args
         .node_id
         .clone()
-        .unwrap_or_else(crate::config::default_node_id);
+        .unwrap_or_else(|| format!("{}-dev", crate::config::default_node_id()));
     let pool = Arc::new(
         AgentPool::new(
             runtime,
