@@ -13,7 +13,7 @@ use crate::config::{AgentLimitsConfig, DevicesSection, LimitsSection, parse_dura
 use crate::connect::Persistence;
 use crate::node::agents::AgentPool;
 use crate::node::telemetry::Telemetry;
-use crate::protocol::{AgentSpec, tokenize};
+use crate::protocol::{AgentSpec, SerialGrant, tokenize};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::{Store, StoreOptions};
 
@@ -216,11 +216,13 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             read: args.agent.read.iter().map(PathBuf::from).collect(),
             write: args.agent.write.iter().map(PathBuf::from).collect(),
             connect: args.agent.connect.clone(),
+            // Malformed entries are refused by the spec check when the agent starts.
             serial: args
                 .agent
                 .serial
                 .iter()
-                .map(|s| PathBuf::from(s.rsplit_once('@').map_or(s.as_str(), |(p, _)| p)))
+                .filter_map(|s| SerialGrant::parse(s).ok())
+                .map(|g| PathBuf::from(g.path))
                 .collect(),
         }),
     );

@@ -63,15 +63,16 @@ pub fn resolve(
             (&readable_roots, "read or write", &ceiling.read)
         };
         if !roots.iter().any(|root| host.starts_with(root)) {
-            let allowed: Vec<String> = if writable {
-                configured.iter().map(|d| d.display().to_string()).collect()
+            let allowed = if writable {
+                super::describe_ceiling(configured.iter().map(|d| d.display().to_string()))
             } else {
-                ceiling
-                    .read
-                    .iter()
-                    .chain(&ceiling.write)
-                    .map(|d| d.display().to_string())
-                    .collect()
+                super::describe_ceiling(
+                    ceiling
+                        .read
+                        .iter()
+                        .chain(&ceiling.write)
+                        .map(|d| d.display().to_string()),
+                )
             };
             return Err(AgentError::new(
                 "forbidden",
@@ -82,11 +83,7 @@ pub fn resolve(
                     } else {
                         String::new()
                     },
-                    if allowed.is_empty() {
-                        "which allows nothing".to_owned()
-                    } else {
-                        allowed.join(", ")
-                    }
+                    allowed
                 ),
             ));
         }

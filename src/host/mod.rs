@@ -17,6 +17,17 @@ use std::collections::BTreeMap;
 
 use crate::store::agent_kv::AgentKv;
 
+/// A `[devices]` ceiling as a refusal names it: its entries, or that it allows
+/// nothing (the default). Shared by the directory, connect and serial checks.
+pub(crate) fn describe_ceiling(entries: impl IntoIterator<Item = String>) -> String {
+    let entries: Vec<String> = entries.into_iter().collect();
+    if entries.is_empty() {
+        "which allows nothing".to_owned()
+    } else {
+        entries.join(", ")
+    }
+}
+
 /// One agent's capabilities, shared by all its instances.
 pub struct Capabilities {
     pub kv: AgentKv,

@@ -38,15 +38,7 @@ pub fn resolve(
                     "forbidden",
                     format!(
                         "agent {agent}: connect grant {entry} is outside this node's [devices] connect ({})",
-                        if ceiling.is_empty() {
-                            "which allows nothing".to_owned()
-                        } else {
-                            ceiling
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
+                        super::describe_ceiling(ceiling.iter().map(ToString::to_string))
                     ),
                 ))
             }

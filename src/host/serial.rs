@@ -44,15 +44,7 @@ pub fn resolve(
                     format!(
                         "agent {agent}: serial grant {} is not in this node's [devices] serial ({})",
                         grant.path,
-                        if ceiling.is_empty() {
-                            "which allows nothing".to_owned()
-                        } else {
-                            ceiling
-                                .iter()
-                                .map(|c| c.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
+                        super::describe_ceiling(ceiling.iter().map(|c| c.display().to_string()))
                     ),
                 ))
             }

@@ -629,19 +629,25 @@ impl Dispatch {
         // a reply whose result a power cut could still lose.
         let outcome = self.invoke_and_record(inv).await;
         if let Some(reply) = msg.reply.clone() {
-            let sent = match &outcome {
-                Ok(output) => self.client.publish(reply, output.clone().into()).await,
-                Err(e) => {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(ERROR_HEADER, e.code);
-                    self.client
-                        .publish_with_headers(reply, headers, e.message.clone().into())
-                        .await
-                }
-            };
-            if let Err(e) = sent {
-                tracing::warn!(agent = %self.agent.spec.name, "reply not sent: {e}");
+            self.reply(reply, &outcome).await;
+        }
+    }
+
+    /// Sends an outcome as the reply: the output, or the error's message with its
+    /// code in the `edgeleaf-error` header.
+    async fn reply(&self, reply: async_nats::Subject, outcome: &Result<Vec<u8>, AgentError>) {
+        let sent = match outcome {
+            Ok(output) => self.client.publish(reply, output.clone().into()).await,
+            Err(e) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(ERROR_HEADER, e.code);
+                self.client
+                    .publish_with_headers(reply, headers, e.message.clone().into())
+                    .await
             }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(agent = %self.agent.spec.name, "reply not sent: {e}");
         }
     }
 
@@ -650,19 +656,14 @@ impl Dispatch {
     async fn refuse_busy(&self, msg: Message, max_bytes: u64) {
         self.stats.refused_busy.fetch_add(1, Relaxed);
         let Some(reply) = msg.reply else { return };
-        let mut headers = HeaderMap::new();
-        headers.insert(ERROR_HEADER, "busy");
-        let body = format!(
-            "agent {} holds its maximum of {max_bytes} bytes of messages (limits.max_pending_bytes); try again",
-            self.agent.spec.name
+        let busy = AgentError::new(
+            "busy",
+            format!(
+                "agent {} holds its maximum of {max_bytes} bytes of messages (limits.max_pending_bytes); try again",
+                self.agent.spec.name
+            ),
         );
-        if let Err(e) = self
-            .client
-            .publish_with_headers(reply, headers, body.into())
-            .await
-        {
-            tracing::warn!(agent = %self.agent.spec.name, "busy reply not sent: {e}");
-        }
+        self.reply(reply, &Err(busy)).await;
     }
 
     /// `Some(busy)` while the agent is backed off.
