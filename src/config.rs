@@ -155,7 +155,7 @@ pub struct StaticAgent {
     /// Directories preopened read-write (absolute paths, within `[devices] write`).
     #[serde(default)]
     pub write: Vec<String>,
-    /// Outbound TCP (within `[devices] connect`).
+    /// Outbound TCP and HTTP (within `[devices] connect`).
     #[serde(default)]
     pub connect: Vec<String>,
     /// Serial ports, `PATH[@BAUD]` (listed in `[devices] serial`).

@@ -87,7 +87,7 @@ pub struct AgentOpts {
     /// [devices] write ceiling.
     #[arg(long, value_name = "DIR")]
     pub write: Vec<String>,
-    /// Outbound TCP the agent may open: IP:PORT, CIDR:PORT, [IPv6]:PORT or NAME:PORT
+    /// Outbound TCP (and HTTP) the agent may open: IP:PORT, CIDR:PORT, [IPv6]:PORT or NAME:PORT
     /// (repeat; components only). Must be within the node's [devices] connect.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Vec<String>,

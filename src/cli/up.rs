@@ -47,7 +47,7 @@ pub struct Args {
     /// Directory agents may be granted to read and write ([devices] write; repeat).
     #[arg(long, value_name = "DIR")]
     devices_write: Vec<PathBuf>,
-    /// Outbound TCP agents may be granted ([devices] connect; IP:PORT, CIDR:PORT
+    /// Outbound TCP and HTTP agents may be granted ([devices] connect; IP:PORT, CIDR:PORT
     /// or NAME:PORT; repeat).
     #[arg(long, value_name = "ADDR:PORT")]
     devices_connect: Vec<String>,

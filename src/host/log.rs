@@ -73,6 +73,11 @@ impl AgentLog {
         }
     }
 
+    /// The agent's name.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
     /// Lines dropped since the agent was loaded.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)

@@ -1,12 +1,14 @@
 //! What an agent can reach, one capability per file: [`kv`] (its own sled tree),
 //! [`messaging`] (publish to allowed subjects), [`log`] (tracing + NATS), [`config`]
 //! (its config map), [`serial`] (granted ports), and [`fs`] (granted directories)
-//! and [`net`] (outbound TCP), both through WASI. Each file holds the
+//! and [`net`] (outbound TCP), both through WASI, and [`http`] (outbound HTTP
+//! on the same grants). Each file holds the
 //! capability itself and its implementation of the world's import; [`Capabilities`]
 //! bundles them per agent.
 
 pub mod config;
 pub mod fs;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod messaging;

@@ -56,41 +56,52 @@ pub fn apply(builder: &mut WasiCtxBuilder, rules: &Arc<[ConnectRule]>) {
     let rules = rules.clone();
     builder
         .allow_tcp(true)
-        .socket_addr_check(move |addr, usage| {
-            let decided = match usage {
-                SocketAddrUse::TcpConnect if rules.iter().any(|r| r.allows(addr)) => Some(true),
-                SocketAddrUse::TcpConnect => None,
-                // The bind a connect makes implicitly: any local address, any port.
-                SocketAddrUse::TcpBind => Some(addr.ip().is_unspecified() && addr.port() == 0),
-                _ => Some(false),
-            };
-            let names: Vec<String> = match decided {
-                Some(_) => Vec::new(),
-                None => rules
-                    .iter()
-                    .filter(|r| r.port == addr.port())
-                    .filter_map(|r| r.name().map(str::to_owned))
-                    .collect(),
-            };
-            let lookup = (!names.is_empty()).then(|| {
-                tokio::task::spawn_blocking(move || {
-                    names.iter().any(|name| {
-                        lookup(name, addr.port()).is_ok_and(|found| found.contains(&addr))
-                    })
-                })
-            });
-            Box::pin(async move {
-                match (decided, lookup) {
-                    (Some(allowed), _) => allowed,
-                    (None, Some(lookup)) => lookup.await.unwrap_or(false),
-                    (None, None) => false,
-                }
-            })
+        .socket_addr_check(move |addr, usage| match usage {
+            SocketAddrUse::TcpConnect => Box::pin(connect_allowed(rules.clone(), addr)),
+            // The bind a connect makes implicitly: any local address, any port.
+            SocketAddrUse::TcpBind => {
+                let allowed = addr.ip().is_unspecified() && addr.port() == 0;
+                Box::pin(std::future::ready(allowed))
+            }
+            _ => Box::pin(std::future::ready(false)),
         });
 }
 
+/// Whether `rules` let an agent connect to `addr`: an address rule covers it, or
+/// one of the named rules of its port resolves (now, by the node) to it.
+pub(crate) fn connect_allowed(
+    rules: Arc<[ConnectRule]>,
+    addr: SocketAddr,
+) -> impl Future<Output = bool> + Send + Sync + 'static {
+    let by_address = rules.iter().any(|r| r.allows(addr));
+    let names: Vec<String> = if by_address {
+        Vec::new()
+    } else {
+        rules
+            .iter()
+            .filter(|r| r.port == addr.port())
+            .filter_map(|r| r.name().map(str::to_owned))
+            .collect()
+    };
+    async move {
+        if by_address {
+            return true;
+        }
+        if names.is_empty() {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .any(|name| lookup(name, addr.port()).is_ok_and(|found| found.contains(&addr)))
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
 /// The addresses of `name` (the system resolver: /etc/hosts, DNS).
-fn lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+pub(crate) fn lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok((name, port).to_socket_addrs()?.collect())
 }
 

@@ -31,7 +31,9 @@ pub struct ComponentState {
     /// WASI for what std pulls in: the granted directories and connects only, no
     /// env.
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// `wasi:http` under the agent's connect grants.
+    pub(crate) http: crate::host::http::HttpState,
     limiter: Limiter,
     /// The agent's own kv, publisher, logger and config.
     pub(crate) caps: Arc<Capabilities>,
@@ -58,6 +60,7 @@ impl edgeleaf::agent::types::Host for ComponentState {}
 /// Adds WASI (preview2) and the agent world's imports to the linker, once.
 pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Agent::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
@@ -101,6 +104,7 @@ fn new_store(
         ComponentState {
             wasi,
             table: ResourceTable::new(),
+            http: crate::host::http::HttpState::new(caps),
             limiter: Limiter::new(limits.memory),
             caps: caps.clone(),
             refused: None,

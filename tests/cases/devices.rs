@@ -313,6 +313,82 @@ async fn connect_reaches_only_the_granted_addresses() {
     assert_eq!(net.connect.len(), 2, "{net:?}");
 }
 
+/// `wasi:http` under the same grants: granted addresses and names answer; other
+/// ports, names and agents without grants are denied before anything is sent;
+/// the deadline ends a request to a peer that never answers.
+#[tokio::test]
+async fn http_reaches_only_the_granted_hosts() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let (allowed, allowed_hits) = tcp_server(false).await;
+    let (named, named_hits) = tcp_server(false).await;
+    let (other, other_hits) = tcp_server(false).await;
+    let (silent, _) = tcp_server(true).await;
+    let extra = format!(
+        "\n[devices]\nconnect = [\"127.0.0.1:{allowed}\", \"localhost:{named}\", \"127.0.0.0/8:{silent}\"]\n"
+    ) + &agent_toml(
+        "web",
+        &agent_wasm("hostile"),
+        &["web.run"],
+        &format!(
+            "connect = [\"127.0.0.1:{allowed}\", \"localhost:{named}\", \"127.0.0.1:{silent}\"]\n\
+             limits = {{ timeout = \"1s\", max_concurrency = 1 }}"
+        ),
+    ) + &agent_toml("nogrant", &agent_wasm("hostile"), &["nogrant.run"], "");
+    let _node = Node::start(NodeSpec {
+        id: "webnode",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "web.run", "echo:up").await;
+    serving(&hub, "nogrant.run", "echo:up").await;
+
+    let reply = request_ok(
+        &hub,
+        "web.run",
+        &format!("http:http://127.0.0.1:{allowed}/status"),
+    )
+    .await;
+    assert_eq!(reply, format!("200 hello from {allowed}"));
+    let reply = request_ok(&hub, "web.run", &format!("http:http://localhost:{named}/")).await;
+    assert_eq!(reply, format!("200 hello from {named}"));
+    assert_eq!((allowed_hits.load(SeqCst), named_hits.load(SeqCst)), (1, 1));
+
+    for url in [
+        format!("http://127.0.0.1:{other}/"),
+        format!("http://localhost:{other}/"),
+        format!("https://127.0.0.1:{other}/"),
+        format!("http://127.0.0.2:{allowed}/"),
+        "http://example.com/".to_owned(),
+    ] {
+        let message = refused(&hub, "web.run", &format!("http:{url}")).await;
+        assert!(message.contains("denied by the node"), "{url}: {message}");
+    }
+    let message = refused(
+        &hub,
+        "nogrant.run",
+        &format!("http:http://127.0.0.1:{allowed}/"),
+    )
+    .await;
+    assert!(message.contains("denied by the node"), "{message}");
+    assert_eq!(
+        other_hits.load(SeqCst),
+        0,
+        "a denied request reached the server"
+    );
+    assert_eq!((allowed_hits.load(SeqCst), named_hits.load(SeqCst)), (1, 1));
+
+    let (code, message) =
+        request_error(&hub, "web.run", &format!("http:http://127.0.0.1:{silent}/")).await;
+    assert_eq!(code, "timeout", "{message}");
+    assert_eq!(
+        request_ok(&hub, "web.run", "echo:after").await,
+        "echo:after"
+    );
+}
+
 /// A pseudo-terminal pair: the test holds the master side, an agent opens the
 /// slave by its path, as it would a USB serial adapter.
 struct Pty {

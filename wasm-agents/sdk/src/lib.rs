@@ -14,7 +14,9 @@
 //!   whether a reply is expected), with a few helpers;
 //! * plain functions for what the host offers: [`kv`] (the agent's own key-value
 //!   store, under a byte quota), [`messaging::publish`] (only to the subjects the
-//!   deployment allows), [`log`] and [`config`] (the deployment's string map).
+//!   deployment allows), [`log`] and [`config`] (the deployment's string map);
+//! * what the deployment's device grants open: [`net`] (TCP), [`http`] (outbound
+//!   HTTP), [`serial`] (serial ports); granted directories work with `std::fs`.
 //!
 //! ## Example
 //!
@@ -360,6 +362,190 @@ pub mod net {
 
         fn flush(&mut self) -> io::Result<()> {
             io::Write::flush(&mut self.output)
+        }
+    }
+}
+
+/// Outbound HTTP (`wasi:http/outgoing-handler`), blocking: only to the hosts and
+/// ports the deployment's `connect` grants allow (an address, a block, or a DNS
+/// name the node resolves); anything else is refused by the node before a packet
+/// leaves. HTTPS verifies servers against the public (webpki) roots built into the
+/// node, so a device's self-signed certificate is refused: use `http://` on the
+/// local network. Each request is bounded by the invocation's deadline.
+///
+/// ```no_run
+/// let status = edgeleaf_sdk::http::get("http://192.168.1.20/status.json")?;
+/// if !status.ok() {
+///     return Err(format!("inverter answered HTTP {}", status.status));
+/// }
+/// # Ok::<(), String>(())
+/// ```
+pub mod http {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{
+        ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    use wasi::io::streams::StreamError;
+
+    /// Largest response body read (bytes); a longer one is an error, not a cut.
+    pub const MAX_BODY: usize = 8 << 20;
+
+    /// A response, read whole.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        /// The HTTP status code.
+        pub status: u16,
+        /// The response headers, names in lower case, in the order received.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        /// Whether the status is 2xx.
+        pub fn ok(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+
+        /// The first value of header `name` (any case), as text.
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        }
+
+        /// The body as UTF-8 text (an `Err` if it is not).
+        pub fn text(&self) -> Result<&str, String> {
+            std::str::from_utf8(&self.body).map_err(|e| format!("body is not UTF-8: {e}"))
+        }
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, String> {
+        request("GET", url, &[], &[])
+    }
+
+    /// `POST url` with `body` of `content_type`.
+    pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, String> {
+        request("POST", url, &[("content-type", content_type)], body)
+    }
+
+    /// Sends `method url` with `headers` and `body` (empty: none) and reads the
+    /// whole response. `url` is `http://HOST[:PORT][/path?query]` or `https://…`.
+    /// The error names the request and why: `denied by the node …` for a host
+    /// or port outside the grants, `connection-refused`, a timeout, …
+    pub fn request(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, String> {
+        let what = format!("{method} {url}");
+        send(method, url, headers, body).map_err(|e| format!("{what}: {e}"))
+    }
+
+    fn send(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, String> {
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else {
+            return Err("the URL must start with http:// or https://".into());
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_owned()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_owned()),
+        };
+        if authority.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let method = match method.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            other => Method::Other(other.to_owned()),
+        };
+        let entries: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
+        let fields =
+            Fields::from_list(&entries).map_err(|e| format!("bad request header: {e:?}"))?;
+        let request = OutgoingRequest::new(fields);
+        let refused = |part: &str| format!("the node refused the request's {part}");
+        request.set_method(&method).map_err(|()| refused("method"))?;
+        request.set_scheme(Some(&scheme)).map_err(|()| refused("scheme"))?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| refused("host"))?;
+        request
+            .set_path_with_query(Some(&path))
+            .map_err(|()| refused("path"))?;
+        let outgoing = request.body().map_err(|()| refused("body"))?;
+        let pending = outgoing_handler::handle(request, None).map_err(|e| describe(&e, authority))?;
+        {
+            let stream = outgoing.write().map_err(|()| refused("body"))?;
+            for chunk in body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| format!("sending the body: {e:?}"))?;
+            }
+        }
+        OutgoingBody::finish(outgoing, None).map_err(|e| describe(&e, authority))?;
+
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(e))) => return Err(describe(&e, authority)),
+            Some(Err(())) | None => return Err("no response".into()),
+        };
+        let status = response.status();
+        let headers = response.headers().entries();
+        let incoming = response.consume().map_err(|()| "the body was already read".to_owned())?;
+        let mut body = Vec::new();
+        {
+            let stream = incoming.stream().map_err(|()| "the body was already read".to_owned())?;
+            loop {
+                match stream.blocking_read(64 << 10) {
+                    Ok(bytes) => {
+                        if body.len() + bytes.len() > MAX_BODY {
+                            return Err(format!("response body above {MAX_BODY} bytes"));
+                        }
+                        body.extend_from_slice(&bytes);
+                    }
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(format!("reading the body: {}", e.to_debug_string()));
+                    }
+                }
+            }
+        }
+        drop(incoming);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn describe(e: &ErrorCode, authority: &str) -> String {
+        match e {
+            ErrorCode::HttpRequestDenied => format!(
+                "denied by the node: {authority} is not in this agent's connect grants"
+            ),
+            ErrorCode::ConnectionRefused => format!("connection-refused by {authority}"),
+            other => format!("{other}"),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! | `fs:<path>`          | reads the file `<path>` and replies with it, or `Err(fs: <why>)` |
 //! | `ls:<path>`          | lists the directory `<path>`, or `Err(ls: <why>)` |
 //! | `tcp:<ip>:<port>`    | connects (SDK `net`), sends `GET / HTTP/1.0`, replies with all it reads, or `Err(tcp: <why>)` |
+//! | `http:<url>`         | GETs `<url>` (SDK `http`), replies `<status> <body>`, or `Err(http: <why>)` |
 //! | `serial:<path>=<text>` | opens the serial port at 115200, writes `<text>`, replies with what it reads within 2 s (SDK `serial`) |
 //! | `serialwait:<path>`  | opens the serial port and waits up to 10 minutes for a byte |
 //! | `fswrite:<path>=<text>` | writes `<text>` to the file `<path>`; replies `written`, or `Err(fswrite: <why>)` |
@@ -120,6 +121,13 @@ impl Agent for Hostile {
                 stream
                     .read_to_end(&mut reply)
                     .map_err(|e| format!("tcp: {e}"))?;
+                Ok(reply)
+            }
+            ("http", Some(url)) => {
+                let response =
+                    edgeleaf_sdk::http::get(url.trim()).map_err(|e| format!("http: {e}"))?;
+                let mut reply = format!("{} ", response.status).into_bytes();
+                reply.extend_from_slice(&response.body);
                 Ok(reply)
             }
             ("serial", Some(rest)) => {
