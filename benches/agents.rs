@@ -394,6 +394,7 @@ async fn bench_in_process(
         payload: Bytes::from_static(PAYLOAD),
         headers: Vec::new(),
         reply_expected: true,
+        deadline: None,
     };
     for _ in 0..settings.in_process_warmup {
         invoke_checked(&agent, inv.clone(), &expected).await?;

@@ -53,6 +53,8 @@ pub struct Config {
     pub security: SecuritySection,
     /// What agents may be granted on this device: the ceiling of every grant.
     pub devices: DevicesSection,
+    /// Agent cards, capability discovery and workloads.
+    pub discovery: DiscoverySection,
     /// Statically provisioned agents: how a device is set up offline.
     pub agents: Vec<StaticAgent>,
 }
@@ -131,6 +133,43 @@ pub struct DevicesSection {
     pub serial: Vec<PathBuf>,
 }
 
+/// Where discovery and workloads live on NATS: the first token of each subject
+/// family, so a fleet can move them (defaults as in the design edgeleaf follows).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    /// Answer capability queries, announce cards and take workloads.
+    #[serde(deserialize_with = "de_bool")]
+    pub enabled: bool,
+    /// `<discovery_prefix>.query.capability.<cap>`, `<discovery_prefix>.agents.…`.
+    pub discovery_prefix: String,
+    /// `<workloads_prefix>.<location>.workloads`.
+    pub workloads_prefix: String,
+    /// `<results_prefix>.<task_id>`.
+    pub results_prefix: String,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            discovery_prefix: "discovery".into(),
+            workloads_prefix: "edge".into(),
+            results_prefix: "results".into(),
+        }
+    }
+}
+
+impl DiscoverySection {
+    pub fn subjects(&self) -> protocol::DiscoverySubjects {
+        protocol::DiscoverySubjects::new(
+            &self.discovery_prefix,
+            &self.workloads_prefix,
+            &self.results_prefix,
+        )
+    }
+}
+
 /// One `[[agents]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +204,12 @@ pub struct StaticAgent {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: AgentLimitsConfig,
+    /// What it can do, for discovery and workloads (NATS tokens).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Its type on its card (default: its name).
+    #[serde(rename = "type")]
+    pub agent_type: Option<String>,
 }
 
 /// An agent's limits as written in TOML (sizes and durations with units).
@@ -226,6 +271,8 @@ impl StaticAgent {
             limits: self.limits.to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.clone(),
+            capabilities: self.capabilities.clone(),
+            agent_type: self.agent_type.clone(),
         }
     }
 }
@@ -241,6 +288,9 @@ pub struct NodeSection {
     pub tags: BTreeMap<String, String>,
     /// Holds sled, the spawned leaf server's files and its pidfile.
     pub state_dir: PathBuf,
+    /// Where workloads reach the node (`edge.<location>.workloads`), a NATS token.
+    /// Default: the `site` tag, else the node id.
+    pub location: Option<String>,
 }
 
 impl Default for NodeSection {
@@ -250,6 +300,7 @@ impl Default for NodeSection {
             name: String::new(),
             tags: BTreeMap::new(),
             state_dir: PathBuf::from("/var/lib/edgeleaf"),
+            location: None,
         }
     }
 }
@@ -489,6 +540,7 @@ const SECTIONS: &[&str] = &[
     "outbox",
     "security",
     "devices",
+    "discovery",
 ];
 
 impl Config {
@@ -682,6 +734,27 @@ impl Config {
                 ));
             }
         }
+        if let Some(l) = &self.node.location
+            && !protocol::is_token(l)
+        {
+            return Err((
+                "node.location",
+                format!("{l:?} is not a single NATS token (use letters, digits, '-' and '_')"),
+            ));
+        }
+        let d = &self.discovery;
+        for (key, value) in [
+            ("discovery.discovery_prefix", &d.discovery_prefix),
+            ("discovery.workloads_prefix", &d.workloads_prefix),
+            ("discovery.results_prefix", &d.results_prefix),
+        ] {
+            if !protocol::is_token(value) || value.starts_with(['_', '$']) {
+                return Err((
+                    key,
+                    format!("{value:?} must be a single NATS token not starting with '_' or '$'"),
+                ));
+            }
+        }
         if self.node.state_dir.as_os_str().is_empty() {
             return Err(("node.state_dir", "must not be empty".into()));
         }
@@ -816,6 +889,16 @@ impl Config {
 
     pub fn prefix(&self) -> &str {
         self.nats.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+    }
+
+    /// Where workloads reach the node: `[node] location`, else its `site` tag,
+    /// else its id.
+    pub fn location(&self) -> &str {
+        self.node
+            .location
+            .as_deref()
+            .or(self.node.tags.get("site").map(String::as_str))
+            .unwrap_or(&self.node.id)
     }
 
     /// The spawned leaf's local user: a name that is not the node's, and

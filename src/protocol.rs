@@ -257,6 +257,9 @@ pub struct Heartbeat {
     pub hub_link: HubLink,
     /// `cranelift` or `pulley`.
     pub wasm_compiler: String,
+    /// Where workloads reach this node (`edge.<location>.workloads`).
+    #[serde(default)]
+    pub location: String,
     /// The node's x25519 public key (`x25519:<hex>`): `deploy --secret` seals values
     /// to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +286,9 @@ pub struct NodeInfo {
     pub agents: AgentCounts,
     /// Compiled-code cache counters since start.
     pub compiled_cache: CacheCounters,
+    /// Where workloads reach this node (`edge.<location>.workloads`).
+    #[serde(default)]
+    pub location: String,
     /// The node's x25519 public key, for sealing secrets to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enc_key: Option<String>,
@@ -474,6 +480,13 @@ pub struct AgentSpec {
     /// Handed to the agent through its `config` import (WASI commands: as env).
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// What the agent can do, as NATS tokens (`reverse`, `ocr`, `temperature`):
+    /// discovery finds it by these, workloads are routed by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// The agent's type on its card and its announcement subject. Default: its name.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
 }
 
 /// Why a spec was refused: `invalid_spec` (malformed) or `forbidden` (a subject it
@@ -485,6 +498,11 @@ pub struct SpecError {
 }
 
 impl AgentSpec {
+    /// The agent's type: `type`, or its name.
+    pub fn kind_name(&self) -> &str {
+        self.agent_type.as_deref().unwrap_or(&self.name)
+    }
+
     /// Checks names and subject patterns (not limits: those are the node's call).
     pub fn check(&self, prefix: &str) -> Result<(), SpecError> {
         let invalid = |message: String| SpecError {
@@ -497,9 +515,25 @@ impl AgentSpec {
                 self.name
             )));
         }
-        if self.triggers.is_empty() && self.schedule.is_empty() {
+        if self.triggers.is_empty() && self.schedule.is_empty() && self.capabilities.is_empty() {
             return Err(invalid(format!(
-                "agent {}: no trigger subjects and no schedule (give triggers, or a schedule of @every/cron entries)",
+                "agent {}: no trigger subjects, no schedule and no capabilities (give triggers, a schedule of @every/cron entries, or capabilities to be found and sent workloads by)",
+                self.name
+            )));
+        }
+        for capability in &self.capabilities {
+            if !is_token(capability) {
+                return Err(invalid(format!(
+                    "agent {}: capability {capability:?} is not a single NATS token (letters, digits, '-', '_')",
+                    self.name
+                )));
+            }
+        }
+        if let Some(t) = &self.agent_type
+            && !is_token(t)
+        {
+            return Err(invalid(format!(
+                "agent {}: type {t:?} is not a single NATS token (letters, digits, '-', '_')",
                 self.name
             )));
         }
@@ -804,6 +838,9 @@ pub struct ResultRecord {
     /// `output_size` is the whole output's.
     #[serde(default)]
     pub output_truncated: bool,
+    /// The workload this run was for (`<discovery>.…`/`edge.<location>.workloads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 /// Longest error message a record carries.
@@ -900,6 +937,158 @@ pub struct DeployStatus {
     pub envelope_sha256: Option<String>,
 }
 
+/// The subjects of discovery and workloads, under their configurable first
+/// tokens (`discovery`, `edge`, `results` by default; see `[discovery]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySubjects {
+    discovery: String,
+    workloads: String,
+    results: String,
+}
+
+impl Default for DiscoverySubjects {
+    fn default() -> Self {
+        Self::new("discovery", "edge", "results")
+    }
+}
+
+impl DiscoverySubjects {
+    pub fn new(discovery: &str, workloads: &str, results: &str) -> Self {
+        Self {
+            discovery: discovery.to_owned(),
+            workloads: workloads.to_owned(),
+            results: results.to_owned(),
+        }
+    }
+
+    /// `discovery.query.capability.<cap>`: answered with the cards of the agents
+    /// that have `cap`.
+    pub fn query(&self, capability: &str) -> String {
+        format!("{}.query.capability.{capability}", self.discovery)
+    }
+
+    /// Every capability query.
+    pub fn queries(&self) -> String {
+        self.query("*")
+    }
+
+    /// `discovery.agents.<type>.<node>.<agent>`: an agent's announced card.
+    pub fn card(&self, agent_type: &str, node: &str, agent: &str) -> String {
+        format!("{}.agents.{agent_type}.{node}.{agent}", self.discovery)
+    }
+
+    /// Every card a node may announce (its id in the fourth token).
+    pub fn cards_of(&self, node: &str) -> String {
+        format!("{}.agents.*.{node}.*", self.discovery)
+    }
+
+    /// `edge.<location>.workloads`.
+    pub fn workloads(&self, location: &str) -> String {
+        format!("{}.{location}.workloads", self.workloads)
+    }
+
+    /// The queue group of a location's nodes: each workload runs once there.
+    pub fn workload_group(&self, location: &str) -> String {
+        format!("{}.{location}", self.workloads)
+    }
+
+    /// `results.<task_id>`.
+    pub fn result(&self, task_id: &str) -> String {
+        format!("{}.{task_id}", self.results)
+    }
+
+    /// The prefixes, for hub account permissions.
+    pub fn prefixes(&self) -> [&str; 3] {
+        [&self.discovery, &self.workloads, &self.results]
+    }
+}
+
+/// Whether `task_id` can name a result subject: dot-separated NATS tokens.
+pub fn is_task_id(task_id: &str) -> bool {
+    task_id.len() <= 256 && task_id.split('.').all(is_token)
+}
+
+/// What a running agent says about itself: the answer to
+/// `discovery.query.capability.<cap>` (a list of these) and the body of
+/// `discovery.agents.<type>.<node>.<agent>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCard {
+    /// `<node>.<agent>`.
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    /// The agent's direct subject: a request there runs it on this node.
+    pub endpoint: String,
+    pub node: String,
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    /// The deployment's version (0 for a static or `run-agent` agent).
+    pub version: u64,
+    /// sha256 of the module, hex.
+    pub digest: String,
+    /// `healthy`, `degraded` (a fault among its recent invocations) or
+    /// `backed_off` (refusing work after repeated faults).
+    pub health_status: String,
+    pub load_metrics: LoadMetrics,
+    /// Seconds the card is valid without a newer one: three heartbeat intervals.
+    pub ttl: u64,
+    /// RFC 3339, node clock.
+    pub at: String,
+}
+
+/// How busy an agent is, on its card.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadMetrics {
+    pub in_flight: u32,
+    pub max_concurrency: u32,
+    pub invocations: u64,
+    pub failures: u64,
+    /// Median duration of its recent invocations (up to the last 64), ms.
+    pub p50_ms: Option<f64>,
+}
+
+/// A unit of work sent to a location (`edge.<location>.workloads`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Names the result subject `results.<task_id>`: NATS tokens separated by dots.
+    pub task_id: String,
+    pub capability: String,
+    /// UTF-8 input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Binary input, base64 (instead of `payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_b64: Option<String>,
+    /// Run this agent (it must have the capability) rather than the freest one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// A deadline shorter than the agent's own, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// What a workload did, on `results.<task_id>` and as the reply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub task_id: String,
+    /// The node that ran it: check it against the node you expect (any node of
+    /// the location may publish on `results.>`).
+    pub node: String,
+    /// The agent that ran it (absent when none could).
+    pub agent: Option<String>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    pub duration_ms: f64,
+}
+
 /// One row of `ctl.<node>.agents`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
@@ -943,6 +1132,12 @@ pub struct AgentInfo {
     /// Serial ports granted.
     #[serde(default)]
     pub serial: Vec<String>,
+    /// What it can do (discovery, workloads).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Its type (default: its name).
+    #[serde(default, rename = "type")]
+    pub agent_type: Option<String>,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
     /// Why the agent is not running, when it is not.
@@ -967,6 +1162,7 @@ mod tests {
             output_base64: None,
             error,
             output_truncated: false,
+            task_id: None,
         };
         for (text, limit) in [
             ("\"".repeat(700_000), 1 << 20),

@@ -3,6 +3,7 @@
 
 mod agents;
 mod deploy;
+mod discover;
 mod hub;
 mod invoke;
 mod keys;
@@ -151,6 +152,10 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// A node's store-and-forward backlog: depth, age, drops, rate.
     Outbox(outbox::Args),
+    /// Find agents by capability: every node's cards of the agents that have it.
+    Discover(discover::DiscoverArgs),
+    /// Send a workload to a location; an agent there with the capability runs it.
+    Work(discover::WorkArgs),
 }
 
 /// Runs the parsed command.
@@ -168,6 +173,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Undeploy(args) => deploy::undeploy(args, &cli.conn).await,
         Command::Keys(cmd) => keys::run(cmd),
         Command::Outbox(args) => outbox::run(args, &cli.conn).await,
+        Command::Discover(args) => discover::discover(args, &cli.conn).await,
+        Command::Work(args) => discover::work(args, &cli.conn).await,
     }
 }
 

@@ -101,6 +101,13 @@ pub struct AgentOpts {
     /// Config entry for the agent, key=value (repeat).
     #[arg(long = "config", value_parser = parse_kv)]
     pub config: Vec<(String, String)>,
+    /// What the agent can do, a NATS token (repeat): discovery finds it by these
+    /// (`discovery.query.capability.<CAP>`) and workloads are routed by them.
+    #[arg(long = "capability", value_name = "CAP")]
+    pub capabilities: Vec<String>,
+    /// The agent's type on its card (default: its name).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub agent_type: Option<String>,
 }
 
 impl AgentOpts {
@@ -140,6 +147,8 @@ impl AgentOpts {
             .to_limits(),
             allow_publish: self.allow_publish.clone(),
             config: self.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+            capabilities: self.capabilities.clone(),
+            agent_type: self.agent_type.clone(),
         }
     }
 }

@@ -20,8 +20,8 @@ use super::timer::{self, Tick, TimerState};
 use crate::config::{DevicesSection, LimitsSection};
 use crate::host::{Capabilities, fs, log::AgentLog, messaging::Publisher, net, serial};
 use crate::protocol::{
-    AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, EventRecord, ResultRecord,
-    Subjects,
+    AgentCard, AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, ErrorBody,
+    EventRecord, LoadMetrics, ResultRecord, Subjects, Workload, WorkloadResult,
 };
 use crate::runtime::{Agent, AgentError, Invocation, Runtime};
 use crate::store::Store;
@@ -49,11 +49,54 @@ struct AgentStats {
     backoff_until: Mutex<Option<Instant>>,
     /// Messages turned away because the agent held `max_pending_bytes` already.
     refused_busy: AtomicU64,
+    /// The last [`RECENT`] invocations: duration in ms, and whether it was a fault.
+    recent: Mutex<std::collections::VecDeque<(f64, bool)>>,
+}
+
+/// Invocations an agent's card summarises (health, median duration).
+const RECENT: usize = 64;
+
+impl AgentStats {
+    fn backed_off(&self) -> bool {
+        self.backoff_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    /// `backed_off`, `degraded` (a fault among the recent invocations), `healthy`.
+    fn health(&self) -> &'static str {
+        if self.backed_off() {
+            return "backed_off";
+        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.iter().any(|(_, fault)| *fault) {
+            "degraded"
+        } else {
+            "healthy"
+        }
+    }
+
+    fn p50_ms(&self) -> Option<f64> {
+        let mut ms: Vec<f64> = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.iter().map(|(ms, _)| *ms).collect()
+        };
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(f64::total_cmp);
+        Some((ms[ms.len() / 2] * 1000.0).round() / 1000.0)
+    }
 }
 
 struct Running {
     agent: Arc<Agent>,
     stats: Arc<AgentStats>,
+    /// How workloads run it.
+    dispatch: Dispatch,
+    /// The deployment's version (0: static or `run-agent`).
+    version: u64,
     /// The task that receives the agent's messages; aborting it unsubscribes.
     serve: tokio::task::JoinHandle<()>,
     /// The agent's timer, when its spec has a schedule; aborting it stops the
@@ -83,7 +126,19 @@ struct Dispatch {
     agent: Arc<Agent>,
     stats: Arc<AgentStats>,
     total: Arc<AtomicU64>,
+    changed: tokio::sync::watch::Sender<u64>,
 }
+
+/// What a card says about the node it is on.
+pub struct CardContext {
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    /// Seconds a card stays valid: three heartbeat intervals.
+    pub ttl_s: u64,
+}
+
+/// The header that carries a workload's task id into its invocation.
+pub const TASK_ID_HEADER: &str = "edgeleaf-task-id";
 
 /// The node's agents.
 pub struct AgentPool {
@@ -103,6 +158,9 @@ pub struct AgentPool {
     total: Arc<AtomicU64>,
     /// What agents may be granted here (`[devices]`).
     devices: DevicesSection,
+    /// Bumped when an agent starts, stops or turns unhealthy: cards are announced
+    /// again.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl AgentPool {
@@ -127,6 +185,7 @@ impl AgentPool {
             failed: Mutex::new(BTreeMap::new()),
             total: Arc::new(AtomicU64::new(0)),
             devices: DevicesSection::default(),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -242,8 +301,18 @@ impl AgentPool {
     /// replaced (its in-flight invocations complete). On failure nothing running
     /// is touched, and the failure is recorded and reported as an event.
     pub async fn start(&self, spec: AgentSpec, wasm: &[u8]) -> Result<Arc<Agent>, AgentError> {
+        self.start_version(spec, wasm, 0).await
+    }
+
+    /// [`Self::start`] for version `version` of a deployment (shown on its card).
+    pub async fn start_version(
+        &self,
+        spec: AgentSpec,
+        wasm: &[u8],
+        version: u64,
+    ) -> Result<Arc<Agent>, AgentError> {
         let name = spec.name.clone();
-        let result = self.load(spec, wasm).await;
+        let result = self.load(spec, wasm, version).await;
         match &result {
             Ok(agent) => {
                 self.failed
@@ -303,7 +372,12 @@ impl AgentPool {
             .unwrap_or_default()
     }
 
-    async fn load(&self, spec: AgentSpec, wasm: &[u8]) -> Result<Arc<Agent>, AgentError> {
+    async fn load(
+        &self,
+        spec: AgentSpec,
+        wasm: &[u8],
+        version: u64,
+    ) -> Result<Arc<Agent>, AgentError> {
         self.check(&spec)?;
         if wasm.len() as u64 > self.limits.max_module_size {
             return Err(AgentError::invalid_module(format!(
@@ -342,12 +416,13 @@ impl AgentPool {
             agent: agent.clone(),
             stats: stats.clone(),
             total: self.total.clone(),
+            changed: self.changed.clone(),
         };
         let subscriptions = self.subscribe(&agent).await?;
         let timer = self.start_timer(&dispatch)?;
         let serve = tokio::spawn(serve(
             subscriptions,
-            dispatch,
+            dispatch.clone(),
             self.limits.max_pending_bytes,
         ));
         let old = self
@@ -359,6 +434,8 @@ impl AgentPool {
                 Running {
                     agent: agent.clone(),
                     stats,
+                    dispatch,
+                    version,
                     serve,
                     timer,
                 },
@@ -367,6 +444,7 @@ impl AgentPool {
             old.abort();
             tracing::info!(agent = %name, old = %old.agent.digest, new = %agent.digest, "agent replaced");
         }
+        self.changed.send_modify(|n| *n += 1);
         Ok(agent)
     }
 
@@ -431,6 +509,7 @@ impl AgentPool {
         match removed {
             Some(r) => {
                 r.abort();
+                self.changed.send_modify(|n| *n += 1);
                 self.event(
                     "agent_stopped",
                     Some(name),
@@ -469,6 +548,135 @@ impl AgentPool {
         self.total.load(Relaxed)
     }
 
+    /// Changes when an agent starts, stops or turns unhealthy.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The cards of the running agents (those with `capability` only, if given).
+    pub fn cards(&self, node: &CardContext, capability: Option<&str>) -> Vec<AgentCard> {
+        let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| capability.is_none_or(|c| r.agent.spec.capabilities.iter().any(|x| x == c)))
+            .map(|r| {
+                let spec = &r.agent.spec;
+                AgentCard {
+                    id: format!("{}.{}", self.node_id, spec.name),
+                    name: spec.name.clone(),
+                    agent_type: spec.kind_name().to_owned(),
+                    capabilities: spec.capabilities.clone(),
+                    endpoint: self.subjects.invoke(&self.node_id, &spec.name),
+                    node: self.node_id.clone(),
+                    location: node.location.clone(),
+                    tags: node.tags.clone(),
+                    version: r.version,
+                    digest: r.agent.digest.clone(),
+                    health_status: r.stats.health().to_owned(),
+                    load_metrics: LoadMetrics {
+                        in_flight: r.agent.in_flight(),
+                        max_concurrency: spec.limits.max_concurrency,
+                        invocations: r.stats.invocations.load(Relaxed),
+                        failures: r.stats.failures.load(Relaxed),
+                        p50_ms: r.stats.p50_ms(),
+                    },
+                    ttl: node.ttl_s,
+                    at: at.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs a workload on the agent with its capability that is healthy and has
+    /// the most free instances (or on the agent it names), and says what happened.
+    pub async fn run_workload(&self, subject: String, w: &Workload) -> WorkloadResult {
+        let started = Instant::now();
+        let mut result = WorkloadResult {
+            task_id: w.task_id.clone(),
+            node: self.node_id.clone(),
+            ..Default::default()
+        };
+        let fail = |mut result: WorkloadResult, code: &str, message: String| {
+            result.error = Some(ErrorBody::new(code, message));
+            result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            result
+        };
+        let payload = match (&w.payload, &w.payload_b64) {
+            (Some(_), Some(_)) => {
+                return fail(
+                    result,
+                    "invalid_request",
+                    "give payload or payload_b64, not both".into(),
+                );
+            }
+            (Some(text), None) => bytes::Bytes::from(text.clone()),
+            (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(bytes) => bytes.into(),
+                Err(e) => {
+                    return fail(
+                        result,
+                        "invalid_request",
+                        format!("payload_b64 is not base64: {e}"),
+                    );
+                }
+            },
+            (None, None) => bytes::Bytes::new(),
+        };
+        let Some(dispatch) = self.pick(&w.capability, w.agent.as_deref()) else {
+            let which = match &w.agent {
+                Some(agent) => format!("agent {agent} with capability {}", w.capability),
+                None => format!("agent with capability {}", w.capability),
+            };
+            return fail(
+                result,
+                "no_agent",
+                format!("node {} runs no healthy {which}", self.node_id),
+            );
+        };
+        result.agent = Some(dispatch.agent.spec.name.clone());
+        let inv = Invocation {
+            subject,
+            payload,
+            headers: vec![(TASK_ID_HEADER.to_owned(), w.task_id.clone())],
+            reply_expected: true,
+            deadline: w.timeout_ms.map(Duration::from_millis),
+        };
+        match dispatch.invoke_and_record(inv, Some(&w.task_id)).await {
+            Ok(output) => {
+                result.ok = true;
+                match String::from_utf8(output) {
+                    Ok(text) => result.output = Some(text),
+                    Err(e) => {
+                        result.output_b64 =
+                            Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))
+                    }
+                }
+                result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+                result
+            }
+            Err(e) => fail(result, e.code, e.message),
+        }
+    }
+
+    /// The running agent for a workload: with `capability` (and named `agent`, if
+    /// given), not backed off; healthy ones first, then the most free instances.
+    fn pick(&self, capability: &str, agent: Option<&str>) -> Option<Dispatch> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .values()
+            .filter(|r| agent.is_none_or(|a| r.agent.spec.name == a))
+            .filter(|r| r.agent.spec.capabilities.iter().any(|c| c == capability))
+            .filter(|r| !r.stats.backed_off())
+            .max_by_key(|r| {
+                let free = r.agent.spec.limits.max_concurrency.max(1) as i64
+                    - i64::from(r.agent.in_flight());
+                (r.stats.health() == "healthy", free)
+            })
+            .map(|r| r.dispatch.clone())
+    }
+
     /// One row per agent, running or failed, by name.
     pub fn infos(&self) -> Vec<AgentInfo> {
         let mut rows: Vec<AgentInfo> = self
@@ -501,6 +709,8 @@ impl AgentPool {
                     write: r.agent.spec.write.clone(),
                     connect: r.agent.spec.connect.clone(),
                     serial: r.agent.spec.serial.clone(),
+                    capabilities: r.agent.spec.capabilities.clone(),
+                    agent_type: r.agent.spec.agent_type.clone(),
                     compiled_from_cache: Some(r.agent.cache_hit),
                     error: None,
                 }
@@ -575,7 +785,11 @@ async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, m
 impl Dispatch {
     /// Runs one invocation (unless the agent is backed off), counts it and
     /// records its result.
-    async fn invoke_and_record(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
+    async fn invoke_and_record(
+        &self,
+        inv: Invocation,
+        task_id: Option<&str>,
+    ) -> Result<Vec<u8>, AgentError> {
         let started = Instant::now();
         let at = SystemTime::now();
         let subject = inv.subject.clone();
@@ -585,8 +799,9 @@ impl Dispatch {
         };
         self.total.fetch_add(1, Relaxed);
         self.stats.invocations.fetch_add(1, Relaxed);
-        self.account(&outcome);
-        self.record(subject, at, started.elapsed(), &outcome).await;
+        let took = started.elapsed();
+        self.account(&outcome, took);
+        self.record(subject, at, took, &outcome, task_id).await;
         outcome
     }
 
@@ -604,8 +819,9 @@ impl Dispatch {
             payload: payload.to_string().into(),
             headers: Vec::new(),
             reply_expected: false,
+            deadline: None,
         };
-        let _ = self.invoke_and_record(inv).await;
+        let _ = self.invoke_and_record(inv, None).await;
     }
 
     async fn handle(self, msg: Message) {
@@ -624,10 +840,11 @@ impl Dispatch {
             payload: msg.payload.clone(),
             headers,
             reply_expected: msg.reply.is_some(),
+            deadline: None,
         };
         // Recorded before the reply: with `sync` durability, a requester never gets
         // a reply whose result a power cut could still lose.
-        let outcome = self.invoke_and_record(inv).await;
+        let outcome = self.invoke_and_record(inv, None).await;
         if let Some(reply) = msg.reply.clone() {
             self.reply(reply, &outcome).await;
         }
@@ -686,7 +903,20 @@ impl Dispatch {
     }
 
     /// Counts failures and backs the agent off after repeated faults.
-    fn account(&self, outcome: &Result<Vec<u8>, AgentError>) {
+    fn account(&self, outcome: &Result<Vec<u8>, AgentError>, took: Duration) {
+        let fault = outcome.as_ref().is_err_and(AgentError::is_fault);
+        let newly_degraded = {
+            let mut recent = self.stats.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let was_degraded = recent.iter().any(|(_, f)| *f);
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back((took.as_secs_f64() * 1000.0, fault));
+            fault && !was_degraded
+        };
+        if newly_degraded {
+            self.changed.send_modify(|n| *n += 1);
+        }
         match outcome {
             Ok(_) => self.stats.consecutive_faults.store(0, Relaxed),
             Err(e) => {
@@ -702,6 +932,7 @@ impl Dispatch {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + pause);
                         tracing::warn!(agent = %self.agent.spec.name, faults = n, ?pause, "agent backed off");
+                        self.changed.send_modify(|n| *n += 1);
                     }
                 }
             }
@@ -715,6 +946,7 @@ impl Dispatch {
         at: SystemTime,
         took: Duration,
         outcome: &Result<Vec<u8>, AgentError>,
+        task_id: Option<&str>,
     ) {
         let name = &self.agent.spec.name;
         let (output, output_base64, output_size, error) = match outcome {
@@ -741,6 +973,7 @@ impl Dispatch {
             output_base64,
             error,
             output_truncated: false,
+            task_id: task_id.map(str::to_owned),
         };
         // Under the server's message size, or the hub refuses the record (and,
         // before, every record queued behind it).

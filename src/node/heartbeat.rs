@@ -63,6 +63,7 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         outbox: state.outbox.stats(),
         hub_link: info.hub_link,
         wasm_compiler: info.wasm_compiler,
+        location: info.location,
         enc_key: info.enc_key,
     }
 }

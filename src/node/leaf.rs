@@ -132,6 +132,7 @@ impl LeafLogins {
 /// everything), minus what only the node may do, whatever those lists say.
 pub fn local_permissions(config: &Config) -> Permissions {
     let (p, id) = (config.prefix(), &config.node.id);
+    let (d, location) = (config.discovery.subjects(), config.location());
     let node_inbox = format!("{}.>", crate::node::inbox_prefix(id));
     let system = ["$JS.>", "$JSC.>", "$KV.>", "$O.>", "$SYS.>", "$NRG.>"].map(str::to_owned);
     let mut publish_deny = system.to_vec();
@@ -142,6 +143,8 @@ pub fn local_permissions(config: &Config) -> Permissions {
         format!("{p}.evt.{id}.>"),
         format!("{p}.log.{id}.>"),
         node_inbox.clone(),
+        // Cards announced in the node's name.
+        d.card("*", id, ">"),
     ]);
     let mut subscribe_deny = system.to_vec();
     subscribe_deny.extend([
@@ -149,6 +152,10 @@ pub fn local_permissions(config: &Config) -> Permissions {
         // invocations (a fake agent) are the node's to answer.
         format!("{p}.ctl.>"),
         format!("{p}.inv.>"),
+        // Discovery queries (fake cards) and the location's workloads (stolen
+        // work) are the node's too.
+        d.query(">"),
+        d.workloads(location),
         // Replies to the node's own requests: deployments, modules, secrets.
         node_inbox,
     ]);

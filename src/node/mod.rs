@@ -3,6 +3,7 @@
 
 pub mod agents;
 mod control;
+mod discovery;
 mod forwarder;
 mod heartbeat;
 mod hub_link;
@@ -117,6 +118,7 @@ impl NodeState {
             wasm_compiler: self.agents.runtime().compiler().to_owned(),
             agents: self.agents.counts(),
             compiled_cache: self.agents.cache_counters(),
+            location: c.location().to_owned(),
             enc_key: Some(self.node_key.public()),
         }
     }
@@ -346,6 +348,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )),
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
+        // Off: a task that only waits for shutdown.
+        if state.config.discovery.enabled {
+            tokio::spawn(discovery::run(
+                state.clone(),
+                client.clone(),
+                group.handle(),
+            ))
+        } else {
+            let mut handle = group.handle();
+            tokio::spawn(async move { handle.recv().await })
+        },
     ];
     let reconciler = Reconciler::new(
         agents.clone(),

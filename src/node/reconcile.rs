@@ -205,7 +205,12 @@ impl Reconciler {
             }
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
-                    if self.pool.start(agent, &bytes).await.is_ok() {
+                    if self
+                        .pool
+                        .start_version(agent, &bytes, record.version)
+                        .await
+                        .is_ok()
+                    {
                         tracing::info!(agent = %name, version = record.version, "deployment restored from local state");
                     }
                 }
@@ -408,7 +413,7 @@ impl Reconciler {
         };
         let publisher = spec.publisher.clone().unwrap_or_default();
         self.keep_kv_to_its_publisher(name, &publisher);
-        match self.pool.start(agent, &module).await {
+        match self.pool.start_version(agent, &module, spec.version).await {
             Ok(_) => {
                 if let Err(e) = self.deployments.set_kv_owner(name, &publisher) {
                     tracing::error!(agent = %name, "cannot record who owns the agent's kv data: {e}");

@@ -57,6 +57,8 @@ pub struct Invocation {
     pub payload: Bytes,
     pub headers: Vec<(String, String)>,
     pub reply_expected: bool,
+    /// A deadline shorter than the agent's own (a workload's `timeout_ms`).
+    pub deadline: Option<Duration>,
 }
 
 /// A loaded agent. Cheap to share; every invocation gets its own instance.
@@ -147,6 +149,12 @@ impl Agent {
         }
     }
 
+    /// Invocations running now (each holds one of its `max_concurrency` instances).
+    pub fn in_flight(&self) -> u32 {
+        let max = self.spec.limits.max_concurrency.max(1) as usize;
+        max.saturating_sub(self.permits.available_permits()) as u32
+    }
+
     /// Log lines dropped since the agent was loaded (it logged too much).
     pub fn log_dropped(&self) -> u64 {
         self.caps.log.dropped()
@@ -167,7 +175,10 @@ impl Agent {
                     ));
                 }
             };
-        let limits = self.limits();
+        let mut limits = self.limits();
+        if let Some(deadline) = inv.deadline {
+            limits.timeout = limits.timeout.min(deadline);
+        }
         match &self.prepared {
             Prepared::Component(pre) => {
                 component::invoke(&self.runtime, pre, &self.caps, &limits, inv).await

@@ -2,6 +2,7 @@ mod agents;
 mod config;
 mod cross;
 mod devices;
+mod discovery;
 mod faults;
 mod fleet;
 mod heartbeat;
