@@ -977,9 +977,9 @@ impl DiscoverySubjects {
         format!("{}.agents.{agent_type}.{node}.{agent}", self.discovery)
     }
 
-    /// Every card a node may announce (its id in the fourth token).
-    pub fn cards_of(&self, node: &str) -> String {
-        format!("{}.agents.*.{node}.*", self.discovery)
+    /// Every card of every node.
+    pub fn all_cards(&self) -> String {
+        format!("{}.agents.>", self.discovery)
     }
 
     /// `edge.<location>.workloads`.

@@ -20,17 +20,17 @@ use crate::protocol::{
 pub struct Prefixes {
     /// First token of discovery subjects (`[discovery] discovery_prefix`).
     #[arg(long, env = "EDGELEAF_DISCOVERY_PREFIX", default_value = "discovery")]
-    discovery_prefix: String,
+    pub discovery_prefix: String,
     /// First token of workload subjects (`[discovery] workloads_prefix`).
     #[arg(long, env = "EDGELEAF_WORKLOADS_PREFIX", default_value = "edge")]
-    workloads_prefix: String,
+    pub workloads_prefix: String,
     /// First token of result subjects (`[discovery] results_prefix`).
     #[arg(long, env = "EDGELEAF_RESULTS_PREFIX", default_value = "results")]
-    results_prefix: String,
+    pub results_prefix: String,
 }
 
 impl Prefixes {
-    fn subjects(&self) -> DiscoverySubjects {
+    pub fn subjects(&self) -> DiscoverySubjects {
         DiscoverySubjects::new(
             &self.discovery_prefix,
             &self.workloads_prefix,

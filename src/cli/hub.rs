@@ -47,6 +47,13 @@ pub struct AccountsArgs {
     /// Consumers the hub account may hold in all (nodes create theirs there).
     #[arg(long, default_value_t = 65_536)]
     js_max_consumers: u64,
+    /// A node's location, ID=LOCATION (repeat), where it is not the node's id (its
+    /// `[node] location`, or its `site` tag): its account receives that location's
+    /// workloads.
+    #[arg(long = "location", value_name = "ID=LOCATION")]
+    locations: Vec<String>,
+    #[command(flatten)]
+    discovery: super::discover::Prefixes,
 }
 
 impl AccountsArgs {
@@ -83,6 +90,15 @@ impl AccountsArgs {
             crate::protocol::check_agent_pattern(ns, prefix)
                 .map_err(|e| anyhow::anyhow!("namespace {e}"))?;
         }
+        let d = &self.discovery;
+        for token in [&d.discovery_prefix, &d.workloads_prefix, &d.results_prefix] {
+            if !crate::protocol::is_token(token) || token.starts_with(['_', '$']) || token == prefix
+            {
+                anyhow::bail!(
+                    "discovery prefix {token:?} must be a single NATS token, not starting with '_' or '$', other than {prefix:?}"
+                );
+            }
+        }
         let distinct: std::collections::BTreeSet<_> = namespaces.into_iter().collect();
         if distinct.len() != 3 {
             anyhow::bail!(
@@ -97,6 +113,16 @@ impl AccountsArgs {
                 );
             }
         }
+        let mut locations = std::collections::BTreeMap::new();
+        for entry in &self.locations {
+            let (id, location) = super::parse_tag(entry).map_err(|_| {
+                anyhow::anyhow!("--location {entry:?} is not ID=LOCATION (single tokens)")
+            })?;
+            if !nodes.iter().any(|(n, _)| *n == id) {
+                anyhow::bail!("--location {entry:?}: {id} is not one of the --node ids");
+            }
+            locations.insert(id, location);
+        }
         Ok(hub::accounts::AccountsSpec {
             prefix: prefix.to_owned(),
             hub_users,
@@ -109,6 +135,8 @@ impl AccountsArgs {
                 max_mem: self.js_max_mem,
                 max_consumers: self.js_max_consumers,
             },
+            discovery: self.discovery.subjects(),
+            locations,
         })
     }
 }

@@ -22,6 +22,14 @@
 //! - `<broadcast>.>` (default `fleet.>`): hub→every node;
 //! - `<from_node>.<id>.>` (default `up.<id>.>`): what a node's agents publish to the hub.
 //!
+//! Discovery and workloads (see `node::discovery`): every node hears capability
+//! queries; a node announces cards only under its own id; workloads of a location
+//! reach the nodes `--location` puts there (default: the node id); `results.>` is
+//! open to every node (a node answering a task it was sent cannot be told apart
+//! from one forging a result: results carry the node id for consumers to check).
+//! Queue groups do not span accounts: several nodes of one location each receive
+//! every workload under per-node accounts.
+//!
 //! Subjects local to the device (a sensor publishing on its own leaf) never cross the
 //! link and need nothing here.
 //!
@@ -34,8 +42,11 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
 use crate::protocol::{
-    DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, MODULES_BUCKET, STATUS_BUCKET, TELEMETRY_STREAM,
+    DEPLOYMENTS_BUCKET, DiscoverySubjects, HEARTBEAT_STREAM, MODULES_BUCKET, STATUS_BUCKET,
+    TELEMETRY_STREAM,
 };
 
 /// The account of the hub's own users.
@@ -57,6 +68,16 @@ pub struct AccountsSpec {
     /// JetStream ceilings of the hub account, which holds every edgeleaf stream and
     /// every consumer a node creates (node accounts have no JetStream of their own).
     pub jetstream: JetStreamLimits,
+    /// The discovery and workload subjects (`[discovery]` of the nodes).
+    pub discovery: DiscoverySubjects,
+    /// Node id → location, for nodes whose location is not their id.
+    pub locations: BTreeMap<String, String>,
+}
+
+impl AccountsSpec {
+    fn location<'a>(&'a self, id: &'a str) -> &'a str {
+        self.locations.get(id).map_or(id, String::as_str)
+    }
 }
 
 /// An account's JetStream ceilings.
@@ -167,6 +188,8 @@ pub fn render(spec: &AccountsSpec) -> String {
         format!("{p}.evt.>"),
         format!("{p}.log.>"),
         format!("{}.>", spec.from_node),
+        spec.discovery.all_cards(),
+        spec.discovery.result(">"),
         format!("$KV.{STATUS_BUCKET}.>"),
         "$JS.API.>".to_owned(),
         "$JS.FC.>".to_owned(),
@@ -176,8 +199,28 @@ pub fn render(spec: &AccountsSpec) -> String {
         let _ = writeln!(w, "      {{ service: {} }}", quote(&service));
     }
     let _ = writeln!(w, "      # hub -> every node");
-    for stream in [format!("{p}.ctl.ping"), format!("{}.>", spec.broadcast)] {
+    for stream in [
+        format!("{p}.ctl.ping"),
+        format!("{}.>", spec.broadcast),
+        spec.discovery.query(">"),
+    ] {
         let _ = writeln!(w, "      {{ stream: {} }}", quote(&stream));
+    }
+    let _ = writeln!(w, "      # hub -> the nodes of one location");
+    let mut by_location: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (id, _) in &spec.nodes {
+        by_location
+            .entry(spec.location(id))
+            .or_default()
+            .push(node_account(id));
+    }
+    for (location, accounts) in by_location {
+        let _ = writeln!(
+            w,
+            "      {{ stream: {}, accounts: [{}] }}",
+            quote(&spec.discovery.workloads(location)),
+            accounts.join(", ")
+        );
     }
     let _ = writeln!(
         w,
@@ -225,6 +268,8 @@ pub fn render(spec: &AccountsSpec) -> String {
             format!("{p}.evt.{id}.>"),
             format!("{p}.log.{id}.>"),
             format!("{}.{id}.>", spec.from_node),
+            spec.discovery.card("*", id, ">"),
+            spec.discovery.result(">"),
             "_INBOX.>".to_owned(),
         ]
         .into_iter()
@@ -239,6 +284,8 @@ pub fn render(spec: &AccountsSpec) -> String {
         for stream in [
             format!("{p}.ctl.ping"),
             format!("{}.>", spec.broadcast),
+            spec.discovery.query(">"),
+            spec.discovery.workloads(spec.location(id)),
             // JetStream push deliveries to the node's inbox (`_INBOX_<id>.…`).
             format!("{}.>", node_inbox(id)),
         ] {
@@ -290,6 +337,8 @@ mod tests {
             broadcast: "fleet".into(),
             from_node: "up".into(),
             jetstream: JetStreamLimits::default(),
+            discovery: DiscoverySubjects::default(),
+            locations: [("n2".to_owned(), "plant".to_owned())].into(),
         };
         let text = render(&spec);
         assert!(
@@ -313,6 +362,16 @@ mod tests {
             "{text}"
         );
         assert!(!n1.contains("$JS.API.>"), "{n1}");
+        assert!(n1.contains("\"discovery.agents.*.n1.>\""), "{n1}");
+        assert!(n1.contains("\"edge.n1.workloads\""), "{n1}");
+        assert!(
+            text.contains("{ stream: \"edge.plant.workloads\", accounts: [NODE_n2] }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("{ service: \"discovery.agents.>\" }"),
+            "{text}"
+        );
         assert!(!n1.contains("STREAM.DELETE"), "{n1}");
         assert_eq!(random_password().len(), 24);
         assert_ne!(random_password(), random_password());

@@ -684,6 +684,8 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         "echo",
         "--trigger",
         "dev.acct-a.echo",
+        "--capability",
+        "mirror",
         "--node",
         "acct-a",
         "--key",
@@ -708,6 +710,32 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
     ]))
     .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "direct");
+    // Discovery and workloads through the accounts: the query reaches every node,
+    // the card and the result come back through a's.
+    let out = run(with_ops(&["discover", "mirror", "--json", "-s", &url])).await;
+    let cards: Vec<edgeleaf::protocol::AgentCard> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("discover: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        cards.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["acct-a.echo"]
+    );
+    let out = run(with_ops(&[
+        "work",
+        "--location",
+        "acct-a",
+        "--capability",
+        "mirror",
+        "by workload",
+        "-s",
+        &url,
+    ]))
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "by workload",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The result reached the hub's telemetry stream through the node's account.
     let js = async_nats::jetstream::new(hub_client.clone());
     let telemetry = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
@@ -738,6 +766,9 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         "edgeleaf.log.acct-b.echo",
         "up.acct-b.alerts",
         "fleet.forged",
+        // A card in b's name, and a workload for b's location.
+        "discovery.agents.echo.acct-b.echo",
+        "edge.acct-b.workloads",
     ] {
         rogue
             .publish(subject, "{\"forged\": true}".into())
