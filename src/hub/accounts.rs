@@ -49,6 +49,10 @@ use crate::protocol::{
     TELEMETRY_STREAM,
 };
 
+/// The services API name of every node (see `node::services`; `hub` does not
+/// depend on `node`, so a test keeps the two equal).
+const SERVICE_NAME: &str = "edgeleaf-node";
+
 /// The account of the hub's own users.
 pub const HUB_ACCOUNT: &str = "EDGE";
 
@@ -203,6 +207,7 @@ pub fn render(spec: &AccountsSpec) -> String {
         format!("{p}.ctl.ping"),
         format!("{}.>", spec.broadcast),
         spec.discovery.query(">"),
+        "$SRV.>".to_owned(),
     ] {
         let _ = writeln!(w, "      {{ stream: {} }}", quote(&stream));
     }
@@ -286,6 +291,10 @@ pub fn render(spec: &AccountsSpec) -> String {
             format!("{}.>", spec.broadcast),
             spec.discovery.query(">"),
             spec.discovery.workloads(spec.location(id)),
+            // The NATS services API: to every node, and to this one by its id.
+            "$SRV.*".to_owned(),
+            format!("$SRV.*.{SERVICE_NAME}"),
+            format!("$SRV.*.{SERVICE_NAME}.{id}"),
             // JetStream push deliveries to the node's inbox (`_INBOX_<id>.…`).
             format!("{}.>", node_inbox(id)),
         ] {
@@ -357,6 +366,8 @@ mod tests {
         assert!(!n1.contains(".n2"), "{n1}");
         assert!(n1.contains("\"_INBOX_n1.>\""), "{n1}");
         assert_eq!(node_inbox("n1"), crate::node::inbox_prefix("n1"));
+        assert_eq!(SERVICE_NAME, crate::node::SERVICE_NAME);
+        assert!(n1.contains("\"$SRV.*.edgeleaf-node.n1\""), "{n1}");
         assert!(
             text.contains("{ stream: \"_INBOX_n2.>\", accounts: [NODE_n2] }"),
             "{text}"

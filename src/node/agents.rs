@@ -51,6 +51,10 @@ struct AgentStats {
     refused_busy: AtomicU64,
     /// The last [`RECENT`] invocations: duration in ms, and whether it was a fault.
     recent: Mutex<std::collections::VecDeque<(f64, bool)>>,
+    /// Time spent in invocations, all told (ns).
+    busy_nanos: AtomicU64,
+    /// The last failure: `code: message`.
+    last_error: Mutex<Option<String>>,
 }
 
 /// Invocations an agent's card summarises (health, median duration).
@@ -135,6 +139,20 @@ pub struct CardContext {
     pub tags: BTreeMap<String, String>,
     /// Seconds a card stays valid: three heartbeat intervals.
     pub ttl_s: u64,
+}
+
+/// One agent's endpoint as the NATS services API shows it.
+pub struct EndpointStats {
+    pub name: String,
+    /// Its direct subject.
+    pub subject: String,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    /// Invocations of the agent, however triggered, and failed ones.
+    pub requests: u64,
+    pub errors: u64,
+    pub busy: Duration,
+    pub last_error: Option<String>,
 }
 
 /// The header that carries a workload's task id into its invocation.
@@ -660,6 +678,30 @@ impl AgentPool {
         }
     }
 
+    /// Per running agent, what the NATS services API reports of its endpoint.
+    pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| EndpointStats {
+                name: r.agent.spec.name.clone(),
+                subject: self.subjects.invoke(&self.node_id, &r.agent.spec.name),
+                agent_type: r.agent.spec.kind_name().to_owned(),
+                capabilities: r.agent.spec.capabilities.clone(),
+                requests: r.stats.invocations.load(Relaxed),
+                errors: r.stats.failures.load(Relaxed),
+                busy: Duration::from_nanos(r.stats.busy_nanos.load(Relaxed)),
+                last_error: r
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+
     /// The running agent for a workload: with `capability` (and named `agent`, if
     /// given), not backed off; healthy ones first, then the most free instances.
     fn pick(&self, capability: &str, agent: Option<&str>) -> Option<Dispatch> {
@@ -917,10 +959,18 @@ impl Dispatch {
         if newly_degraded {
             self.changed.send_modify(|n| *n += 1);
         }
+        self.stats
+            .busy_nanos
+            .fetch_add(took.as_nanos() as u64, Relaxed);
         match outcome {
             Ok(_) => self.stats.consecutive_faults.store(0, Relaxed),
             Err(e) => {
                 self.stats.failures.fetch_add(1, Relaxed);
+                *self
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 if e.is_fault() {
                     let n = self.stats.consecutive_faults.fetch_add(1, Relaxed) + 1;
                     if n >= FAULTS_BEFORE_BACKOFF {

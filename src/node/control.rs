@@ -37,10 +37,22 @@ pub(super) async fn run(state: Arc<NodeState>, client: Client, mut shutdown: Shu
         let Some(reply_to) = msg.reply.clone() else {
             continue; // a control message nobody waits for needs no answer
         };
+        let started = std::time::Instant::now();
         let body = match is_ping {
             true => answer_ping(&state, &msg),
             false => answer_control(&state, &msg),
         };
+        let counters = &state.control_counters;
+        let counter = match msg.subject.rsplit('.').next() {
+            _ if is_ping => Some(&counters.ping),
+            Some("info") => Some(&counters.info),
+            Some("agents") => Some(&counters.agents),
+            Some("outbox") => Some(&counters.outbox),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.count(started, body.is_some());
+        }
         if let Some(body) = body
             && let Err(e) = client.publish(reply_to, body.into()).await
         {

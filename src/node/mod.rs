@@ -9,6 +9,8 @@ mod heartbeat;
 mod hub_link;
 pub mod leaf;
 pub mod reconcile;
+mod services;
+pub use services::SERVICE_NAME;
 pub mod systemd;
 pub mod telemetry;
 mod timer;
@@ -52,6 +54,8 @@ pub(crate) struct NodeState {
     outbox: Arc<Outbox>,
     /// Opens the secrets sealed to this node.
     node_key: Arc<NodeKey>,
+    /// Requests to the control endpoints, for the services API.
+    control_counters: services::ControlCounters,
 }
 
 impl NodeState {
@@ -329,6 +333,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }),
         leaf: leaf.as_ref().map(|l| l.status_handle()),
         node_key: node_key.clone(),
+        control_counters: Default::default(),
         config,
     });
     tracing::info!(
@@ -348,6 +353,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )),
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
+        tokio::spawn(services::run(state.clone(), client.clone(), group.handle())),
         // Off: a task that only waits for shutdown.
         if state.config.discovery.enabled {
             tokio::spawn(discovery::run(

@@ -132,6 +132,50 @@ async fn discovery_finds_agents_by_capability_on_every_node() {
     .await;
     assert!(after.load_metrics.p50_ms.is_some(), "{after:?}");
 
+    // The NATS services API: both nodes answer a ping; a node's INFO lists its
+    // control and agent endpoints, its STATS count the call above.
+    let inbox = hub.new_inbox();
+    let mut pongs = hub.subscribe(inbox.clone()).await.unwrap();
+    hub.publish_with_reply("$SRV.PING.edgeleaf-node", inbox, "".into())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let pong: async_nats::service::PingResponse =
+            serde_json::from_slice(&next(&mut pongs).await.payload).unwrap();
+        assert_eq!(pong.kind, "io.nats.micro.v1.ping_response");
+        ids.push(pong.id);
+    }
+    ids.sort();
+    assert_eq!(ids, ["d1", "d2"]);
+    let info = hub
+        .request("$SRV.INFO.edgeleaf-node.d1", "".into())
+        .await
+        .unwrap();
+    let info: async_nats::service::Info = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(
+        info.metadata.get("location").map(String::as_str),
+        Some("north")
+    );
+    let rev_endpoint = info.endpoints.iter().find(|e| e.name == "rev").unwrap();
+    assert_eq!(rev_endpoint.subject, "edgeleaf.inv.d1.rev");
+    assert_eq!(rev_endpoint.metadata["capabilities"], "reverse,text");
+    assert!(
+        info.endpoints
+            .iter()
+            .any(|e| e.subject == "edgeleaf.ctl.d1.agents")
+    );
+    let stats = hub
+        .request("$SRV.STATS.edgeleaf-node.d1", "".into())
+        .await
+        .unwrap();
+    let stats: async_nats::service::Stats = serde_json::from_slice(&stats.payload).unwrap();
+    let rev_stats = stats.endpoints.iter().find(|e| e.name == "rev").unwrap();
+    assert_eq!(rev_stats.requests, 1, "{:?}", rev_stats.requests);
+    assert!(!rev_stats.processing_time.is_zero());
+    let temp_stats = stats.endpoints.iter().find(|e| e.name == "temp").unwrap();
+    assert_eq!(temp_stats.requests, 0);
+
     // Announcements: each running agent's card under its type, node and name.
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 3 {

@@ -736,6 +736,18 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The services API through the accounts: a's INFO, by its id.
+    let info = hub_client
+        .request("$SRV.INFO.edgeleaf-node.acct-a", "".into())
+        .await
+        .unwrap();
+    let info: async_nats::service::Info = serde_json::from_slice(&info.payload).unwrap();
+    assert!(
+        info.endpoints
+            .iter()
+            .any(|e| e.subject == "edgeleaf.inv.acct-a.echo"),
+        "{info:?}"
+    );
     // The result reached the hub's telemetry stream through the node's account.
     let js = async_nats::jetstream::new(hub_client.clone());
     let telemetry = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
