@@ -426,3 +426,64 @@ async fn a_workload_goes_to_the_agent_with_free_instances_once_per_location() {
     }
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }
+
+/// A workload sent on the device's own leaf while the hub is away runs, and its
+/// result (with its task id) reaches the hub's stream once the hub is back.
+#[tokio::test]
+async fn a_workload_run_during_a_hub_outage_reaches_the_hub_later() {
+    let mut hub = crate::harness::Server::hub();
+    let hub_url = hub.url();
+    crate::harness::hub_init(&hub_url).await;
+    let leaf_port = crate::harness::free_port();
+    let node = Node::start(NodeSpec {
+        id: "offwl",
+        spawn_leaf: Some((leaf_port, hub.leafnode_port.unwrap())),
+        extra: agent_toml(
+            "mirror",
+            &agent_wasm("echo"),
+            &[],
+            "capabilities = [\"mirror\"]",
+        ),
+        ..Default::default()
+    });
+    let local = crate::cases::outbox::connect_when_up(&node.local_url(leaf_port)).await;
+    let send = |task: &'static str| {
+        let local = local.clone();
+        async move {
+            let body = format!(
+                "{{\"task_id\": \"{task}\", \"capability\": \"mirror\", \"payload\": \"kept\"}}"
+            );
+            let reply = tokio::time::timeout(
+                Duration::from_secs(2),
+                local.request("edge.offwl.workloads", body.into()),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            serde_json::from_slice::<WorkloadResult>(&reply.payload).ok()
+        }
+    };
+    eventually(Duration::from_secs(30), "workloads served", || async {
+        send("warm.up").await.filter(|r| r.ok)
+    })
+    .await;
+
+    hub.kill();
+    let result = send("during.outage")
+        .await
+        .expect("no result while the hub is away");
+    assert!(result.ok, "{result:?}");
+    assert_eq!(result.output.as_deref(), Some("kept"));
+
+    hub.restart();
+    let record = eventually(Duration::from_secs(60), "the record on the hub", || async {
+        crate::cases::outbox::stored_results(&hub_url, "offwl")
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| r.task_id.as_deref() == Some("during.outage"))
+    })
+    .await;
+    assert_eq!(record.output.as_deref(), Some("kept"));
+    assert_eq!(record.agent, "mirror");
+}

@@ -63,7 +63,7 @@ fn echo_node(hub: &Server, id: &'static str, leaf_port: u16, outbox: &str) -> No
     })
 }
 
-async fn connect_when_up(url: &str) -> async_nats::Client {
+pub(crate) async fn connect_when_up(url: &str) -> async_nats::Client {
     eventually(Duration::from_secs(30), "server reachable", || async {
         crate::harness::with_login(url)
             .connection_timeout(Duration::from_secs(1))
