@@ -3,7 +3,9 @@
 # distribution, a Rust toolchain (rustup) when cargo is missing, and - with
 # EDGELEAF_GUESTS=1 - the toolchain that builds the wasm agents in wasm-agents/
 # (Debian's rustc with std sources, wasm-ld, clang and wasi-libc; see
-# wasm-agents/README.md). Idempotent.
+# wasm-agents/README.md), and with EDGELEAF_CLIENTS=1 a Python venv with nats-py
+# (target/clients-py) for the tests that run examples/orchestrator.py, exported as
+# EDGELEAF_PYTHON. Idempotent.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
@@ -22,6 +24,18 @@ if [ "${EDGELEAF_GUESTS:-0}" = 1 ]; then
     echo "deps: installing the wasm guest toolchain: $(apt_missing $GUEST_PACKAGES)" >&2
   fi
   apt_require $GUEST_PACKAGES || exit 1
+fi
+
+if [ "${EDGELEAF_CLIENTS:-0}" = 1 ]; then
+  venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/clients-py"
+  if ! "$venv/bin/python" -c 'import nats' 2>/dev/null; then
+    echo "deps: installing nats-py into $venv" >&2
+    apt_require python3-venv || exit 1
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'nats-py==2.16.0' ||
+      { echo "deps: pip install nats-py failed" >&2; exit 1; }
+  fi
+  export EDGELEAF_PYTHON="$venv/bin/python"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -36,6 +36,29 @@ async fn work(hub: &str, args: &[&str]) -> (bool, WorkloadResult) {
     (out.status.success(), result)
 }
 
+/// Runs `examples/orchestrator.py` with the Python that has nats-py
+/// (`$EDGELEAF_PYTHON`, set by scripts/test.sh) and parses what it prints.
+async fn orchestrator(hub: &str, args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("EDGELEAF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/orchestrator.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(script)
+        .args(["--url", hub])
+        .args(args)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("orchestrator.py did not finish within 60 s")
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "orchestrator.py failed (it needs nats-py: EDGELEAF_CLIENTS=1 source scripts/deps.sh \
+         provides it as $EDGELEAF_PYTHON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The next message on `sub` within 20 s.
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
     tokio::time::timeout(Duration::from_secs(20), sub.next())
@@ -175,6 +198,29 @@ async fn discovery_finds_agents_by_capability_on_every_node() {
     assert!(!rev_stats.processing_time.is_zero());
     let temp_stats = stats.endpoints.iter().find(|e| e.name == "temp").unwrap();
     assert_eq!(temp_stats.requests, 0);
+
+    // The README's orchestrator, in Python with nats-py, works unchanged.
+    let report = orchestrator(
+        &hub_url,
+        &[
+            "--capability",
+            "reverse",
+            "--location",
+            "north",
+            "from python",
+        ],
+    )
+    .await;
+    assert_eq!(report["cards"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["reply"], "from python", "{report}");
+    let result = &report["result"];
+    assert_eq!(result["ok"], true, "{report}");
+    assert_eq!(
+        (&result["node"], &result["agent"]),
+        (&"d1".into(), &"rev".into()),
+        "{report}"
+    );
+    assert_eq!(result["output"], "from python", "{report}");
 
     // Announcements: each running agent's card under its type, node and name.
     let mut seen = std::collections::BTreeSet::new();
