@@ -24,7 +24,11 @@
 //!    leaf linked to it, started here. The client is on the hub, the responder on the
 //!    leaf: (a) a plain async-nats echo responder, (b) an `AgentPool` serving
 //!    `echo.wasm`, its result records published straight to NATS (as `run-agent`
-//!    does; a node's outbox and forwarder are not part of this). Sequential request latency with a 16-byte payload, then throughput
+//!    does; a node's outbox and forwarder are not part of this), and (c) the
+//!    `edgeleaf` binary as users run it: `edgeleaf node -c` on the leaf (after
+//!    `edgeleaf hub init`), default settings, `echo.wasm` as a static agent, every
+//!    result going through the outbox (batch durability) to the hub's stream; after
+//!    the runs the stream's result count is checked against the node's invocations. Sequential request latency with a 16-byte payload, then throughput
 //!    with K requests kept in flight for a fixed time, and the CPU time the hub, the
 //!    leaf and this process spent per request meanwhile.
 //!
@@ -64,6 +68,9 @@ use edgeleaf::store::{Store, StoreOptions};
 const PAYLOAD: &[u8; 16] = b"edgeleaf-bench16";
 const PLAIN_SUBJECT: &str = "bench.plain";
 const AGENT_SUBJECT: &str = "bench.agent";
+const NODE_SUBJECT: &str = "bench.node";
+/// The node process's id (a different one from the in-process pool's).
+const NODE_PROCESS_ID: &str = "benchnode";
 const NODE_ID: &str = "bench";
 /// Instances the pooling allocator reserves, and an agent's concurrency: the node's
 /// defaults.
@@ -550,6 +557,48 @@ impl Servers {
         Ok(())
     }
 
+    /// `edgeleaf hub init` on the hub, then `edgeleaf node -c` on the leaf with echo
+    /// on [`NODE_SUBJECT`] as a static agent and otherwise default settings.
+    async fn start_node(&mut self) -> Result<()> {
+        let bin = Path::new(env!("CARGO_BIN_EXE_edgeleaf"));
+        let hub_url = Self::url(self.hub_port);
+        let init = Command::new(bin)
+            .args(["hub", "init", "-s", &hub_url])
+            .output()
+            .context("cannot run edgeleaf hub init")?;
+        ensure!(
+            init.status.success(),
+            "edgeleaf hub init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-agents/dist");
+        let state = self.dir.path().join("node-state");
+        let config = format!(
+            "[node]\nid = \"{NODE_PROCESS_ID}\"\nstate_dir = \"{}\"\n\n\
+             [nats]\nurl = \"{}\"\n\n[leaf]\nspawn = false\n\n\
+             [[agents]]\nname = \"echo\"\nwasm = \"{}\"\ntriggers = [\"{NODE_SUBJECT}\"]\n",
+            state.display(),
+            Self::url(self.leaf_port),
+            dist.join("echo.wasm").display()
+        );
+        let conf = self.dir.path().join("node.toml");
+        std::fs::write(&conf, config).context("cannot write the node config")?;
+        let log_path = self.dir.path().join("node.log");
+        let log = File::create(&log_path).context("cannot create the node log")?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["node", "-c"])
+            .arg(&conf)
+            .env("EDGELEAF_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().context("cannot start edgeleaf node")?;
+        progress(format!("edgeleaf node started, pid {}", child.id()));
+        self.children.push(("node", child));
+        Ok(())
+    }
+
     /// The servers and this process, by name.
     fn pids(&self) -> Vec<(&'static str, u32)> {
         let mut pids: Vec<_> = self.children.iter().map(|(n, c)| (*n, c.id())).collect();
@@ -747,6 +796,8 @@ impl Throughput {
 struct NatsResult {
     plain: Responder,
     edgeleaf: Responder,
+    node: Responder,
+    node_records: NodeRecords,
     link_wait: Duration,
 }
 
@@ -780,17 +831,75 @@ async fn bench_nats(
         "{AGENT_SUBJECT} answered through the hub after {agent_wait:?}"
     ));
 
+    servers.start_node().await?;
+    let node_wait = servers.wait_served(&hub, NODE_SUBJECT).await?;
+    progress(format!(
+        "{NODE_SUBJECT} (node process) answered through the hub after {node_wait:?}"
+    ));
+
     let plain = measure_responder(&mut servers, &hub, PLAIN_SUBJECT, "plain", settings).await?;
     let edgeleaf =
         measure_responder(&mut servers, &hub, AGENT_SUBJECT, "edgeleaf", settings).await?;
+    let node = measure_responder(&mut servers, &hub, NODE_SUBJECT, "node", settings).await?;
+    let node_records = node_records(&hub).await?;
 
     pool.stop_all().await;
     plain_task.abort();
     Ok(NatsResult {
         plain,
         edgeleaf,
+        node,
+        node_records,
         link_wait,
     })
+}
+
+/// What became of the node's results, once its outbox has drained.
+struct NodeRecords {
+    /// Invocations of echo (`ctl.<node>.agents`).
+    invocations: u64,
+    /// Outbox counters (`ctl.<node>.outbox`): records appended (results and
+    /// events), acknowledged by the hub's stream, dropped, and still waiting.
+    appended: u64,
+    forwarded: u64,
+    dropped: u64,
+    depth: u64,
+}
+
+/// Waits (up to 60 s) for the node's outbox to drain and reads its counters. The
+/// hub's stream cannot be counted instead: it keeps a bounded number of records per
+/// subject (`hub init --telemetry-per-subject`, default 10,000).
+async fn node_records(hub: &Client) -> Result<NodeRecords> {
+    let ask = |what: &'static str| async move {
+        let subject = format!("edgeleaf.ctl.{NODE_PROCESS_ID}.{what}");
+        let reply = hub
+            .request(subject.clone(), Bytes::new())
+            .await
+            .with_context(|| format!("no answer on {subject}"))?;
+        let value: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        anyhow::Ok(value["ok"].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let outbox = ask("outbox").await?;
+        let count = |k: &str| outbox[k].as_u64().unwrap_or_default();
+        if count("depth") == 0 || Instant::now() >= deadline {
+            let agents = ask("agents").await?;
+            let invocations = agents
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["name"] == "echo"))
+                .and_then(|r| r["invocations"].as_u64())
+                .context("the node lists no echo agent")?;
+            return Ok(NodeRecords {
+                invocations,
+                appended: count("appended"),
+                forwarded: count("forwarded"),
+                dropped: count("dropped"),
+                depth: count("depth"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The baseline: replies with the payload, one message after the other.
@@ -1094,15 +1203,28 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
         "### Through NATS on loopback: client on the hub, responder on the leaf\n\n\
          (a) plain async-nats echo responder on the leaf (`{PLAIN_SUBJECT}`); (b) `AgentPool` \
          on the leaf serving echo.wasm (`{AGENT_SUBJECT}`, max_concurrency {MAX_CONCURRENCY}, \
-         pool_slots {POOL_SLOTS}; result records published directly, no outbox). 16-byte payload, request timeout {REQUEST_TIMEOUT:?}. \
+         pool_slots {POOL_SLOTS}; result records published directly, no outbox); (c) the \
+         `edgeleaf node` process on the leaf, default settings, echo.wasm as a static agent \
+         (`{NODE_SUBJECT}`, max_concurrency 4), results through the outbox to the hub's stream: \
+         {} invocations; outbox: {} records appended (results and events), {} acknowledged by \
+         the hub, {} dropped, {} waiting. 16-byte payload, request timeout {REQUEST_TIMEOUT:?}. \
          `{PLAIN_SUBJECT}` first answered through the hub (leafnode link up) {:.0} ms after the hub client connected.\n\n\
          Sequential request latency, {} requests after {} warm-up:\n\n\
          | responder | ok | errors | mean µs | p50 µs | p99 µs |\n|---|---:|---|---:|---:|---:|",
+        r.node_records.invocations,
+        r.node_records.appended,
+        r.node_records.forwarded,
+        r.node_records.dropped,
+        r.node_records.depth,
         millis(r.link_wait),
         settings.latency_requests,
         settings.latency_warmup
     );
-    for (name, resp) in [("(a) plain", &r.plain), ("(b) edgeleaf", &r.edgeleaf)] {
+    for (name, resp) in [
+        ("(a) plain", &r.plain),
+        ("(b) edgeleaf pool", &r.edgeleaf),
+        ("(c) edgeleaf node", &r.node),
+    ] {
         let s = &resp.latency;
         let _ = writeln!(
             out,
@@ -1114,30 +1236,42 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
             s.p99_us
         );
     }
-    let _ = writeln!(
-        out,
-        "| edgeleaf / plain | | | {:.2}× | {:.2}× | {:.2}× |\n",
-        r.edgeleaf.latency.mean_us / r.plain.latency.mean_us.max(1e-9),
-        r.edgeleaf.latency.p50_us / r.plain.latency.p50_us.max(1e-9),
-        r.edgeleaf.latency.p99_us / r.plain.latency.p99_us.max(1e-9)
-    );
+    for (name, resp) in [("pool / plain", &r.edgeleaf), ("node / plain", &r.node)] {
+        let _ = writeln!(
+            out,
+            "| {name} | | | {:.2}× | {:.2}× | {:.2}× |",
+            resp.latency.mean_us / r.plain.latency.mean_us.max(1e-9),
+            resp.latency.p50_us / r.plain.latency.p50_us.max(1e-9),
+            resp.latency.p99_us / r.plain.latency.p99_us.max(1e-9)
+        );
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
         "Throughput, K requests kept in flight for {:?} (then the last ones drained):\n\n\
-         | K | plain req/s | plain errors | edgeleaf req/s | edgeleaf errors | edgeleaf / plain |\n\
-         |---:|---:|---|---:|---|---:|",
+         | K | plain req/s | errors | pool req/s | errors | pool / plain | node req/s | errors | node / plain |\n\
+         |---:|---:|---|---:|---|---:|---:|---|---:|",
         settings.window
     );
-    for (p, e) in r.plain.throughput.iter().zip(&r.edgeleaf.throughput) {
+    for ((p, e), n) in r
+        .plain
+        .throughput
+        .iter()
+        .zip(&r.edgeleaf.throughput)
+        .zip(&r.node.throughput)
+    {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {:.0} | {} | {:.2}× |",
+            "| {} | {:.0} | {} | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× |",
             p.in_flight,
             p.per_second(),
             format_errors(&p.errors),
             e.per_second(),
             format_errors(&e.errors),
-            e.per_second() / p.per_second().max(1e-9)
+            e.per_second() / p.per_second().max(1e-9),
+            n.per_second(),
+            format_errors(&n.errors),
+            n.per_second() / p.per_second().max(1e-9)
         );
     }
     out.push('\n');
@@ -1160,7 +1294,11 @@ fn write_cpu(out: &mut String, r: &NatsResult) {
         names.join(" | "),
         "---:|".repeat(names.len())
     );
-    for (label, resp) in [("(a) plain", &r.plain), ("(b) edgeleaf", &r.edgeleaf)] {
+    for (label, resp) in [
+        ("(a) plain", &r.plain),
+        ("(b) edgeleaf pool", &r.edgeleaf),
+        ("(c) edgeleaf node", &r.node),
+    ] {
         for t in &resp.throughput {
             let total: Duration = t.cpu.iter().map(|(_, d)| *d).sum();
             let per_process: Vec<String> = t

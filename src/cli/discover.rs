@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
-use futures::StreamExt;
 
 use super::{ConnOpts, tags_text};
 use crate::config::parse_duration;
@@ -61,28 +60,10 @@ pub async fn discover(args: DiscoverArgs, conn: &ConnOpts) -> Result<()> {
         );
     }
     let client = conn.connect().await?;
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
     let subject = args.prefixes.subjects().query(&args.capability);
-    client
-        .publish_with_reply(subject.clone(), inbox, bytes::Bytes::new())
-        .await?;
-    client.flush().await.context("cannot send the query")?;
-    let mut cards: Vec<AgentCard> = Vec::new();
-    let deadline = tokio::time::sleep(args.wait);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            msg = replies.next() => {
-                let Some(msg) = msg else { break };
-                match serde_json::from_slice::<Vec<AgentCard>>(&msg.payload) {
-                    Ok(found) => cards.extend(found),
-                    Err(e) => eprintln!("unexpected answer ({e}): {}", String::from_utf8_lossy(&msg.payload)),
-                }
-            }
-        }
-    }
+    let answers: Vec<Vec<AgentCard>> =
+        super::gather(&client, subject.clone(), bytes::Bytes::new(), args.wait).await?;
+    let mut cards: Vec<AgentCard> = answers.into_iter().flatten().collect();
     cards.sort_by(|a, b| a.id.cmp(&b.id));
     if args.json {
         println!("{}", serde_json::to_string(&cards)?);

@@ -190,6 +190,44 @@ pub fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Scatter-gather: publishes `body` on `subject` with a fresh reply inbox and
+/// collects every reply that parses as `T` for `wait` (others are reported on
+/// stderr and skipped).
+pub async fn gather<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: String,
+    body: bytes::Bytes,
+    wait: std::time::Duration,
+) -> Result<Vec<T>> {
+    use anyhow::Context as _;
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(subject.clone(), inbox, body)
+        .await?;
+    client
+        .flush()
+        .await
+        .with_context(|| format!("cannot send on {subject}"))?;
+    let mut found = Vec::new();
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            msg = replies.next() => {
+                let Some(msg) = msg else { break };
+                match serde_json::from_slice::<T>(&msg.payload) {
+                    Ok(reply) => found.push(reply),
+                    Err(e) => eprintln!("unexpected reply ({e}): {}", String::from_utf8_lossy(&msg.payload)),
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Renders tags as `k=v,k2=v2` for tables.
 pub fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
     tags.iter()

@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use futures::StreamExt;
+use anyhow::Result;
 
 use super::{ConnOpts, parse_tag, tags_text};
 use crate::config::parse_duration;
@@ -33,27 +32,8 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     } else {
         serde_json::to_vec(&request)?
     };
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client
-        .publish_with_reply(conn.subjects().ping(), inbox, body.into())
-        .await?;
-    client.flush().await.context("cannot send the ping")?;
-    let mut nodes: Vec<NodeInfo> = Vec::new();
-    let deadline = tokio::time::sleep(args.timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            msg = replies.next() => {
-                let Some(msg) = msg else { break };
-                match serde_json::from_slice::<NodeInfo>(&msg.payload) {
-                    Ok(info) => nodes.push(info),
-                    Err(_) => eprintln!("unexpected reply: {}", String::from_utf8_lossy(&msg.payload)),
-                }
-            }
-        }
-    }
+    let mut nodes: Vec<NodeInfo> =
+        super::gather(&client, conn.subjects().ping(), body.into(), args.timeout).await?;
     nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     if args.json {
         println!("{}", serde_json::to_string(&nodes)?);
