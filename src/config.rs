@@ -748,7 +748,7 @@ impl Config {
             ("discovery.workloads_prefix", &d.workloads_prefix),
             ("discovery.results_prefix", &d.results_prefix),
         ] {
-            if !protocol::is_token(value) || value.starts_with(['_', '$']) {
+            if !protocol::is_discovery_prefix(value) {
                 return Err((
                     key,
                     format!("{value:?} must be a single NATS token not starting with '_' or '$'"),

@@ -996,11 +996,12 @@ impl DiscoverySubjects {
     pub fn result(&self, task_id: &str) -> String {
         format!("{}.{task_id}", self.results)
     }
+}
 
-    /// The prefixes, for hub account permissions.
-    pub fn prefixes(&self) -> [&str; 3] {
-        [&self.discovery, &self.workloads, &self.results]
-    }
+/// Whether `s` can be the first token of a discovery, workload or result subject:
+/// a single token, not one of the reserved `_…` (or `$…`) ones.
+pub fn is_discovery_prefix(s: &str) -> bool {
+    is_token(s) && !s.starts_with('_')
 }
 
 /// Whether `task_id` can name a result subject: dot-separated NATS tokens.

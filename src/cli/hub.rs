@@ -92,8 +92,7 @@ impl AccountsArgs {
         }
         let d = &self.discovery;
         for token in [&d.discovery_prefix, &d.workloads_prefix, &d.results_prefix] {
-            if !crate::protocol::is_token(token) || token.starts_with(['_', '$']) || token == prefix
-            {
+            if !crate::protocol::is_discovery_prefix(token) || token == prefix {
                 anyhow::bail!(
                     "discovery prefix {token:?} must be a single NATS token, not starting with '_' or '$', other than {prefix:?}"
                 );

@@ -727,12 +727,7 @@ impl AgentPool {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|r| {
-                let backoff = r
-                    .stats
-                    .backoff_until
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some_and(|t| t > Instant::now());
+                let backoff = r.stats.backed_off();
                 AgentInfo {
                     name: r.agent.spec.name.clone(),
                     state: if backoff { "backoff" } else { "running" }.to_owned(),
