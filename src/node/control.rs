@@ -50,8 +50,9 @@ pub(super) async fn run(state: Arc<NodeState>, client: Client, mut shutdown: Shu
             Some("outbox") => Some(&counters.outbox),
             _ => None,
         };
+        // A ping whose tags do not match goes unanswered on purpose: not an error.
         if let Some(counter) = counter {
-            counter.count(started, body.is_some());
+            counter.count(started, is_ping || body.is_some());
         }
         if let Some(body) = body
             && let Err(e) = client.publish(reply_to, body.into()).await
