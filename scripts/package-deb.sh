@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a Debian package from an edgeleaf binary already built for TARGET:
 #
-#   scripts/package-deb.sh TARGET [--profile release|debug] [--out DIR]
+#   scripts/package-deb.sh TARGET [--profile release|debug|qemu] [--out DIR]
 #
 # It packages target/TARGET/PROFILE/edgeleaf (build it first: `cargo build --release`
 # or scripts/cross-build.sh TARGET --release) into DIR/edgeleaf_<version>_<arch>.deb
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ -n "$target" ] || { echo "usage: scripts/package-deb.sh TARGET [--profile release|debug] [--out DIR]" >&2; exit 2; }
+[ -n "$target" ] || { echo "usage: scripts/package-deb.sh TARGET [--profile release|debug|qemu] [--out DIR]" >&2; exit 2; }
 
 case "$target" in
   x86_64-*) arch=amd64 objcopy=objcopy ;;
@@ -55,8 +55,8 @@ root="$stage/edgeleaf_${version}_$arch"
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/edgeleaf" \
   "$root/usr/share/doc/edgeleaf"
 install -m 0755 "$bin" "$root/usr/bin/edgeleaf"
-if [ "$profile" = debug ]; then
-  # A debug build is packaged only for checks; keep it small anyway.
+if [ "$profile" != release ]; then
+  # A debug or qemu build is packaged only for checks; keep it small anyway.
   "$objcopy" --strip-debug "$root/usr/bin/edgeleaf" 2>/dev/null || true
 fi
 install -m 0644 systemd/edgeleaf.service systemd/edgeleaf-leaf.service "$root/lib/systemd/system/"
