@@ -66,6 +66,16 @@ impl Shutdown {
         self.is_shutdown
     }
 
+    /// Another handle of the same group, for a task started again by a supervisor.
+    /// Once the group has shut down, its `recv` returns at once.
+    pub fn resubscribe(&self) -> Self {
+        Self {
+            is_shutdown: self.is_shutdown,
+            notify: self.notify.resubscribe(),
+            _done: self._done.clone(),
+        }
+    }
+
     /// Resolves when the group shuts down.
     pub async fn recv(&mut self) {
         if self.is_shutdown {

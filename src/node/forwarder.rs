@@ -22,16 +22,18 @@ use crate::protocol::{Subjects, TELEMETRY_STREAM};
 use crate::shutdown::Shutdown;
 use crate::store::outbox::Outbox;
 
-/// Entries read from the outbox per round.
+/// Entries read from the outbox at a time.
 const BATCH: usize = 256;
-/// Acks awaited at once.
-const IN_FLIGHT: usize = 64;
+/// Acks awaited at once. The window stays full across batches: under load the
+/// forwarder never waits for the last ack of one batch before it sends the next.
+const IN_FLIGHT: usize = 256;
 /// Longest pause between retries while the hub does not acknowledge.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Header with the node-local sequence (for reconciliation after an outage).
 pub const SEQ_HEADER: &str = "Edgeleaf-Seq";
 pub const INCARNATION_HEADER: &str = "Edgeleaf-Incarnation";
 
+#[derive(Clone)]
 pub struct Forwarder {
     pub outbox: Arc<Outbox>,
     pub client: async_nats::Client,
@@ -114,15 +116,41 @@ impl Forwarder {
         let _ = self.outbox.flush();
     }
 
-    /// Sends one batch; `Ok(true)` when there may be more.
+    /// Sends what the outbox holds until it is empty, with up to [`IN_FLIGHT`]
+    /// acks outstanding throughout; `Ok(true)` when it stopped early to let the
+    /// caller expire, report and flush (every `flush_interval` under load).
     async fn forward(&self, js: &JetStream) -> Result<bool> {
-        let batch = self.outbox.pending(BATCH)?;
-        if batch.is_empty() {
-            return Ok(false);
-        }
-        let full = batch.len() == BATCH;
+        let began = tokio::time::Instant::now();
         let mut acks = std::collections::VecDeque::new();
+        let mut after = None;
+        let mut more = false;
+        loop {
+            let batch = self.outbox.pending_after(after, BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
+            if began.elapsed() >= self.flush_interval.min(Duration::from_secs(1)) {
+                more = true;
+                break;
+            }
+            self.publish_batch(js, batch, &mut acks, &mut after).await?;
+        }
+        while let Some(a) = acks.pop_front() {
+            self.settle(Some(a)).await?;
+        }
+        Ok(more)
+    }
+
+    /// Publishes `batch`, settling the oldest ack whenever the window is full.
+    async fn publish_batch(
+        &self,
+        js: &JetStream,
+        batch: Vec<crate::store::outbox::Entry>,
+        acks: &mut std::collections::VecDeque<InFlight>,
+        after: &mut Option<u64>,
+    ) -> Result<()> {
         for entry in batch {
+            *after = Some(entry.seq);
             let (seq, subject, size) = (entry.seq, entry.subject.clone(), entry.payload.len());
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -147,10 +175,7 @@ impl Forwarder {
                 self.settle(acks.pop_front()).await?;
             }
         }
-        while let Some(a) = acks.pop_front() {
-            self.settle(Some(a)).await?;
-        }
-        Ok(full)
+        Ok(())
     }
 
     async fn settle(&self, ack: Option<InFlight>) -> Result<()> {

@@ -10,6 +10,7 @@ mod hub_link;
 pub mod leaf;
 pub mod reconcile;
 mod services;
+mod supervise;
 pub use services::SERVICE_NAME;
 pub mod systemd;
 pub mod telemetry;
@@ -250,6 +251,28 @@ async fn start_static_agents(pool: &AgentPool, config: &Config) {
     }
 }
 
+/// Reports a supervised task's panic as a `task_panicked` event (through the
+/// outbox: it reaches the hub once the forwarder runs again).
+fn panic_event(
+    state: Arc<NodeState>,
+) -> impl FnMut(String) -> futures::future::BoxFuture<'static, ()> {
+    move |message| {
+        let state = state.clone();
+        Box::pin(async move {
+            agents::publish_event(
+                &Telemetry::Outbox(state.outbox.clone()),
+                &state.subjects,
+                &state.config.node.id,
+                "task_panicked",
+                None,
+                Some("panic"),
+                message,
+            )
+            .await
+        })
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then stops its tasks and its leaf server.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     prepare_state_dir(&config)?;
@@ -366,15 +389,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tokio::spawn(async move { handle.recv().await })
         },
     ];
-    let reconciler = Reconciler::new(
+    // Both loops are started again if they panic: without them deployments or
+    // results would stop while heartbeats went on saying all is well.
+    let mut reconciler = Some(Reconciler::new(
         agents.clone(),
         store.clone(),
         client.clone(),
-        node_key,
+        node_key.clone(),
         &state.config,
-    )?;
-    let reconciling = tokio::spawn(reconciler.run(group.handle()));
-    let forwarding = tokio::spawn(forwarder.run(group.handle()));
+    )?);
+    let reconciling = tokio::spawn(supervise::supervise(
+        "reconciler",
+        group.handle(),
+        {
+            let (agents, store, client, state) =
+                (agents.clone(), store.clone(), client.clone(), state.clone());
+            move |shutdown| {
+                let next = reconciler.take().map(Ok).unwrap_or_else(|| {
+                    Reconciler::new(
+                        agents.clone(),
+                        store.clone(),
+                        client.clone(),
+                        node_key.clone(),
+                        &state.config,
+                    )
+                });
+                async move {
+                    match next {
+                        Ok(reconciler) => reconciler.run(shutdown).await,
+                        Err(e) => tracing::error!("cannot start the reconciler again: {e:#}"),
+                    }
+                }
+            }
+        },
+        panic_event(state.clone()),
+    ));
+    let forwarding = tokio::spawn(supervise::supervise(
+        "forwarder",
+        group.handle(),
+        move |shutdown| forwarder.clone().run(shutdown),
+        panic_event(state.clone()),
+    ));
     // Agents load while the node already reports and answers: compiling a large
     // module on a slow board can take seconds.
     let provisioning = tokio::spawn({
