@@ -484,6 +484,10 @@ pub struct LimitsSection {
     /// for an instance); beyond it a message is refused with `busy`.
     #[serde(deserialize_with = "de_size")]
     pub max_pending_bytes: u64,
+    /// Trigger messages of one agent that may wait in the node for an instance;
+    /// beyond it (or `max_pending_bytes`) a message is refused with `busy` and
+    /// counted.
+    pub max_queued: u64,
 }
 
 /// A 32-bit process (armv7) has 3 GiB of address space, and the pooling allocator
@@ -505,6 +509,7 @@ impl Default for LimitsSection {
             max_output: 16 << 20,
             max_fuel: None,
             max_pending_bytes: 16 << 20,
+            max_queued: 65_536,
         }
     }
 }
@@ -856,6 +861,7 @@ impl Config {
             ("limits.kv_budget", l.kv_budget),
             ("limits.max_output", l.max_output),
             ("limits.max_pending_bytes", l.max_pending_bytes),
+            ("limits.max_queued", l.max_queued),
         ] {
             if v == 0 {
                 return Err((key, "must be greater than 0".into()));

@@ -205,6 +205,10 @@ pub enum LinkState {
 pub struct AgentCounts {
     pub running: u64,
     pub failed: u64,
+    /// Messages answered `busy` without running since the node started, all agents
+    /// together: a burst beyond `[limits] max_queued` or `max_pending_bytes`.
+    #[serde(default)]
+    pub refused_busy: u64,
 }
 
 /// Store-and-forward backlog.
@@ -1104,7 +1108,7 @@ pub struct AgentInfo {
     pub invocations: u64,
     pub failures: u64,
     /// Messages answered `busy` without running because the agent already held
-    /// `[limits] max_pending_bytes` of messages.
+    /// `[limits] max_queued` messages or `max_pending_bytes` of them.
     #[serde(default)]
     pub refused_busy: u64,
     /// Log lines dropped because the agent logged more than its budget.

@@ -47,7 +47,8 @@ struct AgentStats {
     consecutive_faults: AtomicU32,
     /// While set and in the future, messages get `busy` without running.
     backoff_until: Mutex<Option<Instant>>,
-    /// Messages turned away because the agent held `max_pending_bytes` already.
+    /// Messages turned away because the agent held `max_queued` messages or
+    /// `max_pending_bytes` already.
     refused_busy: AtomicU64,
     /// The last [`RECENT`] invocations: duration in ms, and whether it was a fault.
     recent: Mutex<std::collections::VecDeque<(f64, bool)>>,
@@ -130,7 +131,14 @@ struct Dispatch {
     agent: Arc<Agent>,
     stats: Arc<AgentStats>,
     total: Arc<AtomicU64>,
+    /// Messages refused `busy` without running, across agents.
+    total_refused: Arc<AtomicU64>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// `<prefix>.res.<node>.<agent>`, built once.
+    result_subject: String,
+    /// The largest result record the hub takes (the leaf's `max_payload` less a
+    /// margin for headers), read once.
+    record_limit: usize,
 }
 
 /// What a card says about the node it is on.
@@ -174,6 +182,8 @@ pub struct AgentPool {
     failed: Mutex<BTreeMap<String, String>>,
     /// Invocations across all agents, for heartbeats.
     total: Arc<AtomicU64>,
+    /// Messages refused `busy` without running, across agents (heartbeats).
+    total_refused: Arc<AtomicU64>,
     /// What agents may be granted here (`[devices]`).
     devices: DevicesSection,
     /// Bumped when an agent starts, stops or turns unhealthy: cards are announced
@@ -202,6 +212,7 @@ impl AgentPool {
             running: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
             total: Arc::new(AtomicU64::new(0)),
+            total_refused: Arc::new(AtomicU64::new(0)),
             devices: DevicesSection::default(),
             changed: tokio::sync::watch::Sender::new(0),
         }
@@ -359,6 +370,16 @@ impl AgentPool {
         result
     }
 
+    /// Whether `name` runs this version of this module already (a reconciler
+    /// started again after a panic finds its agents running).
+    pub fn runs(&self, name: &str, version: u64, digest: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_some_and(|r| r.version == version && r.agent.digest == digest)
+    }
+
     /// Records that an agent could not be started (unless an older version of it
     /// keeps running) and reports it as an event.
     pub async fn record_failure(&self, name: &str, e: &AgentError) {
@@ -434,14 +455,20 @@ impl AgentPool {
             agent: agent.clone(),
             stats: stats.clone(),
             total: self.total.clone(),
+            total_refused: self.total_refused.clone(),
             changed: self.changed.clone(),
+            result_subject: self.subjects.result(&self.node_id, &name),
+            record_limit: record_limit(&self.client),
         };
         let subscriptions = self.subscribe(&agent).await?;
         let timer = self.start_timer(&dispatch)?;
         let serve = tokio::spawn(serve(
             subscriptions,
             dispatch.clone(),
-            self.limits.max_pending_bytes,
+            Room {
+                max_bytes: self.limits.max_pending_bytes,
+                max_queued: self.limits.max_queued.max(1) as usize,
+            },
         ));
         let old = self
             .running
@@ -559,6 +586,7 @@ impl AgentPool {
         AgentCounts {
             running: self.running.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
             failed: self.failed.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            refused_busy: self.total_refused.load(Relaxed),
         }
     }
 
@@ -786,37 +814,72 @@ impl AgentPool {
 /// Receives the agent's messages and runs each in its own task (the agent's
 /// semaphore bounds how many run at once).
 ///
-/// At most [`DISPATCH_PER_INSTANCE`] × max_concurrency messages are in the node at
-/// once (running, or waiting up to `QUEUE_WAIT` for an instance). Beyond that this
-/// loop stops reading, so a burst waits in the subscription's buffer instead of
-/// becoming an unbounded number of tasks (measured: 100k at once took 290 MiB).
+/// At most [`DISPATCH_PER_INSTANCE`] × max_concurrency messages have a task at once
+/// (running, or waiting up to `QUEUE_WAIT` for an instance): a burst does not become
+/// an unbounded number of tasks (measured: 100k at once took 290 MiB). The rest wait
+/// in this loop's own queue of at most `max_queued` messages, so the loop never stops
+/// reading: the client's subscription buffer, which drops what overflows it with
+/// no more than a log line, stays empty.
 ///
-/// Bytes are bounded too: a message that would take the agent's messages in the
-/// node above `max_pending_bytes` is refused with `busy` at once (measured: 300
-/// messages of 0.9 MB took the node from 67 to 181 MiB), so the loop keeps reading
-/// and the subscription's buffer does not fill with large messages.
-async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, max_bytes: u64) {
+/// Beyond the queue, or beyond `max_pending_bytes` of messages held (measured: 300
+/// messages of 0.9 MB took the node from 67 to 181 MiB), a message is refused with
+/// `busy` at once and counted (`refused_busy` in `agents` and heartbeats): a burst
+/// loses nothing silently.
+async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, room: Room) {
     let slots = dispatch.agent.spec.limits.max_concurrency.max(1) as usize * DISPATCH_PER_INSTANCE;
     let slots = Arc::new(tokio::sync::Semaphore::new(slots));
     let pending = Arc::new(AtomicU64::new(0));
+    let dispatch = Arc::new(dispatch);
+    let mut queue = std::collections::VecDeque::new();
     let mut messages = futures::stream::select_all(subscriptions);
-    while let Some(msg) = messages.next().await {
-        let size = msg.payload.len() as u64;
-        if pending.load(Relaxed).saturating_add(size) > max_bytes {
-            dispatch.refuse_busy(msg, max_bytes).await;
-            continue;
-        }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        pending.fetch_add(size, Relaxed);
+    let run = |msg: Message, slot: tokio::sync::OwnedSemaphorePermit| {
         let (d, pending) = (dispatch.clone(), pending.clone());
+        let size = msg.payload.len() as u64;
         tokio::spawn(async move {
             d.handle(msg).await;
             pending.fetch_sub(size, Relaxed);
             drop(slot);
         });
+    };
+    loop {
+        tokio::select! {
+            biased;
+            slot = slots.clone().acquire_owned(), if !queue.is_empty() => {
+                let (Ok(slot), Some(msg)) = (slot, queue.pop_front()) else {
+                    return;
+                };
+                run(msg, slot);
+            }
+            msg = messages.next() => {
+                let Some(msg) = msg else { return };
+                let size = msg.payload.len() as u64;
+                if queue.len() >= room.max_queued {
+                    let why = format!("{} messages wait for an instance already (limits.max_queued)", room.max_queued);
+                    dispatch.refuse_busy(msg, &why).await;
+                    continue;
+                }
+                if pending.load(Relaxed).saturating_add(size) > room.max_bytes {
+                    let why = format!("it holds its maximum of {} bytes of messages (limits.max_pending_bytes)", room.max_bytes);
+                    dispatch.refuse_busy(msg, &why).await;
+                    continue;
+                }
+                pending.fetch_add(size, Relaxed);
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) if queue.is_empty() => run(msg, slot),
+                    _ => queue.push_back(msg),
+                }
+            }
+        }
     }
+}
+
+/// How much of an agent's traffic the node holds before it says `busy`.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    /// `[limits] max_pending_bytes`.
+    max_bytes: u64,
+    /// `[limits] max_queued`.
+    max_queued: usize,
 }
 
 impl Dispatch {
@@ -861,7 +924,7 @@ impl Dispatch {
         let _ = self.invoke_and_record(inv, None).await;
     }
 
-    async fn handle(self, msg: Message) {
+    async fn handle(&self, msg: Message) {
         let subject = msg.subject.to_string();
         let headers = msg
             .headers
@@ -907,15 +970,13 @@ impl Dispatch {
 
     /// Turns a message away because the agent holds too many bytes already: a
     /// `busy` reply when one is expected, a count either way.
-    async fn refuse_busy(&self, msg: Message, max_bytes: u64) {
+    async fn refuse_busy(&self, msg: Message, why: &str) {
         self.stats.refused_busy.fetch_add(1, Relaxed);
+        self.total_refused.fetch_add(1, Relaxed);
         let Some(reply) = msg.reply else { return };
         let busy = AgentError::new(
             "busy",
-            format!(
-                "agent {} holds its maximum of {max_bytes} bytes of messages (limits.max_pending_bytes); try again",
-                self.agent.spec.name
-            ),
+            format!("agent {}: {why}; try again", self.agent.spec.name),
         );
         self.reply(reply, &Err(busy)).await;
     }
@@ -1020,17 +1081,10 @@ impl Dispatch {
             output_truncated: false,
             task_id: task_id.map(str::to_owned),
         };
-        // Under the server's message size, or the hub refuses the record (and,
-        // before, every record queued behind it).
-        let max_payload = match self.client.server_info().max_payload {
-            0 => 1 << 20,
-            n => n,
-        };
-        let limit = max_payload.saturating_sub(RECORD_MARGIN).max(RECORD_MARGIN);
         self.telemetry
             .emit(
-                self.subjects.result(&self.node_id, name),
-                record.to_capped_json(limit),
+                self.result_subject.clone(),
+                record.to_capped_json(self.record_limit),
             )
             .await;
         if let Err(e) = outcome
@@ -1048,6 +1102,16 @@ impl Dispatch {
             .await;
         }
     }
+}
+
+/// A result record's largest size: under the server's message size, or the hub
+/// refuses the record (and, before, every record queued behind it).
+fn record_limit(client: &Client) -> usize {
+    let max_payload = match client.server_info().max_payload {
+        0 => 1 << 20,
+        n => n,
+    };
+    max_payload.saturating_sub(RECORD_MARGIN).max(RECORD_MARGIN)
 }
 
 pub(crate) async fn publish_event(

@@ -203,6 +203,9 @@ impl Reconciler {
                     self.deployments
                         .set_accepted(&record.key, record.version, &record.envelope, 0);
             }
+            if self.pool.runs(&name, record.version, &record.digest) {
+                continue;
+            }
             match self.deployments.module(&record.digest) {
                 Ok(Some(bytes)) => {
                     if self
@@ -237,7 +240,13 @@ impl Reconciler {
             .get_object_store(MODULES_BUCKET)
             .await
             .context("modules bucket")?;
-        let mut watch = bucket.watch_all().await.context("watch deployments")?;
+        // Only the keys that can target this node: a deploy to another node (or
+        // tag) costs this one nothing, however large the fleet.
+        let mut watches = Vec::new();
+        for filter in self.key_filters() {
+            watches.push(bucket.watch(&filter).await.context("watch deployments")?);
+        }
+        let mut watch = futures::stream::select_all(watches);
         let hub = Hub {
             bucket,
             status,
@@ -264,24 +273,75 @@ impl Reconciler {
         }
     }
 
+    /// The deployment keys that can select this node: its own, each of its tags',
+    /// and `all`.
+    fn key_filters(&self) -> Vec<String> {
+        let mut filters = vec![format!("node.{}.*", self.node_id), "all.*".to_owned()];
+        filters.extend(
+            self.tags
+                .iter()
+                .filter(|(k, v)| crate::protocol::is_token(k) && crate::protocol::is_token(v))
+                .map(|(k, v)| format!("tag.{k}.{v}.*")),
+        );
+        filters
+    }
+
+    /// The latest value of every live key under the filters of [`Self::key_filters`],
+    /// read straight from the bucket's stream (last per subject), so the rest of the
+    /// bucket is never read.
+    async fn targeting_entries(&self, hub: &Hub) -> Result<Vec<(String, Vec<u8>, u64)>> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let mut out = Vec::new();
+        for filter in self.key_filters() {
+            let consumer = hub
+                .bucket
+                .stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: format!("{}{filter}", hub.bucket.prefix),
+                    deliver_policy: DeliverPolicy::LastPerSubject,
+                    ..Default::default()
+                })
+                .await
+                .context("list deployments")?;
+            let mut left = consumer.cached_info().num_pending;
+            if left == 0 {
+                continue;
+            }
+            let mut messages = consumer.messages().await.context("list deployments")?;
+            while left > 0 {
+                let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                    .await
+                    .context("listing deployments stalled")?
+                    .context("deployments listing ended early")?
+                    .map_err(|e| anyhow::anyhow!("list deployments: {e}"))?;
+                left -= 1;
+                let revision = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let deleted = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                let Some(key) = msg.subject.strip_prefix(hub.bucket.prefix.as_str()) else {
+                    continue;
+                };
+                if !deleted {
+                    out.push((key.to_owned(), msg.payload.to_vec(), revision));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the deployments aimed at this node; the most specific wins per agent.
     /// Also returns every key aimed at this node, winner or not.
     async fn desired(&self, hub: &Hub) -> Result<(BTreeMap<String, Desired>, BTreeSet<String>)> {
-        let mut keys = hub.bucket.keys().await.context("list deployments")?;
         let mut out: BTreeMap<String, Desired> = BTreeMap::new();
         let mut present = BTreeSet::new();
-        while let Some(key) = keys.next().await {
-            let key = key.context("list deployments")?;
+        for (key, value, revision) in self.targeting_entries(hub).await? {
             let Some((target, agent)) = Target::parse_key(&key) else {
                 continue;
             };
             if !target.selects(&self.node_id, &self.tags) {
-                continue;
-            }
-            let Some(entry) = hub.bucket.entry(&key).await.context("read deployment")? else {
-                continue;
-            };
-            if entry.operation != kv::Operation::Put {
                 continue;
             }
             present.insert(key.clone());
@@ -298,8 +358,8 @@ impl Reconciler {
                     Desired {
                         key,
                         target,
-                        raw: entry.value.to_vec(),
-                        revision: entry.revision,
+                        raw: value,
+                        revision,
                     },
                 );
             }

@@ -162,19 +162,25 @@ impl Agent {
 
     /// Runs one message in a fresh instance.
     pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
-        let _permit =
-            match tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(AgentError::new(
-                        "busy",
-                        format!(
-                            "all {} instances of agent {} are busy",
-                            self.spec.limits.max_concurrency, self.spec.name
-                        ),
-                    ));
+        // A free instance is the common case: no timer for it.
+        let free = self.permits.clone().try_acquire_owned().ok();
+        let _permit = match free {
+            Some(p) => p,
+            None => {
+                match tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(AgentError::new(
+                            "busy",
+                            format!(
+                                "all {} instances of agent {} are busy",
+                                self.spec.limits.max_concurrency, self.spec.name
+                            ),
+                        ));
+                    }
                 }
-            };
+            }
+        };
         let mut limits = self.limits();
         if let Some(deadline) = inv.deadline {
             limits.timeout = limits.timeout.min(deadline);

@@ -78,6 +78,8 @@ pub struct Outbox {
 
 const DROPPED_KEY: &[u8] = b"outbox.dropped";
 const SET_ASIDE_KEY: &[u8] = b"outbox.set_aside";
+/// Preallocation for a read of pending entries.
+const BATCH_HINT: usize = 256;
 /// Refused entries kept in the aside tree; older ones are deleted.
 const ASIDE_KEPT: usize = 16;
 
@@ -231,8 +233,22 @@ impl Outbox {
 
     /// Up to `limit` entries in sequence order.
     pub fn pending(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.entries.iter().take(limit) {
+        self.pending_after(None, limit)
+    }
+
+    /// Up to `limit` entries after sequence `after` (from the first without one),
+    /// in sequence order.
+    pub fn pending_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let from = match after {
+            Some(seq) => seq.saturating_add(1),
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(limit.min(BATCH_HINT));
+        for kv in self.entries.range(from.to_be_bytes()..).take(limit) {
             let (k, v) = kv?;
             let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
             match decode(seq, &v) {

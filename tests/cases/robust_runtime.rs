@@ -467,3 +467,54 @@ async fn the_node_answers_while_it_compiles() {
     })
     .await;
 }
+
+/// A burst larger than an agent's queue: what does not fit is refused `busy` and
+/// counted, per agent and in the node's heartbeat counts; every message is either
+/// run or counted, none silently lost in a buffer.
+#[tokio::test]
+async fn a_burst_beyond_the_queue_is_counted_not_lost() {
+    const BURST: u64 = 400;
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let extra = "\n[limits]\nmax_queued = 50\n".to_owned()
+        + &agent_toml(
+            "slow",
+            &agent_wasm("hostile"),
+            &["burst.run"],
+            "limits = { max_concurrency = 1, timeout = \"10s\" }",
+        );
+    let _node = Node::start(NodeSpec {
+        id: "bursty",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "burst.run", "echo:up").await;
+    let before: Vec<AgentInfo> = control(&hub, "bursty", "agents").await;
+    let before = before
+        .iter()
+        .find(|a| a.name == "slow")
+        .unwrap()
+        .invocations;
+    for _ in 0..BURST {
+        hub.publish("burst.run", "spin:2".into()).await.unwrap();
+    }
+    hub.flush().await.unwrap();
+    let slow = eventually(
+        Duration::from_secs(60),
+        "every message run or counted",
+        || async {
+            let rows: Vec<AgentInfo> = control(&hub, "bursty", "agents").await;
+            let slow = rows.into_iter().find(|a| a.name == "slow")?;
+            (slow.invocations - before + slow.refused_busy == BURST).then_some(slow)
+        },
+    )
+    .await;
+    assert!(slow.refused_busy > 0, "the burst fit the queue: {slow:?}");
+    assert!(
+        slow.invocations - before >= 50,
+        "the queue's 50 and the running ones ran: {slow:?}"
+    );
+    let info: edgeleaf::protocol::NodeInfo = control(&hub, "bursty", "info").await;
+    assert_eq!(info.agents.refused_busy, slow.refused_busy, "{info:?}");
+}
