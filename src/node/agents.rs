@@ -968,8 +968,9 @@ impl Dispatch {
         }
     }
 
-    /// Turns a message away because the agent holds too many bytes already: a
-    /// `busy` reply when one is expected, a count either way.
+    /// Turns a message away because the agent holds too many messages or bytes
+    /// already (`why` says which): a `busy` reply when one is expected, a count
+    /// either way.
     async fn refuse_busy(&self, msg: Message, why: &str) {
         self.stats.refused_busy.fetch_add(1, Relaxed);
         self.total_refused.fetch_add(1, Relaxed);
