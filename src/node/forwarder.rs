@@ -46,6 +46,29 @@ pub struct Forwarder {
     pub flush_interval: Duration,
 }
 
+/// Writes the outbox to disk every `every` ([`Outbox::flush`]: what `batch`
+/// durability still holds in memory, then sled), on a blocking thread so the disk
+/// never stalls the executor; once more on shutdown.
+pub async fn keep_flushed(outbox: Arc<Outbox>, every: Duration, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.recv() => true,
+            _ = tick.tick() => false,
+        };
+        let o = outbox.clone();
+        match tokio::task::spawn_blocking(move || o.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("outbox flush failed: {e}"),
+            Err(e) => tracing::error!("outbox flush did not finish: {e}"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// An entry published and waiting for its ack: sequence, subject, size, ack.
 type InFlight = (u64, String, usize, jetstream::context::PublishAckFuture);
 
@@ -109,11 +132,7 @@ impl Forwarder {
                 _ = self.outbox.appended.notified(), if pause == self.flush_interval => {}
                 _ = tokio::time::sleep(pause) => {}
             }
-            if let Err(e) = self.outbox.flush() {
-                tracing::error!("outbox flush failed: {e}");
-            }
         }
-        let _ = self.outbox.flush();
     }
 
     /// Sends what the outbox holds until it is empty, with up to [`IN_FLIGHT`]

@@ -377,6 +377,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(control::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(services::run(state.clone(), client.clone(), group.handle())),
+        tokio::spawn(forwarder::keep_flushed(
+            outbox.clone(),
+            state.config.outbox.flush_interval,
+            group.handle(),
+        )),
         // Off: a task that only waits for shutdown.
         if state.config.discovery.enabled {
             tokio::spawn(discovery::run(
@@ -462,6 +467,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(leaf) = leaf {
         leaf.stop().await;
     }
+    // Events of the agents that just stopped included.
+    outbox.flush()?;
     store.flush()?;
     tracing::info!("node stopped");
     Ok(())

@@ -4,9 +4,17 @@
 //! Sequences come from sled's `generate_id`, which only grows, also across restarts,
 //! so a message id `<node>:<incarnation>:<seq>` is never reused. Size is bounded by
 //! `max_bytes` with an explicit overflow policy, age by a TTL; every drop is counted
-//! (persisted) and reported. Durability: `batch` relies on a flush at least every
-//! `flush_interval` (done by the forwarder); `sync` flushes before `append` returns.
+//! (persisted) and reported.
+//!
+//! Durability: `sync` writes to sled and flushes before `append` returns. `batch`
+//! keeps new entries in memory and writes what is still there at the next
+//! [`Outbox::flush`], which the node runs every `flush_interval`: the hub usually
+//! acknowledges an entry within milliseconds, so under load most entries are sent
+//! and removed without ever being written, and a power cut still loses at most one
+//! `flush_interval` of entries, as before. Sequences only grow and every entry in
+//! sled is older than every entry in memory, so reads see one ordered queue.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,9 +49,13 @@ pub struct OutboxOptions {
     pub durability: Durability,
 }
 
-/// In-memory view, kept exact under concurrent appends.
+/// In-memory view, kept exact under concurrent appends, and (`batch`) the entries
+/// not written yet.
 #[derive(Debug, Default)]
 struct Counters {
+    /// `batch`: entries appended since the last flush, by sequence, encoded as in
+    /// sled. All newer than anything in sled; counted in `bytes` and `count`.
+    recent: BTreeMap<u64, Vec<u8>>,
     bytes: u64,
     count: u64,
     /// Dropped since the state dir was new (persisted).
@@ -197,11 +209,10 @@ impl Outbox {
                 Overflow::DropOldest => {
                     let mut dropped = 0;
                     while c.bytes + size > self.opts.max_bytes {
-                        let Some((k, v)) = self.entries.pop_min().map_err(StoreError::from)? else {
+                        let Some(oldest) = self.pop_oldest(&mut c)? else {
                             break;
                         };
-                        let _ = k;
-                        c.bytes -= cost(&v);
+                        c.bytes -= oldest;
                         c.count -= 1;
                         dropped += 1;
                     }
@@ -209,16 +220,32 @@ impl Outbox {
                 }
             }
         }
+        // Under the lock: sequences enter the queue in order.
         let seq = self.db.generate_id().map_err(StoreError::from)?;
-        self.entries
-            .insert(seq.to_be_bytes(), value)
-            .map_err(StoreError::from)?;
+        match self.opts.durability {
+            Durability::Sync => {
+                self.entries
+                    .insert(seq.to_be_bytes(), value)
+                    .map_err(StoreError::from)?;
+            }
+            Durability::Batch => {
+                c.recent.insert(seq, value);
+            }
+        }
         self.last_seq
             .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
         c.bytes += size;
         c.count += 1;
         c.appended += 1;
         Ok(seq)
+    }
+
+    /// Removes the oldest entry (sled first: it holds the older ones); its cost.
+    fn pop_oldest(&self, c: &mut Counters) -> Result<Option<u64>, StoreError> {
+        if let Some((_, v)) = self.entries.pop_min()? {
+            return Ok(Some(cost(&v)));
+        }
+        Ok(c.recent.pop_first().map(|(_, v)| cost(&v)))
     }
 
     fn count_drops(&self, c: &mut Counters, n: u64) -> Result<(), StoreError> {
@@ -248,25 +275,38 @@ impl Outbox {
             None => 0,
         };
         let mut out = Vec::with_capacity(limit.min(BATCH_HINT));
-        for kv in self.entries.range(from.to_be_bytes()..).take(limit) {
-            let (k, v) = kv?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            match decode(seq, &v) {
-                Some(e) => out.push(e),
-                None => {
-                    // Unreadable (should not happen): drop it rather than block the queue.
-                    tracing::error!(seq, "unreadable outbox entry dropped");
-                    self.remove(seq)?;
-                }
+        let mut unreadable = Vec::new();
+        let mut keep = |seq: u64, v: &[u8], out: &mut Vec<Entry>| match decode(seq, v) {
+            Some(e) => out.push(e),
+            None => unreadable.push(seq),
+        };
+        {
+            // Held across both reads, so a flush cannot move an entry between them.
+            let c = self.counters();
+            let mut read = 0;
+            for kv in self.entries.range(from.to_be_bytes()..).take(limit) {
+                let (k, v) = kv?;
+                read += 1;
+                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                keep(seq, &v, &mut out);
             }
+            for (seq, v) in c.recent.range(from..).take(limit - read) {
+                keep(*seq, v, &mut out);
+            }
+        }
+        for seq in unreadable {
+            // Should not happen: drop it rather than block the queue.
+            tracing::error!(seq, "unreadable outbox entry dropped");
+            self.remove(seq)?;
         }
         Ok(out)
     }
 
     /// Removes an entry the hub acknowledged (or already holds).
     pub fn remove(&self, seq: u64) -> Result<(), StoreError> {
-        if self.take(seq)? {
-            self.counters().forwarded += 1;
+        let mut c = self.counters();
+        if self.take_locked(&mut c, seq)?.is_some() {
+            c.forwarded += 1;
         }
         Ok(())
     }
@@ -274,63 +314,52 @@ impl Outbox {
     /// Moves an entry the hub refused for good out of the queue, so that what
     /// follows it is sent; counted and kept (the newest few) for inspection.
     pub fn set_aside(&self, seq: u64) -> Result<(), StoreError> {
-        let Some(v) = self.entries.get(seq.to_be_bytes())? else {
+        let mut c = self.counters();
+        let Some(v) = self.take_locked(&mut c, seq)? else {
             return Ok(());
         };
+        c.set_aside += 1;
+        self.meta
+            .insert(SET_ASIDE_KEY, &c.set_aside.to_be_bytes())?;
+        drop(c);
         self.aside.insert(seq.to_be_bytes(), v)?;
         while self.aside.len() > ASIDE_KEPT {
             self.aside.pop_min()?;
-        }
-        if self.take(seq)? {
-            let mut c = self.counters();
-            c.set_aside += 1;
-            self.meta
-                .insert(SET_ASIDE_KEY, &c.set_aside.to_be_bytes())?;
         }
         Ok(())
     }
 
     /// Deletes one entry and its bytes from the counters; false if it was gone.
     fn take(&self, seq: u64) -> Result<bool, StoreError> {
-        let Some(v) = self.entries.remove(seq.to_be_bytes())? else {
-            return Ok(false);
+        Ok(self.take_locked(&mut self.counters(), seq)?.is_some())
+    }
+
+    /// Deletes one entry, wherever it is; its encoded bytes, `None` if it was gone.
+    fn take_locked(&self, c: &mut Counters, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = match c.recent.remove(&seq) {
+            Some(v) => v,
+            None => match self.entries.remove(seq.to_be_bytes())? {
+                Some(v) => v.to_vec(),
+                None => return Ok(None),
+            },
         };
-        let mut c = self.counters();
         c.bytes -= cost(&v);
         c.count -= 1;
-        Ok(true)
+        Ok(Some(v))
     }
 
     /// Removes every entry up to and including `seq` (already on the hub).
     pub fn remove_through(&self, seq: u64) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        for kv in self.entries.range(..=seq.to_be_bytes()) {
-            let (k, _) = kv?;
-            let s = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            self.remove(s)?;
-            removed += 1;
-        }
+        let removed = self.take_front_while(|e| e.seq <= seq)?;
+        self.counters().forwarded += removed;
         Ok(removed)
     }
 
     /// Drops entries older than the TTL; returns how many.
     pub fn expire(&self) -> Result<u64, StoreError> {
         let cutoff = now_ms().saturating_sub(self.opts.ttl.as_millis() as u64);
-        let mut expired = 0;
-        for kv in self.entries.iter() {
-            let (k, v) = kv?;
-            let Some(e) = decode(
-                u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
-                &v,
-            ) else {
-                continue;
-            };
-            if e.appended_ms >= cutoff {
-                break; // in sequence order, so the rest is younger
-            }
-            self.take(e.seq)?;
-            expired += 1;
-        }
+        // In sequence order, so the first young entry ends it.
+        let expired = self.take_front_while(|e| e.appended_ms < cutoff)?;
         if expired > 0 {
             let mut c = self.counters();
             self.count_drops(&mut c, expired)?;
@@ -338,26 +367,62 @@ impl Outbox {
         Ok(expired)
     }
 
+    /// Deletes entries from the front of the queue while `old` holds; how many.
+    fn take_front_while(&self, old: impl Fn(&Entry) -> bool) -> Result<u64, StoreError> {
+        let mut taken = 0;
+        loop {
+            let batch = self.pending(BATCH_HINT)?;
+            let full = batch.len() == BATCH_HINT;
+            for e in batch {
+                if !old(&e) {
+                    return Ok(taken);
+                }
+                self.take(e.seq)?;
+                taken += 1;
+            }
+            if !full {
+                return Ok(taken);
+            }
+        }
+    }
+
     /// Drops not yet reported to the hub; resets the count.
     pub fn take_unreported(&self) -> u64 {
         std::mem::take(&mut self.counters().unreported)
     }
 
+    /// Writes what `batch` durability holds in memory to sled, then flushes sled:
+    /// afterwards every entry still waiting is on disk. Blocks on disk I/O.
     pub fn flush(&self) -> Result<(), StoreError> {
+        {
+            let mut c = self.counters();
+            if !c.recent.is_empty() {
+                let mut batch = sled::Batch::default();
+                for (seq, v) in &c.recent {
+                    batch.insert(&seq.to_be_bytes(), v.as_slice());
+                }
+                self.entries.apply_batch(batch)?;
+                c.recent.clear();
+            }
+        }
         self.entries.flush()?;
         Ok(())
     }
 
     pub fn stats(&self) -> OutboxStats {
+        let c = self.counters();
         let oldest = self
             .entries
             .first()
             .ok()
             .flatten()
             .and_then(|(k, v)| decode(u64::from_be_bytes(k.as_ref().try_into().ok()?), &v))
+            .or_else(|| {
+                let (seq, v) = c.recent.first_key_value()?;
+                decode(*seq, v)
+            })
             .map(|e| now_ms().saturating_sub(e.appended_ms) / 1000)
             .unwrap_or(0);
-        let c = self.counters();
         OutboxStats {
             depth: c.count,
             oldest_age_s: oldest,
@@ -370,12 +435,31 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    /// Nothing `batch` held in memory is lost on a clean exit, whoever forgot to
+    /// flush.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!("outbox not flushed on close: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::StoreOptions;
 
     fn open(dir: &std::path::Path, max: u64, overflow: Overflow) -> (Store, Outbox) {
+        open_with(dir, max, overflow, Durability::Sync)
+    }
+
+    fn open_with(
+        dir: &std::path::Path,
+        max: u64,
+        overflow: Overflow,
+        durability: Durability,
+    ) -> (Store, Outbox) {
         let store = Store::open(
             dir,
             StoreOptions {
@@ -390,7 +474,7 @@ mod tests {
                 max_bytes: max,
                 ttl: Duration::from_secs(3600),
                 overflow,
-                durability: Durability::Sync,
+                durability,
             },
         )
         .unwrap();
@@ -480,5 +564,61 @@ mod tests {
         assert_eq!(outbox.stats().dropped, refused);
         assert_eq!(outbox.take_unreported(), refused);
         assert_eq!(outbox.take_unreported(), 0);
+    }
+
+    fn payloads(outbox: &Outbox, after: Option<u64>) -> Vec<u8> {
+        let pending = outbox.pending_after(after, 100).unwrap();
+        pending.iter().map(|e| e.payload[0]).collect()
+    }
+
+    #[tokio::test]
+    async fn batch_keeps_one_ordered_queue_across_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outbox) =
+            open_with(dir.path(), 1 << 20, Overflow::DropOldest, Durability::Batch);
+        let mut seqs = Vec::new();
+        for i in 0..3u8 {
+            seqs.push(outbox.append("s", &[i]).await.unwrap());
+        }
+        // Acknowledged before any flush: never written.
+        outbox.remove(seqs[1]).unwrap();
+        outbox.flush().unwrap();
+        for i in 3..6u8 {
+            seqs.push(outbox.append("s", &[i]).await.unwrap());
+        }
+        assert_eq!(payloads(&outbox, None), [0, 2, 3, 4, 5]);
+        assert_eq!(payloads(&outbox, Some(seqs[2])), [3, 4, 5]);
+        assert_eq!(outbox.pending_after(None, 2).unwrap().len(), 2);
+        let stats = outbox.stats();
+        assert_eq!((stats.depth, stats.appended, stats.forwarded), (5, 6, 1));
+        // Removal works in either tier, and so does removing through a sequence.
+        outbox.remove(seqs[0]).unwrap();
+        outbox.remove(seqs[4]).unwrap();
+        assert_eq!(outbox.remove_through(seqs[3]).unwrap(), 2);
+        assert_eq!(payloads(&outbox, None), [5]);
+        // What is still waiting on close is on disk after reopening.
+        drop((outbox, store));
+        let (_store, outbox) =
+            open_with(dir.path(), 1 << 20, Overflow::DropOldest, Durability::Batch);
+        assert_eq!(payloads(&outbox, None), [5]);
+        assert_eq!(outbox.stats().depth, 1);
+    }
+
+    #[tokio::test]
+    async fn batch_drops_the_oldest_from_disk_before_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, outbox) = open_with(dir.path(), 300, Overflow::DropOldest, Durability::Batch);
+        for i in 0..4u8 {
+            outbox.append("s", &[i; 40]).await.unwrap();
+        }
+        outbox.flush().unwrap();
+        for i in 4..10u8 {
+            outbox.append("s", &[i; 40]).await.unwrap();
+        }
+        let kept = payloads(&outbox, None);
+        let stats = outbox.stats();
+        assert_eq!(stats.dropped as usize + kept.len(), 10);
+        assert_eq!(kept, (10 - kept.len() as u8..10).collect::<Vec<_>>());
+        assert!(stats.bytes <= 300);
     }
 }
