@@ -210,6 +210,13 @@ pub struct StaticAgent {
     /// Its type on its card (default: its name).
     #[serde(rename = "type")]
     pub agent_type: Option<String>,
+    /// `"fresh"` (default): a new instance per message. `"warm"`: instances kept
+    /// between messages (components only).
+    #[serde(default)]
+    pub instances: protocol::Instances,
+    /// Warm only: messages one instance serves before it is replaced (default
+    /// 10,000).
+    pub max_invocations: Option<u64>,
 }
 
 /// An agent's limits as written in TOML (sizes and durations with units).
@@ -273,6 +280,8 @@ impl StaticAgent {
             config: self.config.clone(),
             capabilities: self.capabilities.clone(),
             agent_type: self.agent_type.clone(),
+            instances: self.instances,
+            max_invocations: self.max_invocations,
         }
     }
 }

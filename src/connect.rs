@@ -150,13 +150,16 @@ impl NatsTarget {
                         tracing::debug!(%url, "nats connected")
                     }
                     async_nats::Event::Disconnected => tracing::warn!(%url, "nats disconnected"),
-                    // The client dropped messages: a subscription's buffer (65,536
-                    // messages) overflowed. Say so loudly; it is data loss.
-                    async_nats::Event::SlowConsumer(sid) => tracing::warn!(
-                        %url,
-                        subscription = sid,
-                        "slow consumer: messages dropped because a subscription's buffer was full"
-                    ),
+                    // The client dropped a message: a subscription's buffer (65,536
+                    // messages) overflowed. Count it and say so; it is data loss.
+                    async_nats::Event::SlowConsumer(sid) => {
+                        SLOW_CONSUMER_DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            %url,
+                            subscription = sid,
+                            "slow consumer: a message was dropped because a subscription's buffer was full"
+                        )
+                    }
                     async_nats::Event::ClientError(e) => {
                         let text = e.to_string();
                         let mut last = last_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,6 +176,16 @@ impl NatsTarget {
             }
         }))
     }
+}
+
+/// Messages this process's NATS clients dropped because a subscription's buffer was
+/// full: async-nats reports each such drop as one event.
+static SLOW_CONSUMER_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many messages were dropped so far (see [`SLOW_CONSUMER_DROPS`]). A lower bound:
+/// when the client's own event queue is full, it drops the event too.
+pub fn slow_consumer_drops() -> u64 {
+    SLOW_CONSUMER_DROPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A file the client will need, checked up front so the error names it (the

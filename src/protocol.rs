@@ -209,6 +209,10 @@ pub struct AgentCounts {
     /// together: a burst beyond `[limits] max_queued` or `max_pending_bytes`.
     #[serde(default)]
     pub refused_busy: u64,
+    /// Messages the node's NATS client dropped since it started because a
+    /// subscription's buffer was full (a slow consumer; at least this many).
+    #[serde(default)]
+    pub slow_consumer_dropped: u64,
 }
 
 /// Store-and-forward backlog.
@@ -437,6 +441,41 @@ impl Default for AgentLimits {
     }
 }
 
+/// How an agent's instances live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Instances {
+    /// A new instance per message: nothing an invocation leaves behind reaches the
+    /// next one.
+    #[default]
+    Fresh,
+    /// Instances are kept between messages, so caches and connections survive;
+    /// each is replaced after `max_invocations` messages and at once after a trap
+    /// or a timeout. Components only.
+    Warm,
+}
+
+impl Instances {
+    pub fn is_fresh(&self) -> bool {
+        *self == Self::Fresh
+    }
+}
+
+impl std::str::FromStr for Instances {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fresh" => Ok(Self::Fresh),
+            "warm" => Ok(Self::Warm),
+            _ => Err(format!("{s:?} is neither fresh nor warm")),
+        }
+    }
+}
+
+/// Messages a warm instance serves before it is replaced, unless the spec says.
+pub const DEFAULT_MAX_INVOCATIONS: u64 = 10_000;
+
 /// Everything that defines one agent apart from its module bytes: statically
 /// provisioned in the node config, or (signed) in a deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,6 +530,14 @@ pub struct AgentSpec {
     /// The agent's type on its card and its announcement subject. Default: its name.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub agent_type: Option<String>,
+    /// `fresh` (default) or `warm`. Left out when fresh, so a spec signed before
+    /// warm instances existed reads the same.
+    #[serde(default, skip_serializing_if = "Instances::is_fresh")]
+    pub instances: Instances,
+    /// Warm only: messages one instance serves before it is replaced (default
+    /// [`DEFAULT_MAX_INVOCATIONS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_invocations: Option<u64>,
 }
 
 /// Why a spec was refused: `invalid_spec` (malformed) or `forbidden` (a subject it
@@ -540,6 +587,21 @@ impl AgentSpec {
                 "agent {}: type {t:?} is not a single NATS token (letters, digits, '-', '_')",
                 self.name
             )));
+        }
+        match (self.instances, self.max_invocations) {
+            (Instances::Fresh, Some(_)) => {
+                return Err(invalid(format!(
+                    "agent {}: max_invocations needs instances = \"warm\" (a fresh instance serves one message)",
+                    self.name
+                )));
+            }
+            (_, Some(0)) => {
+                return Err(invalid(format!(
+                    "agent {}: max_invocations must be at least 1",
+                    self.name
+                )));
+            }
+            _ => {}
         }
         if !self.schedule.is_empty() {
             crate::schedule::Schedule::parse(&self.schedule, self.timezone.as_deref())
@@ -1145,6 +1207,13 @@ pub struct AgentInfo {
     pub agent_type: Option<String>,
     /// Whether its compiled code came from the node's cache when it was loaded.
     pub compiled_from_cache: Option<bool>,
+    /// `fresh` or `warm`.
+    #[serde(default)]
+    pub instances: Instances,
+    /// Warm: instances started since the agent was loaded (the first ones and each
+    /// replacement after `max_invocations`, a trap or a timeout).
+    #[serde(default)]
+    pub warm_started: u64,
     /// Why the agent is not running, when it is not.
     pub error: Option<String>,
 }

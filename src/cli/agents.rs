@@ -45,6 +45,11 @@ struct Row {
     invocations: Option<u64>,
     failures: Option<u64>,
     skipped_ticks: Option<u64>,
+    /// Messages answered `busy` unrun (the agent's queue was full).
+    refused_busy: Option<u64>,
+    /// `fresh` or `warm`, and for warm the instances started so far.
+    instances: Option<crate::protocol::Instances>,
+    warm_started: Option<u64>,
     /// Directories granted read-only and read-write.
     read: Vec<String>,
     write: Vec<String>,
@@ -162,6 +167,9 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             row.invocations = Some(info.invocations);
             row.failures = Some(info.failures);
             row.skipped_ticks = Some(info.skipped_ticks);
+            row.refused_busy = Some(info.refused_busy);
+            row.instances = Some(info.instances);
+            row.warm_started = Some(info.warm_started);
             row.read = info.read;
             row.write = info.write;
             row.connect = info.connect;

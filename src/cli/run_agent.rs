@@ -108,6 +108,16 @@ pub struct AgentOpts {
     /// The agent's type on its card (default: its name).
     #[arg(long = "type", value_name = "TYPE")]
     pub agent_type: Option<String>,
+    /// fresh: a new instance per message (nothing carries over). warm: instances
+    /// are kept between messages, so caches and connections survive; one is
+    /// replaced after --max-invocations messages and at once after a trap or a
+    /// timeout. Components only.
+    #[arg(long, default_value = "fresh", value_name = "fresh|warm")]
+    pub instances: crate::protocol::Instances,
+    /// With --instances warm: messages one instance serves before it is replaced.
+    /// Default: 10000.
+    #[arg(long, value_name = "N")]
+    pub max_invocations: Option<u64>,
 }
 
 impl AgentOpts {
@@ -149,6 +159,8 @@ impl AgentOpts {
             config: self.config.iter().cloned().collect::<BTreeMap<_, _>>(),
             capabilities: self.capabilities.clone(),
             agent_type: self.agent_type.clone(),
+            instances: self.instances,
+            max_invocations: self.max_invocations,
         }
     }
 }

@@ -587,6 +587,7 @@ impl AgentPool {
             running: self.running.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
             failed: self.failed.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
             refused_busy: self.total_refused.load(Relaxed),
+            slow_consumer_dropped: crate::connect::slow_consumer_drops(),
         }
     }
 
@@ -777,6 +778,8 @@ impl AgentPool {
                     capabilities: r.agent.spec.capabilities.clone(),
                     agent_type: r.agent.spec.agent_type.clone(),
                     compiled_from_cache: Some(r.agent.cache_hit),
+                    instances: r.agent.spec.instances,
+                    warm_started: r.agent.warm_started(),
                     error: None,
                 }
             })

@@ -1,5 +1,6 @@
 //! One agent: its prepared module, its limits and capabilities, and `invoke`, which
-//! runs one message in a fresh instance and classifies whatever goes wrong.
+//! runs one message in a fresh instance (or, for `instances = "warm"`, a kept one)
+//! and classifies whatever goes wrong.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use super::ModuleKind;
 use super::engine::{Prepared, Runtime};
 use super::{component, wasi_command};
 use crate::host::Capabilities;
-use crate::protocol::{AgentSpec, ErrorBody};
+use crate::protocol::{AgentSpec, DEFAULT_MAX_INVOCATIONS, ErrorBody, Instances};
 
 /// How long a message waits for a free instance before it gets a `busy` error.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
@@ -61,7 +62,8 @@ pub struct Invocation {
     pub deadline: Option<Duration>,
 }
 
-/// A loaded agent. Cheap to share; every invocation gets its own instance.
+/// A loaded agent. Cheap to share; every invocation gets its own instance, or a
+/// kept one no other invocation is using (warm).
 pub struct Agent {
     pub spec: AgentSpec,
     pub kind: ModuleKind,
@@ -74,6 +76,11 @@ pub struct Agent {
     caps: Arc<Capabilities>,
     /// Bounds concurrent instances to `limits.max_concurrency`.
     permits: Arc<Semaphore>,
+    /// `instances = "warm"`: idle instances waiting for the next message (at most
+    /// `max_concurrency`: only an invocation holding a permit takes or returns one).
+    kept: std::sync::Mutex<Vec<component::Kept>>,
+    /// Warm instances started so far (the first ones and every replacement).
+    warm_started: std::sync::atomic::AtomicU64,
 }
 
 impl Agent {
@@ -96,6 +103,15 @@ impl Agent {
             .map_err(|e| {
                 AgentError::invalid_module(format!("compilation did not finish: {e}"))
             })??;
+        if loaded.kind == ModuleKind::WasiCommand && spec.instances == Instances::Warm {
+            return Err(AgentError::new(
+                "invalid_spec",
+                format!(
+                    "agent {}: warm instances need a component; a WASI preview1 command runs its main once per instance",
+                    spec.name
+                ),
+            ));
+        }
         if loaded.kind == ModuleKind::WasiCommand
             && (!caps.connect.is_empty() || !caps.serial.is_empty())
         {
@@ -116,6 +132,8 @@ impl Agent {
             spec,
             runtime,
             caps,
+            kept: Default::default(),
+            warm_started: Default::default(),
         };
         agent.try_instantiate().await?;
         Ok(agent)
@@ -155,12 +173,23 @@ impl Agent {
         max.saturating_sub(self.permits.available_permits()) as u32
     }
 
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<component::Kept>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `instances = "warm"`: instances started since the agent was loaded (the
+    /// first ones, and each replacement after `max_invocations`, a trap or a
+    /// timeout); 0 for fresh agents.
+    pub fn warm_started(&self) -> u64 {
+        self.warm_started.load(Ordering::Relaxed)
+    }
+
     /// Log lines dropped since the agent was loaded (it logged too much).
     pub fn log_dropped(&self) -> u64 {
         self.caps.log.dropped()
     }
 
-    /// Runs one message in a fresh instance.
+    /// Runs one message in a fresh instance, or a kept one (warm).
     pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
         // A free instance is the common case: no timer for it.
         let free = self.permits.clone().try_acquire_owned().ok();
@@ -186,8 +215,24 @@ impl Agent {
             limits.timeout = limits.timeout.min(deadline);
         }
         match &self.prepared {
+            Prepared::Component(pre) if self.spec.instances == Instances::Warm => {
+                let kept = self.kept().pop();
+                if kept.is_none() {
+                    self.warm_started.fetch_add(1, Ordering::Relaxed);
+                }
+                let max = self.spec.max_invocations.unwrap_or(DEFAULT_MAX_INVOCATIONS);
+                let (result, again) =
+                    component::invoke(&self.runtime, pre, &self.caps, &limits, inv, kept, max)
+                        .await;
+                if let Some(k) = again {
+                    self.kept().push(k);
+                }
+                result
+            }
             Prepared::Component(pre) => {
-                component::invoke(&self.runtime, pre, &self.caps, &limits, inv).await
+                component::invoke(&self.runtime, pre, &self.caps, &limits, inv, None, 1)
+                    .await
+                    .0
             }
             Prepared::Command(pre) => {
                 wasi_command::invoke(&self.runtime, pre, &self.caps, &self.spec, &limits, inv).await

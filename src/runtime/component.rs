@@ -3,6 +3,7 @@
 //! in `crate::host`, one file each.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -129,46 +130,89 @@ pub(crate) async fn instantiate_only(
     within_deadline(limits, pre.instantiate_async(&mut store))
         .await
         .map(drop)
-        .map_err(|e| classify(e, hit.load(std::sync::atomic::Ordering::Relaxed), limits))
+        .map_err(|e| classify(e, hit.load(Relaxed), limits))
 }
 
-/// One invocation: fresh instance, call `handle`, classify the outcome.
+/// A component instance kept between invocations (`instances = "warm"`).
+pub(crate) struct Kept {
+    store: Store<ComponentState>,
+    bindings: Agent,
+    stderr: MemoryOutputPipe,
+    /// Bytes of `stderr` already passed to the log.
+    stderr_seen: usize,
+    /// Invocations it has served.
+    served: u64,
+}
+
+/// One invocation: in `kept` if given, else in a new instance; call `handle`,
+/// classify the outcome. Hands the instance back when it may serve again: it
+/// answered (`Ok` or the agent's own `Err`), has served fewer than `max_served`
+/// messages, and has stderr room left. A trap, a timeout or a refused memory grow
+/// ends it: its state is not to be trusted after that.
 pub(crate) async fn invoke(
     runtime: &Runtime,
     pre: &Pre,
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
     inv: Invocation,
-) -> Result<Vec<u8>, AgentError> {
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-    let mut store = new_store(runtime, caps, limits, Some(stderr.clone()))?;
-    let hit = store.data().limiter.hit.clone();
+    kept: Option<Kept>,
+    max_served: u64,
+) -> (Result<Vec<u8>, AgentError>, Option<Kept>) {
     let msg = Message {
         subject: inv.subject,
         payload: inv.payload.to_vec(),
         headers: inv.headers,
         reply_expected: inv.reply_expected,
     };
-    let outcome = within_deadline(limits, async {
-        let agent = pre.instantiate_async(&mut store).await?;
-        agent.call_handle(&mut store, &msg).await
-    })
-    .await;
+    let (mut k, outcome) = match kept {
+        Some(mut k) => {
+            arm_store(&mut k.store, limits);
+            k.store.data_mut().refused = None;
+            let outcome = within_deadline(limits, k.bindings.call_handle(&mut k.store, &msg)).await;
+            (k, outcome)
+        }
+        None => {
+            let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+            let mut store = match new_store(runtime, caps, limits, Some(stderr.clone())) {
+                Ok(store) => store,
+                Err(e) => return (Err(e), None),
+            };
+            let hit = store.data().limiter.hit.clone();
+            let bindings = match within_deadline(limits, pre.instantiate_async(&mut store)).await {
+                Ok(bindings) => bindings,
+                Err(e) => return (Err(classify(e, hit.load(Relaxed), limits)), None),
+            };
+            let outcome = within_deadline(limits, bindings.call_handle(&mut store, &msg)).await;
+            let k = Kept {
+                store,
+                bindings,
+                stderr,
+                stderr_seen: 0,
+                served: 0,
+            };
+            (k, outcome)
+        }
+    };
+    k.served += 1;
     // Components log through `log`; stderr output is unusual (a panic, say): warn.
-    let mut log = std::mem::take(&mut store.data_mut().log);
-    caps.log.stderr(&mut log, "warn", &stderr.contents()).await;
+    let mut log = std::mem::take(&mut k.store.data_mut().log);
+    let stderr = k.stderr.contents();
+    let fresh_stderr = stderr.get(k.stderr_seen..).unwrap_or_default();
+    caps.log.stderr(&mut log, "warn", fresh_stderr).await;
     caps.log.finish(log).await;
-    match outcome {
-        Ok(Ok(output)) => check_output(output, limits),
-        Ok(Err(message)) => Err(store
-            .data_mut()
-            .refused
-            .take()
-            .unwrap_or_else(|| AgentError::new("agent_error", message))),
-        Err(e) => Err(classify(
-            e,
-            hit.load(std::sync::atomic::Ordering::Relaxed),
-            limits,
-        )),
-    }
+    k.stderr_seen = stderr.len();
+    let hit = k.store.data().limiter.hit.load(Relaxed);
+    let (result, answered) = match outcome {
+        Ok(Ok(output)) => (check_output(output, limits), true),
+        Ok(Err(message)) => {
+            let e = k.store.data_mut().refused.take();
+            (
+                Err(e.unwrap_or_else(|| AgentError::new("agent_error", message))),
+                true,
+            )
+        }
+        Err(e) => (Err(classify(e, hit, limits)), false),
+    };
+    let again = answered && !hit && k.served < max_served && k.stderr_seen < STDERR_CAPACITY / 2;
+    (result, again.then_some(k))
 }

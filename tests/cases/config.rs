@@ -53,6 +53,20 @@ async fn config_errors_name_the_key_and_the_file() {
             &["FILE", "limits.max_memory"],
         ),
         ("[surprise]\n", &[], &["FILE", "surprise"]),
+        (
+            "[[agents]]\nname = \"a\"\nwasm = \"a.wasm\"\ntriggers = [\"a.run\"]\nmax_invocations = 5\n",
+            &[],
+            &[
+                "FILE",
+                "agents",
+                "max_invocations needs instances = \"warm\"",
+            ],
+        ),
+        (
+            "[[agents]]\nname = \"a\"\nwasm = \"a.wasm\"\ntriggers = [\"a.run\"]\ninstances = \"tepid\"\n",
+            &[],
+            &["FILE", "agents", "tepid"],
+        ),
         ("[node\n", &[], &["FILE", "line 1"]),
         (
             "",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edgeleaf::protocol::AgentInfo;
+use edgeleaf::protocol::{AgentInfo, Instances};
 
 use crate::harness::{
     Cluster, Node, NodeSpec, agent_toml, agent_wasm, control, eventually, request_error,
@@ -517,4 +517,71 @@ async fn a_burst_beyond_the_queue_is_counted_not_lost() {
     );
     let info: edgeleaf::protocol::NodeInfo = control(&hub, "bursty", "info").await;
     assert_eq!(info.agents.refused_busy, slow.refused_busy, "{info:?}");
+}
+
+/// Issue 15: `instances = "warm"` keeps an instance between messages (its globals
+/// survive), replaces it after `max_invocations` and at once after a trap or a
+/// timeout, but not after the agent's own `Err`; fresh agents stay fresh; a WASI
+/// command cannot be warm; `agents` shows which is which.
+#[tokio::test]
+async fn warm_instances_are_kept_recycled_and_replaced_after_a_fault() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let hostile = agent_wasm("hostile");
+    let extra = agent_toml(
+        "warm",
+        &hostile,
+        &["warm.run"],
+        "instances = \"warm\"\nmax_invocations = 3\nlimits = { max_concurrency = 1, timeout = \"1s\" }",
+    ) + &agent_toml(
+        "cold",
+        &hostile,
+        &["cold.run"],
+        "limits = { max_concurrency = 1 }",
+    ) + &agent_toml(
+        "cmd",
+        &agent_wasm("upper-c"),
+        &["cmd.run"],
+        "instances = \"warm\"",
+    );
+    let _node = Node::start(NodeSpec {
+        id: "warmth",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    serving(&hub, "warm.run", "echo:up").await;
+    // A trap ends the instance that served `echo:up`.
+    assert_eq!(request_error(&hub, "warm.run", "trap").await.0, "trap");
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        counts.push(request_ok(&hub, "warm.run", "calls").await);
+    }
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "1", "2"],
+        "kept, then replaced after 3"
+    );
+    // A timeout ends it too; the agent's own error does not.
+    assert_eq!(request_error(&hub, "warm.run", "loop").await.0, "timeout");
+    assert_eq!(request_ok(&hub, "warm.run", "calls").await, "1");
+    assert_eq!(
+        request_error(&hub, "warm.run", "no-such-mode").await.0,
+        "agent_error"
+    );
+    assert_eq!(request_ok(&hub, "warm.run", "calls").await, "3");
+    for _ in 0..3 {
+        assert_eq!(request_ok(&hub, "cold.run", "calls").await, "1");
+    }
+
+    let rows: Vec<AgentInfo> = control(&hub, "warmth", "agents").await;
+    let row = |name: &str| rows.iter().find(|a| a.name == name).unwrap().clone();
+    let (warm, cold, cmd) = (row("warm"), row("cold"), row("cmd"));
+    assert_eq!(warm.instances, Instances::Warm);
+    // echo:up's (ended by the trap), 1-2-3, 1-2 (ended by the timeout), 1-err-3.
+    assert_eq!(warm.warm_started, 4, "{warm:?}");
+    assert_eq!((cold.instances, cold.warm_started), (Instances::Fresh, 0));
+    assert_eq!(cmd.state, "failed");
+    let why = cmd.error.unwrap_or_default();
+    assert!(why.contains("warm instances need a component"), "{why}");
 }

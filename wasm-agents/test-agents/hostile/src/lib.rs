@@ -24,6 +24,7 @@
 //! | `serial:<path>=<text>` | opens the serial port at 115200, writes `<text>`, replies with what it reads within 2 s (SDK `serial`) |
 //! | `serialwait:<path>`  | opens the serial port and waits up to 10 minutes for a byte |
 //! | `fswrite:<path>=<text>` | writes `<text>` to the file `<path>`; replies `written`, or `Err(fswrite: <why>)` |
+//! | `calls`              | replies with how many messages this instance has handled, this one included (`1` in a fresh instance) |
 //! | `env`                | replies `env:<n> <NAME,...>`: the environment it sees |
 //! | `kvset:<key>=<value>`| stores a value in its own kv; replies `stored` |
 //! | `kvget:<key>`        | replies with the value under `<key>`, or `none` |
@@ -40,6 +41,7 @@
 
 use edgeleaf_sdk::{Agent, Message, config, export_agent, kv, log, messaging};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -49,6 +51,9 @@ struct Hostile;
 
 impl Agent for Hostile {
     fn handle(msg: Message) -> Result<Vec<u8>, String> {
+        // Instance-global: 1 in a fresh instance, counting up in a warm one.
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         let text = match std::str::from_utf8(&msg.payload) {
             Ok(t) => t.trim(),
             Err(_) => return Err("unknown mode (the payload is not UTF-8)".into()),
@@ -154,6 +159,7 @@ impl Agent for Hostile {
                     names.join(",").into_bytes()
                 })
                 .map_err(|e| format!("ls: {e}")),
+            ("calls", None) => Ok(calls.to_string().into_bytes()),
             ("env", None) => {
                 let names: Vec<String> = std::env::vars_os()
                     .map(|(k, _)| k.to_string_lossy().into_owned())
