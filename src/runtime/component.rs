@@ -133,6 +133,23 @@ pub(crate) async fn instantiate_only(
         .map_err(|e| classify(e, hit.load(Relaxed), limits))
 }
 
+/// Hands what the invocation logged, and what it wrote to stderr after byte `seen`,
+/// to the agent's log; returns how much of stderr has been passed on now.
+async fn pass_on_log(
+    caps: &Capabilities,
+    store: &mut Store<ComponentState>,
+    stderr: &MemoryOutputPipe,
+    seen: usize,
+) -> usize {
+    // Components log through `log`; stderr output is unusual (a panic, say): warn.
+    let mut log = std::mem::take(&mut store.data_mut().log);
+    let written = stderr.contents();
+    let new = written.get(seen..).unwrap_or_default();
+    caps.log.stderr(&mut log, "warn", new).await;
+    caps.log.finish(log).await;
+    written.len()
+}
+
 /// A component instance kept between invocations (`instances = "warm"`).
 pub(crate) struct Kept {
     store: Store<ComponentState>,
@@ -178,11 +195,20 @@ pub(crate) async fn invoke(
                 Err(e) => return (Err(e), None),
             };
             let hit = store.data().limiter.hit.clone();
+            let started = std::time::Instant::now();
             let bindings = match within_deadline(limits, pre.instantiate_async(&mut store)).await {
                 Ok(bindings) => bindings,
-                Err(e) => return (Err(classify(e, hit.load(Relaxed), limits)), None),
+                Err(e) => {
+                    pass_on_log(caps, &mut store, &stderr, 0).await;
+                    return (Err(classify(e, hit.load(Relaxed), limits)), None);
+                }
             };
-            let outcome = within_deadline(limits, bindings.call_handle(&mut store, &msg)).await;
+            // One deadline for both steps.
+            let rest = RunLimits {
+                timeout: limits.timeout.saturating_sub(started.elapsed()),
+                ..*limits
+            };
+            let outcome = within_deadline(&rest, bindings.call_handle(&mut store, &msg)).await;
             let k = Kept {
                 store,
                 bindings,
@@ -194,13 +220,7 @@ pub(crate) async fn invoke(
         }
     };
     k.served += 1;
-    // Components log through `log`; stderr output is unusual (a panic, say): warn.
-    let mut log = std::mem::take(&mut k.store.data_mut().log);
-    let stderr = k.stderr.contents();
-    let fresh_stderr = stderr.get(k.stderr_seen..).unwrap_or_default();
-    caps.log.stderr(&mut log, "warn", fresh_stderr).await;
-    caps.log.finish(log).await;
-    k.stderr_seen = stderr.len();
+    k.stderr_seen = pass_on_log(caps, &mut k.store, &k.stderr, k.stderr_seen).await;
     let hit = k.store.data().limiter.hit.load(Relaxed);
     let (result, answered) = match outcome {
         Ok(Ok(output)) => (check_output(output, limits), true),
