@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench --bench agents               # from the repository root
 //! cargo bench --bench agents -- --quick    # smaller counts, a smoke test
+//! EDGELEAF_BENCH_DURABILITY=sync cargo bench --bench agents  # the node with sync durability
 //! cargo bench --bench agents -- --no-nats  # sections 1 and 2 only
 //! cargo bench --bench agents -- --no-nats --no-cache  # section 1 only (under qemu-user,
 //!                                          # whose memory the ten engines of 2 exhaust)
@@ -27,8 +28,10 @@
 //!    does; a node's outbox and forwarder are not part of this), and (c) the
 //!    `edgeleaf` binary as users run it: `edgeleaf node -c` on the leaf (after
 //!    `edgeleaf hub init`), default settings, `echo.wasm` as a static agent, every
-//!    result going through the outbox (batch durability) to the hub's stream; after
-//!    the runs the stream's result count is checked against the node's invocations. Sequential request latency with a 16-byte payload, then throughput
+//!    result going through the outbox (batch durability) to the hub's stream, and (d)
+//!    the same echo on the same node with `instances = "warm"`; after the runs the
+//!    node's outbox counters are checked against its invocations. Sequential request
+//!    latency with a 16-byte payload, then throughput
 //!    with K requests kept in flight for a fixed time, and the CPU time the hub, the
 //!    leaf and this process spent per request meanwhile.
 //!
@@ -69,6 +72,8 @@ const PAYLOAD: &[u8; 16] = b"edgeleaf-bench16";
 const PLAIN_SUBJECT: &str = "bench.plain";
 const AGENT_SUBJECT: &str = "bench.agent";
 const NODE_SUBJECT: &str = "bench.node";
+/// The same echo on the same node, with `instances = "warm"`.
+const NODE_WARM_SUBJECT: &str = "bench.nodewarm";
 /// The node process's id (a different one from the in-process pool's).
 const NODE_PROCESS_ID: &str = "benchnode";
 const NODE_ID: &str = "bench";
@@ -558,7 +563,8 @@ impl Servers {
     }
 
     /// `edgeleaf hub init` on the hub, then `edgeleaf node -c` on the leaf with echo
-    /// on [`NODE_SUBJECT`] as a static agent and otherwise default settings.
+    /// on [`NODE_SUBJECT`] and a warm echo on [`NODE_WARM_SUBJECT`] as static agents
+    /// and otherwise default settings.
     async fn start_node(&mut self) -> Result<()> {
         let bin = Path::new(env!("CARGO_BIN_EXE_edgeleaf"));
         let hub_url = Self::url(self.hub_port);
@@ -576,10 +582,14 @@ impl Servers {
         let config = format!(
             "[node]\nid = \"{NODE_PROCESS_ID}\"\nstate_dir = \"{}\"\n\n\
              [nats]\nurl = \"{}\"\n\n[leaf]\nspawn = false\n\n\
-             [[agents]]\nname = \"echo\"\nwasm = \"{}\"\ntriggers = [\"{NODE_SUBJECT}\"]\n",
+             [outbox]\ndurability = \"{}\"\n\n\
+             [[agents]]\nname = \"echo\"\nwasm = \"{echo}\"\ntriggers = [\"{NODE_SUBJECT}\"]\n\n\
+             [[agents]]\nname = \"echo-warm\"\nwasm = \"{echo}\"\ntriggers = [\"{NODE_WARM_SUBJECT}\"]\n\
+             instances = \"warm\"\n",
             state.display(),
             Self::url(self.leaf_port),
-            dist.join("echo.wasm").display()
+            node_durability(),
+            echo = dist.join("echo.wasm").display()
         );
         let conf = self.dir.path().join("node.toml");
         std::fs::write(&conf, config).context("cannot write the node config")?;
@@ -797,6 +807,8 @@ struct NatsResult {
     plain: Responder,
     edgeleaf: Responder,
     node: Responder,
+    /// (d) the node's warm echo.
+    warm: Responder,
     node_records: NodeRecords,
     link_wait: Duration,
 }
@@ -833,6 +845,7 @@ async fn bench_nats(
 
     servers.start_node().await?;
     let node_wait = servers.wait_served(&hub, NODE_SUBJECT).await?;
+    servers.wait_served(&hub, NODE_WARM_SUBJECT).await?;
     progress(format!(
         "{NODE_SUBJECT} (node process) answered through the hub after {node_wait:?}"
     ));
@@ -841,6 +854,8 @@ async fn bench_nats(
     let edgeleaf =
         measure_responder(&mut servers, &hub, AGENT_SUBJECT, "edgeleaf", settings).await?;
     let node = measure_responder(&mut servers, &hub, NODE_SUBJECT, "node", settings).await?;
+    let warm =
+        measure_responder(&mut servers, &hub, NODE_WARM_SUBJECT, "node warm", settings).await?;
     let node_records = node_records(&hub).await?;
 
     pool.stop_all().await;
@@ -849,14 +864,24 @@ async fn bench_nats(
         plain,
         edgeleaf,
         node,
+        warm,
         node_records,
         link_wait,
     })
 }
 
+/// The node's `[outbox] durability`: `batch` (the default) unless
+/// `EDGELEAF_BENCH_DURABILITY=sync`.
+fn node_durability() -> &'static str {
+    match std::env::var("EDGELEAF_BENCH_DURABILITY").as_deref() {
+        Ok("sync") => "sync",
+        _ => "batch",
+    }
+}
+
 /// What became of the node's results, once its outbox has drained.
 struct NodeRecords {
-    /// Invocations of echo (`ctl.<node>.agents`).
+    /// Invocations of echo and echo-warm (`ctl.<node>.agents`).
     invocations: u64,
     /// Outbox counters (`ctl.<node>.outbox`): records appended (results and
     /// events), acknowledged by the hub's stream, dropped, and still waiting.
@@ -887,9 +912,11 @@ async fn node_records(hub: &Client) -> Result<NodeRecords> {
             let agents = ask("agents").await?;
             let invocations = agents
                 .as_array()
-                .and_then(|rows| rows.iter().find(|r| r["name"] == "echo"))
-                .and_then(|r| r["invocations"].as_u64())
-                .context("the node lists no echo agent")?;
+                .context("the node lists no agents")?
+                .iter()
+                .filter(|r| r["name"] == "echo" || r["name"] == "echo-warm")
+                .filter_map(|r| r["invocations"].as_u64())
+                .sum();
             return Ok(NodeRecords {
                 invocations,
                 appended: count("appended"),
@@ -1204,13 +1231,15 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
          (a) plain async-nats echo responder on the leaf (`{PLAIN_SUBJECT}`); (b) `AgentPool` \
          on the leaf serving echo.wasm (`{AGENT_SUBJECT}`, max_concurrency {MAX_CONCURRENCY}, \
          pool_slots {POOL_SLOTS}; result records published directly, no outbox); (c) the \
-         `edgeleaf node` process on the leaf, default settings, echo.wasm as a static agent \
-         (`{NODE_SUBJECT}`, max_concurrency 4), results through the outbox to the hub's stream: \
-         {} invocations; outbox: {} records appended (results and events), {} acknowledged by \
+         `edgeleaf node` process on the leaf, default settings but `[outbox] durability = \"{}\"`, echo.wasm as a static agent \
+         (`{NODE_SUBJECT}`, max_concurrency 4), results through the outbox to the hub's stream; \
+         (d) the same node's second static echo with `instances = \"warm\"` (`{NODE_WARM_SUBJECT}`). \
+         (c) and (d): {} invocations; outbox: {} records appended (results and events), {} acknowledged by \
          the hub, {} dropped, {} waiting. 16-byte payload, request timeout {REQUEST_TIMEOUT:?}. \
          `{PLAIN_SUBJECT}` first answered through the hub (leafnode link up) {:.0} ms after the hub client connected.\n\n\
          Sequential request latency, {} requests after {} warm-up:\n\n\
          | responder | ok | errors | mean µs | p50 µs | p99 µs |\n|---|---:|---|---:|---:|---:|",
+        node_durability(),
         r.node_records.invocations,
         r.node_records.appended,
         r.node_records.forwarded,
@@ -1224,6 +1253,7 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
         ("(a) plain", &r.plain),
         ("(b) edgeleaf pool", &r.edgeleaf),
         ("(c) edgeleaf node", &r.node),
+        ("(d) node, warm", &r.warm),
     ] {
         let s = &resp.latency;
         let _ = writeln!(
@@ -1236,7 +1266,11 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
             s.p99_us
         );
     }
-    for (name, resp) in [("pool / plain", &r.edgeleaf), ("node / plain", &r.node)] {
+    for (name, resp) in [
+        ("pool / plain", &r.edgeleaf),
+        ("node / plain", &r.node),
+        ("warm / plain", &r.warm),
+    ] {
         let _ = writeln!(
             out,
             "| {name} | | | {:.2}× | {:.2}× | {:.2}× |",
@@ -1249,20 +1283,21 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
     let _ = writeln!(
         out,
         "Throughput, K requests kept in flight for {:?} (then the last ones drained):\n\n\
-         | K | plain req/s | errors | pool req/s | errors | pool / plain | node req/s | errors | node / plain |\n\
-         |---:|---:|---|---:|---|---:|---:|---|---:|",
+         | K | plain req/s | errors | pool req/s | errors | pool / plain | node req/s | errors | node / plain | warm req/s | errors | warm / plain |\n\
+         |---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---:|",
         settings.window
     );
-    for ((p, e), n) in r
+    for (((p, e), n), w) in r
         .plain
         .throughput
         .iter()
         .zip(&r.edgeleaf.throughput)
         .zip(&r.node.throughput)
+        .zip(&r.warm.throughput)
     {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× |",
+            "| {} | {:.0} | {} | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× |",
             p.in_flight,
             p.per_second(),
             format_errors(&p.errors),
@@ -1271,7 +1306,10 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
             e.per_second() / p.per_second().max(1e-9),
             n.per_second(),
             format_errors(&n.errors),
-            n.per_second() / p.per_second().max(1e-9)
+            n.per_second() / p.per_second().max(1e-9),
+            w.per_second(),
+            format_errors(&w.errors),
+            w.per_second() / p.per_second().max(1e-9)
         );
     }
     out.push('\n');
@@ -1298,6 +1336,7 @@ fn write_cpu(out: &mut String, r: &NatsResult) {
         ("(a) plain", &r.plain),
         ("(b) edgeleaf pool", &r.edgeleaf),
         ("(c) edgeleaf node", &r.node),
+        ("(d) node, warm", &r.warm),
     ] {
         for t in &resp.throughput {
             let total: Duration = t.cpu.iter().map(|(_, d)| *d).sum();
