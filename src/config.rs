@@ -50,6 +50,8 @@ pub struct Config {
     pub limits: LimitsSection,
     pub store: StoreSection,
     pub outbox: OutboxSection,
+    /// Agent log lines and the node's own warnings, kept and forwarded to the hub.
+    pub logs: LogsSection,
     pub security: SecuritySection,
     /// What agents may be granted on this device: the ceiling of every grant.
     pub devices: DevicesSection,
@@ -86,6 +88,50 @@ impl Default for OutboxSection {
             overflow: Overflow::DropOldest,
             durability: Durability::Batch,
             flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Log lines kept on the node until the hub's `EDGELEAF_LOGS` stream has them:
+/// bounded, oldest dropped first (and counted), written behind like `batch`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsSection {
+    /// Most bytes of lines kept while the hub is unreachable.
+    #[serde(deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// Lines older than this are dropped (and counted).
+    #[serde(deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// The node's own lines at or above this level are kept too, as agent
+    /// `_node`: `error`, `warn` or `info`.
+    pub node_level: NodeLogLevel,
+}
+
+impl Default for LogsSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 << 20,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            node_level: NodeLogLevel::Warn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeLogLevel {
+    Error,
+    Warn,
+    Info,
+}
+
+impl NodeLogLevel {
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            Self::Error => tracing::Level::ERROR,
+            Self::Warn => tracing::Level::WARN,
+            Self::Info => tracing::Level::INFO,
         }
     }
 }
@@ -552,6 +598,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "store",
     "outbox",
+    "logs",
     "security",
     "devices",
     "discovery",
@@ -852,6 +899,12 @@ impl Config {
         }
         if self.outbox.max_bytes < 4096 {
             return Err(("outbox.max_bytes", "must be at least 4KiB".into()));
+        }
+        if self.logs.max_bytes < 4096 {
+            return Err(("logs.max_bytes", "must be at least 4KiB".into()));
+        }
+        if self.logs.ttl.is_zero() {
+            return Err(("logs.ttl", "must be above 0".into()));
         }
         if self.outbox.flush_interval.is_zero() || self.outbox.ttl.is_zero() {
             return Err(("outbox", "ttl and flush_interval must be above 0".into()));

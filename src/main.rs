@@ -4,15 +4,23 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = edgeleaf::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("EDGELEAF_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // The node's own warnings and errors are also kept in its log store and sent
+    // to the hub (agent `_node`), whatever EDGELEAF_LOG shows on stderr.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(edgeleaf::host::log::NodeLogLayer.with_filter(LevelFilter::INFO))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -18,6 +18,11 @@ pub const DEFAULT_HUB_DOMAIN: &str = "hub";
 
 /// Hub stream that captures results and events.
 pub const TELEMETRY_STREAM: &str = "EDGELEAF_TELEMETRY";
+/// Hub stream that keeps agent log lines and nodes' own warnings, from every
+/// node's log store.
+pub const LOGS_STREAM: &str = "EDGELEAF_LOGS";
+/// The agent name under which a node's own log lines go (`<prefix>.log.<node>._node`).
+pub const NODE_LOG_AGENT: &str = "_node";
 /// Hub stream that keeps the last few heartbeats of each node.
 pub const HEARTBEAT_STREAM: &str = "EDGELEAF_HEARTBEATS";
 /// Hub object store holding agent modules by digest.
@@ -171,6 +176,11 @@ impl Subjects {
         format!("{}.evt.>", self.prefix)
     }
 
+    /// Wildcard over every node's log lines.
+    pub fn logs(&self) -> String {
+        format!("{}.log.>", self.prefix)
+    }
+
     /// The node id in a heartbeat subject, if `subject` is one.
     pub fn node_of_heartbeat<'a>(&self, subject: &'a str) -> Option<&'a str> {
         subject
@@ -213,6 +223,10 @@ pub struct AgentCounts {
     /// subscription's buffer was full (a slow consumer; at least this many).
     #[serde(default)]
     pub slow_consumer_dropped: u64,
+    /// The node's own log lines (agent `_node`) dropped by the log budget since it
+    /// started.
+    #[serde(default)]
+    pub node_log_dropped: u64,
 }
 
 /// Store-and-forward backlog.
@@ -262,6 +276,9 @@ pub struct Heartbeat {
     pub agents: AgentCounts,
     pub invocations: u64,
     pub outbox: OutboxStats,
+    /// The log store (`[logs]`): lines waiting for the hub, and lines dropped.
+    #[serde(default)]
+    pub logs: OutboxStats,
     pub hub_link: HubLink,
     /// `cranelift` or `pulley`.
     pub wasm_compiler: String,

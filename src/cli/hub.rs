@@ -158,6 +158,16 @@ pub struct InitArgs {
     /// Largest result or event record the hub stores.
     #[arg(long, default_value = "1MiB", value_parser = crate::config::parse_size)]
     max_record: u64,
+    /// Keep agent and node log lines this long.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    logs_max_age: std::time::Duration,
+    /// Keep at most this much log text, all nodes together.
+    #[arg(long, default_value = "1GiB", value_parser = crate::config::parse_size)]
+    logs_max_bytes: u64,
+    /// Keep at most this many lines per node and agent: one chatty agent cannot
+    /// evict everyone else's lines.
+    #[arg(long, default_value_t = 100_000)]
+    logs_per_subject: i64,
     /// Largest value a node may write to the status bucket.
     #[arg(long, default_value = "16KiB", value_parser = crate::config::parse_size)]
     status_max_value: u64,
@@ -213,6 +223,9 @@ pub async fn run(cmd: HubCommand, conn: &ConnOpts) -> Result<()> {
                 telemetry_max_bytes: bytes(args.telemetry_max_bytes),
                 telemetry_per_subject: args.telemetry_per_subject,
                 max_record: message_bytes(args.max_record),
+                logs_max_age: args.logs_max_age,
+                logs_max_bytes: bytes(args.logs_max_bytes),
+                logs_per_subject: args.logs_per_subject,
                 status_max_value: message_bytes(args.status_max_value),
                 status_max_bytes: bytes(args.status_max_bytes),
                 deployments_max_value: message_bytes(args.deployments_max_value),

@@ -7,6 +7,7 @@ mod discover;
 mod hub;
 mod invoke;
 mod keys;
+mod logs;
 mod node;
 mod nodes;
 mod outbox;
@@ -152,6 +153,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// A node's store-and-forward backlog: depth, age, drops, rate.
     Outbox(outbox::Args),
+    /// Agent and node log lines kept on the hub (history, then -f to follow).
+    Logs(logs::Args),
     /// Find agents by capability: every node's cards of the agents that have it.
     Discover(discover::DiscoverArgs),
     /// Send a workload to a location; an agent there with the capability runs it.
@@ -173,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Undeploy(args) => deploy::undeploy(args, &cli.conn).await,
         Command::Keys(cmd) => keys::run(cmd),
         Command::Outbox(args) => outbox::run(args, &cli.conn).await,
+        Command::Logs(args) => logs::run(args, &cli.conn).await,
         Command::Discover(args) => discover::discover(args, &cli.conn).await,
         Command::Work(args) => discover::work(args, &cli.conn).await,
     }

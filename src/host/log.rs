@@ -1,5 +1,8 @@
 //! `log` import: an agent's log lines go to the node's tracing output and to
-//! `<prefix>.log.<node>.<agent>`.
+//! `<prefix>.log.<node>.<agent>`: on a node through its log store (kept while the
+//! hub is unreachable, forwarded in order to the hub's `EDGELEAF_LOGS` stream), in
+//! `run-agent` straight to NATS. The node's own warnings and errors go the same
+//! way, as agent `_node` ([`NodeLogLayer`]).
 //!
 //! An agent does not choose what its lines do to the node's log: control characters
 //! (newlines, carriage returns, terminal escapes) are escaped, so one line stays one
@@ -7,8 +10,8 @@
 //! dropped is counted (`log_dropped` in `agents`) and summarised in one warning at
 //! most once a second.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::Client;
@@ -16,6 +19,7 @@ use async_nats::Client;
 use crate::protocol::LogLine;
 use crate::runtime::component::ComponentState;
 use crate::runtime::component::edgeleaf::agent::log::{Host, Level};
+use crate::store::outbox::Outbox;
 
 /// Longest log line kept, bytes; longer ones are cut.
 pub const MAX_LINE: usize = 4096;
@@ -43,8 +47,17 @@ struct Window {
     bytes: usize,
 }
 
+/// Where log lines go.
+#[derive(Clone)]
+pub enum LogSink {
+    /// The node's log store, forwarded to the hub.
+    Store(Arc<Outbox>),
+    /// Straight to NATS, fire and forget (`run-agent`).
+    Direct(Client),
+}
+
 pub struct AgentLog {
-    client: Option<Client>,
+    sink: Option<LogSink>,
     /// `<prefix>.log.<node>.<agent>`.
     subject: String,
     node_id: String,
@@ -57,9 +70,9 @@ pub struct AgentLog {
 }
 
 impl AgentLog {
-    pub fn new(client: Option<Client>, subject: String, node_id: &str, agent: &str) -> Self {
+    pub fn new(sink: Option<LogSink>, subject: String, node_id: &str, agent: &str) -> Self {
         Self {
-            client,
+            sink,
             subject,
             node_id: node_id.to_owned(),
             agent: agent.to_owned(),
@@ -160,7 +173,19 @@ impl AgentLog {
     }
 
     async fn publish(&self, level: &str, message: String) {
-        let Some(client) = &self.client else { return };
+        let Some(body) = self.encode(level, message) else {
+            return;
+        };
+        match &self.sink {
+            Some(LogSink::Store(store)) => self.store(store, &body),
+            Some(LogSink::Direct(client)) => {
+                let _ = client.publish(self.subject.clone(), body.into()).await;
+            }
+            None => {}
+        }
+    }
+
+    fn encode(&self, level: &str, message: String) -> Option<Vec<u8>> {
         let line = LogLine {
             node_id: self.node_id.clone(),
             agent: self.agent.clone(),
@@ -168,8 +193,119 @@ impl AgentLog {
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             message,
         };
-        if let Ok(body) = serde_json::to_vec(&line) {
-            let _ = client.publish(self.subject.clone(), body.into()).await;
+        serde_json::to_vec(&line).ok()
+    }
+
+    fn store(&self, store: &Outbox, body: &[u8]) {
+        // Not through tracing: a failure here must not log a line that fails again.
+        if let Err(e) = store.append_now(&self.subject, body) {
+            eprintln!("edgeleaf: log line of {} not kept: {e}", self.agent);
+        }
+    }
+
+    /// Keeps one of the node's own lines, if the agent budget allows; for callers
+    /// that cannot await. Only with a [`LogSink::Store`].
+    fn record_now(&self, level: &str, message: &str) {
+        let Some(LogSink::Store(store)) = &self.sink else {
+            return;
+        };
+        let message = clean(message);
+        if !self.admit(&mut InvocationLog::default(), message.len()) {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        if let Some(body) = self.encode(level, message) {
+            self.store(store, &body);
+        }
+    }
+}
+
+/// A tracing layer that keeps the node's own events (at or above a level) in the
+/// log store, as agent `_node`, within the same budgets as an agent. Installed
+/// once by `main`; does nothing until a node [`NodeLogLayer::attach`]es its store.
+pub struct NodeLogLayer;
+
+static NODE_LOG: std::sync::RwLock<Option<(AgentLog, tracing::Level)>> =
+    std::sync::RwLock::new(None);
+
+thread_local! {
+    /// Set while an event is being kept: whatever logs underneath is not kept again.
+    static KEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl NodeLogLayer {
+    /// From now on the node's events at `level` or above go to `store`.
+    pub fn attach(store: Arc<Outbox>, subject: String, node_id: &str, level: tracing::Level) {
+        let log = AgentLog::new(
+            Some(LogSink::Store(store)),
+            subject,
+            node_id,
+            crate::protocol::NODE_LOG_AGENT,
+        );
+        *NODE_LOG.write().unwrap_or_else(|e| e.into_inner()) = Some((log, level));
+    }
+
+    /// Stops keeping the node's events (the node is stopping).
+    pub fn detach() {
+        *NODE_LOG.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Lines of the node's own dropped by the budget since it attached.
+    pub fn dropped() -> u64 {
+        NODE_LOG
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(l, _)| l.dropped()))
+            .unwrap_or(0)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NodeLogLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        // An agent's own lines are kept by its AgentLog already.
+        if meta.target() == module_path!() || KEEPING.get() {
+            return;
+        }
+        let Ok(guard) = NODE_LOG.try_read() else {
+            return;
+        };
+        let Some((log, level)) = guard.as_ref() else {
+            return;
+        };
+        // tracing's order: ERROR < WARN < INFO (more verbose is greater).
+        if *meta.level() > *level {
+            return;
+        }
+        let mut text = Fields::default();
+        event.record(&mut text);
+        KEEPING.set(true);
+        log.record_now(&meta.level().as_str().to_ascii_lowercase(), &text.0);
+        KEEPING.set(false);
+    }
+}
+
+/// An event as one line: its message, then `key=value` for the other fields.
+#[derive(Default)]
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let rest = std::mem::take(&mut self.0);
+            let _ = write!(self.0, "{value:?}");
+            self.0.push_str(&rest);
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            self.record_debug(field, &value);
         }
     }
 }

@@ -45,8 +45,8 @@ use std::fmt::Write as _;
 use std::collections::BTreeMap;
 
 use crate::protocol::{
-    DEPLOYMENTS_BUCKET, DiscoverySubjects, HEARTBEAT_STREAM, MODULES_BUCKET, STATUS_BUCKET,
-    TELEMETRY_STREAM,
+    DEPLOYMENTS_BUCKET, DiscoverySubjects, HEARTBEAT_STREAM, LOGS_STREAM, MODULES_BUCKET,
+    STATUS_BUCKET, TELEMETRY_STREAM,
 };
 
 /// The services API name of every node (see `node::services`; `hub` does not
@@ -129,12 +129,18 @@ fn jetstream_api(id: &str) -> Vec<String> {
         deployments.clone(),
         obj.clone(),
         TELEMETRY_STREAM.to_owned(),
+        LOGS_STREAM.to_owned(),
     ] {
         out.push(format!("$JS.API.STREAM.INFO.{stream}"));
     }
     // Reading: the deployments (watch, keys, get), module objects, and the node's
-    // own last telemetry (the forwarder's reconcile after a reconnect).
-    for stream in [&deployments, &obj, &TELEMETRY_STREAM.to_owned()] {
+    // own last telemetry and log line (the forwarders' reconcile after a reconnect).
+    for stream in [
+        &deployments,
+        &obj,
+        &TELEMETRY_STREAM.to_owned(),
+        &LOGS_STREAM.to_owned(),
+    ] {
         out.push(format!("$JS.API.CONSUMER.CREATE.{stream}"));
         out.push(format!("$JS.API.CONSUMER.CREATE.{stream}.>"));
         out.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
@@ -160,7 +166,7 @@ pub fn render(spec: &AccountsSpec) -> String {
         w,
         "# Written by `edgeleaf hub accounts`: one account per node (see README,\n\
          # \"Least privilege on the hub\"). Holds passwords: keep it 0600.\n\
-         # Streams and buckets: {TELEMETRY_STREAM}, {HEARTBEAT_STREAM}, {DEPLOYMENTS_BUCKET}, \
+         # Streams and buckets: {TELEMETRY_STREAM}, {LOGS_STREAM}, {HEARTBEAT_STREAM}, {DEPLOYMENTS_BUCKET}, \
          {STATUS_BUCKET}, {MODULES_BUCKET}\n\
          # (create them as a user of account {HUB_ACCOUNT}: edgeleaf hub init --user …)."
     );

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result};
 use async_nats::jetstream::{Context, stream};
 
 use crate::protocol::{
-    DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET, STATUS_BUCKET,
-    Subjects, TELEMETRY_STREAM,
+    DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, LOGS_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET,
+    STATUS_BUCKET, Subjects, TELEMETRY_STREAM,
 };
 
 /// Sizing of the hub resources.
@@ -29,6 +29,12 @@ pub struct HubOptions {
     pub telemetry_per_subject: i64,
     /// Largest result or event record the telemetry stream takes.
     pub max_record: i32,
+    /// Log lines older than this are dropped.
+    pub logs_max_age: Duration,
+    /// Log lines beyond this many bytes drop the oldest.
+    pub logs_max_bytes: i64,
+    /// Lines kept per node and agent.
+    pub logs_per_subject: i64,
     /// Largest value and total size of the status bucket: nodes write it.
     pub status_max_value: i32,
     pub status_max_bytes: i64,
@@ -52,6 +58,9 @@ impl Default for HubOptions {
             heartbeats_per_node: 5,
             telemetry_per_subject: 10_000,
             max_record: 1 << 20,
+            logs_max_age: Duration::from_secs(7 * 24 * 3600),
+            logs_max_bytes: 1 << 30,
+            logs_per_subject: 100_000,
             status_max_value: 16 << 10,
             status_max_bytes: 64 << 20,
             deployments_max_value: 1 << 20,
@@ -64,6 +73,9 @@ impl Default for HubOptions {
 
 /// Largest heartbeat the heartbeat stream takes.
 const MAX_HEARTBEAT: i32 = 64 << 10;
+/// Largest log line record the log stream takes (a line is at most 4 KiB of
+/// text, escaped, in JSON with its node, agent, level and time).
+const MAX_LOG_LINE: i32 = 32 << 10;
 /// Largest pinned node key.
 const MAX_NODE_KEY: i32 = 1 << 10;
 
@@ -104,7 +116,21 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
         num_replicas: opts.replicas,
         ..Default::default()
     };
-    for config in [telemetry, heartbeats] {
+    let logs = stream::Config {
+        name: LOGS_STREAM.into(),
+        description: Some("edgeleaf agent and node log lines, from every node's log store".into()),
+        subjects: vec![subjects.logs()],
+        max_age: opts.logs_max_age,
+        max_bytes: opts.logs_max_bytes,
+        max_messages_per_subject: opts.logs_per_subject,
+        max_message_size: MAX_LOG_LINE,
+        max_consumers: opts.max_consumers,
+        duplicate_window: opts.duplicate_window,
+        storage: stream::StorageType::File,
+        num_replicas: opts.replicas,
+        ..Default::default()
+    };
+    for config in [telemetry, heartbeats, logs] {
         let name = config.name.clone();
         done.push(Created {
             kind: "stream",

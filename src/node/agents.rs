@@ -18,7 +18,12 @@ use serde::Serialize;
 use super::telemetry::Telemetry;
 use super::timer::{self, Tick, TimerState};
 use crate::config::{DevicesSection, LimitsSection};
-use crate::host::{Capabilities, fs, log::AgentLog, messaging::Publisher, net, serial};
+use crate::host::{
+    Capabilities, fs,
+    log::{AgentLog, LogSink},
+    messaging::Publisher,
+    net, serial,
+};
 use crate::protocol::{
     AgentCard, AgentCounts, AgentInfo, AgentSpec, CacheCounters, ERROR_HEADER, ErrorBody,
     EventRecord, LoadMetrics, ResultRecord, Subjects, Workload, WorkloadResult,
@@ -186,6 +191,9 @@ pub struct AgentPool {
     total_refused: Arc<AtomicU64>,
     /// What agents may be granted here (`[devices]`).
     devices: DevicesSection,
+    /// Where agents' log lines are kept (the node's log store); `None`: straight
+    /// to NATS.
+    log_store: Option<Arc<crate::store::outbox::Outbox>>,
     /// Bumped when an agent starts, stops or turns unhealthy: cards are announced
     /// again.
     changed: tokio::sync::watch::Sender<u64>,
@@ -214,8 +222,16 @@ impl AgentPool {
             total: Arc::new(AtomicU64::new(0)),
             total_refused: Arc::new(AtomicU64::new(0)),
             devices: DevicesSection::default(),
+            log_store: None,
             changed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Keeps agents' log lines in `store` (forwarded to the hub) instead of
+    /// publishing them straight to NATS.
+    pub fn with_log_store(mut self, store: Arc<crate::store::outbox::Outbox>) -> Self {
+        self.log_store = Some(store);
+        self
     }
 
     /// Sets the ceiling of directory grants (default: nothing may be granted).
@@ -435,7 +451,10 @@ impl AgentPool {
             kv,
             messaging: Publisher::new(Some(self.client.clone()), spec.allow_publish.clone(), &name),
             log: AgentLog::new(
-                Some(self.client.clone()),
+                Some(match &self.log_store {
+                    Some(store) => LogSink::Store(store.clone()),
+                    None => LogSink::Direct(self.client.clone()),
+                }),
                 self.subjects.log(&self.node_id, &name),
                 &self.node_id,
                 &name,
@@ -588,6 +607,7 @@ impl AgentPool {
             failed: self.failed.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
             refused_busy: self.total_refused.load(Relaxed),
             slow_consumer_dropped: crate::connect::slow_consumer_drops(),
+            node_log_dropped: crate::host::log::NodeLogLayer::dropped(),
         }
     }
 

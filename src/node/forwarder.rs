@@ -1,5 +1,6 @@
-//! Outbox → hub. Publishes buffered results and events in order to the hub's
-//! `EDGELEAF_TELEMETRY` stream with JetStream acks and `Nats-Msg-Id =
+//! Outbox → hub. Publishes buffered results and events (or, from the log store,
+//! log lines) in order to the hub's `EDGELEAF_TELEMETRY` (or `EDGELEAF_LOGS`)
+//! stream with JetStream acks and `Nats-Msg-Id =
 //! <node>:<incarnation>:<seq>` (replays inside the stream's duplicate window are
 //! dropped by the hub), keeps a bounded number of acks in flight, and removes an
 //! entry only after its ack. After a failure it first asks the hub for the last
@@ -18,7 +19,7 @@ use futures::StreamExt;
 
 use super::agents::publish_event;
 use super::telemetry::Telemetry;
-use crate::protocol::{Subjects, TELEMETRY_STREAM};
+use crate::protocol::{LOGS_STREAM, Subjects, TELEMETRY_STREAM};
 use crate::shutdown::Shutdown;
 use crate::store::outbox::Outbox;
 
@@ -33,9 +34,53 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub const SEQ_HEADER: &str = "Edgeleaf-Seq";
 pub const INCARNATION_HEADER: &str = "Edgeleaf-Incarnation";
 
+/// What a forwarder carries, and so which hub stream takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// Results and events, into `EDGELEAF_TELEMETRY`.
+    Telemetry,
+    /// Log lines, into `EDGELEAF_LOGS`.
+    Logs,
+}
+
+impl Carries {
+    fn stream(self) -> &'static str {
+        match self {
+            Self::Telemetry => TELEMETRY_STREAM,
+            Self::Logs => LOGS_STREAM,
+        }
+    }
+
+    /// The second tokens of the subjects it publishes (`<prefix>.<kind>.<node>.…`).
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Self::Telemetry => &["res", "evt"],
+            Self::Logs => &["log"],
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Telemetry => "results/events",
+            Self::Logs => "log lines",
+        }
+    }
+
+    /// First part of the kinds of the events it sends (`outbox_dropped`, `logs_dropped` …).
+    fn store(self) -> &'static str {
+        match self {
+            Self::Telemetry => "outbox",
+            Self::Logs => "logs",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Forwarder {
+    pub carries: Carries,
     pub outbox: Arc<Outbox>,
+    /// Where its own events (entries set aside) are recorded: the telemetry outbox.
+    pub events: Telemetry,
     pub client: async_nats::Client,
     pub subjects: Subjects,
     pub node_id: String,
@@ -217,10 +262,10 @@ impl Forwarder {
         self.outbox.set_aside(seq)?;
         tracing::warn!(seq, %subject, size, "outbox entry refused by the hub, set aside: {why}");
         publish_event(
-            &Telemetry::Outbox(self.outbox.clone()),
+            &self.events,
             &self.subjects,
             &self.node_id,
-            "outbox_set_aside",
+            &format!("{}_set_aside", self.carries.store()),
             None,
             Some("refused"),
             format!(
@@ -236,15 +281,13 @@ impl Forwarder {
         let Some(first) = self.outbox.pending(1)?.first().map(|e| e.seq) else {
             return Ok(());
         };
-        let stream = js
-            .get_stream(TELEMETRY_STREAM)
-            .await
-            .context("telemetry stream")?;
+        let name = self.carries.stream();
+        let stream = js.get_stream(name).await.with_context(|| {
+            format!("stream {name} on the hub (does it exist? `edgeleaf hub init` creates it)")
+        })?;
         let mut last = 0u64;
-        for filter in [
-            format!("{}.res.{}.>", self.subjects.prefix(), self.node_id),
-            format!("{}.evt.{}.>", self.subjects.prefix(), self.node_id),
-        ] {
+        for kind in self.carries.kinds() {
+            let filter = format!("{}.{kind}.{}.>", self.subjects.prefix(), self.node_id);
             let consumer = stream
                 .create_consumer(OrderedConfig {
                     filter_subject: filter,
@@ -286,16 +329,23 @@ impl Forwarder {
             return;
         }
         let stats = self.outbox.stats();
-        // Straight to NATS: through a full outbox the report itself could be dropped.
+        // About the outbox: straight to NATS, since through a full outbox the report
+        // itself could be dropped. About the log store: through the outbox.
+        let to = match self.carries {
+            Carries::Telemetry => Telemetry::Direct(self.client.clone()),
+            Carries::Logs => self.events.clone(),
+        };
         publish_event(
-            &Telemetry::Direct(self.client.clone()),
+            &to,
             &self.subjects,
             &self.node_id,
-            "outbox_dropped",
+            &format!("{}_dropped", self.carries.store()),
             None,
             Some("dropped"),
             format!(
-                "{n} results/events were dropped from the outbox (full or expired); {} in total",
+                "{n} {} were dropped from the {} (full or expired); {} in total",
+                self.carries.what(),
+                self.carries.store(),
                 stats.dropped
             ),
         )

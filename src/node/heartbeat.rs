@@ -61,6 +61,7 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         agents: info.agents,
         invocations: state.agents.invocations(),
         outbox: state.outbox.stats(),
+        logs: state.log_store.stats(),
         hub_link: info.hub_link,
         wasm_compiler: info.wasm_compiler,
         location: info.location,

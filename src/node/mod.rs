@@ -34,7 +34,7 @@ use crate::shutdown::ShutdownGroup;
 use crate::store::outbox::{Outbox, OutboxOptions};
 use crate::store::{Store, StoreOptions};
 use agents::AgentPool;
-use forwarder::Forwarder;
+use forwarder::{Carries, Forwarder};
 use reconcile::Reconciler;
 use telemetry::Telemetry;
 
@@ -53,6 +53,8 @@ pub(crate) struct NodeState {
     agents: Arc<AgentPool>,
     /// Store-and-forward backlog, for heartbeats and `ctl.<node>.outbox`.
     outbox: Arc<Outbox>,
+    /// Log lines waiting for the hub (`[logs]`), for heartbeats.
+    log_store: Arc<Outbox>,
     /// Opens the secrets sealed to this node.
     node_key: Arc<NodeKey>,
     /// Requests to the control endpoints, for the services API.
@@ -298,6 +300,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             durability: o.durability,
         },
     )?);
+    // Log lines: bounded, oldest dropped first, always written behind (a lost
+    // line is not a lost result).
+    let log_store = Arc::new(Outbox::open_named(
+        &store,
+        "logs",
+        OutboxOptions {
+            max_bytes: config.logs.max_bytes,
+            ttl: config.logs.ttl,
+            overflow: crate::config::Overflow::DropOldest,
+            durability: crate::config::Durability::Batch,
+        },
+    )?);
     let runtime = Runtime::new(&EngineOptions {
         max_memory: config.limits.max_memory,
         pool_slots: config.limits.pool_slots,
@@ -332,9 +346,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             &config.node.id,
             config.limits.clone(),
         )
-        .with_devices(config.devices.clone()),
+        .with_devices(config.devices.clone())
+        .with_log_store(log_store.clone()),
+    );
+    crate::host::log::NodeLogLayer::attach(
+        log_store.clone(),
+        subjects.log(&config.node.id, crate::protocol::NODE_LOG_AGENT),
+        &config.node.id,
+        config.logs.node_level.as_tracing(),
     );
     let forwarder = Forwarder {
+        carries: Carries::Telemetry,
+        events: Telemetry::Outbox(outbox.clone()),
         outbox: outbox.clone(),
         client: client.clone(),
         subjects: subjects.clone(),
@@ -343,10 +366,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         domain: config.leaf.domain.clone(),
         flush_interval: config.outbox.flush_interval,
     };
+    let log_forwarder = Forwarder {
+        carries: Carries::Logs,
+        outbox: log_store.clone(),
+        ..forwarder.clone()
+    };
     let state = Arc::new(NodeState {
         subjects,
         agents: agents.clone(),
         outbox: outbox.clone(),
+        log_store: log_store.clone(),
         started_at: SystemTime::now(),
         started: Instant::now(),
         hub_link: Mutex::new(HubLink {
@@ -379,6 +408,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(services::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(forwarder::keep_flushed(
             outbox.clone(),
+            state.config.outbox.flush_interval,
+            group.handle(),
+        )),
+        tokio::spawn(forwarder::keep_flushed(
+            log_store.clone(),
             state.config.outbox.flush_interval,
             group.handle(),
         )),
@@ -435,6 +469,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         move |shutdown| forwarder.clone().run(shutdown),
         panic_event(state.clone()),
     ));
+    let forwarding_logs = tokio::spawn(supervise::supervise(
+        "log forwarder",
+        group.handle(),
+        move |shutdown| log_forwarder.clone().run(shutdown),
+        panic_event(state.clone()),
+    ));
     // Agents load while the node already reports and answers: compiling a large
     // module on a slow board can take seconds.
     let provisioning = tokio::spawn({
@@ -458,6 +498,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let _ = reconciling.await;
     let _ = forwarding.await;
+    let _ = forwarding_logs.await;
     agents.stop_all().await;
     // Drain before the leaf stops, so the client does not see (and warn about) its
     // server going away.
@@ -467,8 +508,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(leaf) = leaf {
         leaf.stop().await;
     }
+    crate::host::log::NodeLogLayer::detach();
     // Events of the agents that just stopped included.
     outbox.flush()?;
+    log_store.flush()?;
     store.flush()?;
     tracing::info!("node stopped");
     Ok(())

@@ -136,9 +136,16 @@ fn cost(v: &[u8]) -> u64 {
 }
 
 impl Outbox {
+    /// The node's outbox of results and events.
     pub fn open(store: &Store, opts: OutboxOptions) -> Result<Self, StoreError> {
-        let entries = store.db.open_tree("outbox")?;
-        let meta = store.db.open_tree("outbox_meta")?;
+        Self::open_named(store, "outbox", opts)
+    }
+
+    /// An outbox in trees of its own, `<name>`, `<name>_meta` and `<name>_aside`
+    /// (the log store is one).
+    pub fn open_named(store: &Store, name: &str, opts: OutboxOptions) -> Result<Self, StoreError> {
+        let entries = store.db.open_tree(name)?;
+        let meta = store.db.open_tree(format!("{name}_meta"))?;
         let mut c = Counters::default();
         for kv in entries.iter() {
             let (_, v) = kv?;
@@ -148,7 +155,7 @@ impl Outbox {
         c.dropped = read_counter(&meta, DROPPED_KEY)?;
         c.set_aside = read_counter(&meta, SET_ASIDE_KEY)?;
         Ok(Self {
-            aside: store.db.open_tree("outbox_aside")?,
+            aside: store.db.open_tree(format!("{name}_aside"))?,
             flushed: tokio::sync::Mutex::new(0),
             last_seq: std::sync::atomic::AtomicU64::new(0),
             db: store.db.clone(),
@@ -170,6 +177,14 @@ impl Outbox {
         if self.opts.durability == Durability::Sync {
             self.flush_through(seq).await?;
         }
+        self.appended.notify_one();
+        Ok(seq)
+    }
+
+    /// Appends without waiting for the disk, whatever the durability: for lines
+    /// logged from places that cannot await (the node's own tracing events).
+    pub fn append_now(&self, subject: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        let seq = self.append_buffered(subject, payload)?;
         self.appended.notify_one();
         Ok(seq)
     }

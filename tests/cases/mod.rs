@@ -9,6 +9,7 @@ mod heartbeat;
 mod hub_limits;
 mod leaf;
 mod local_leaf;
+mod logs;
 mod outbox;
 mod robust_runtime;
 mod security;

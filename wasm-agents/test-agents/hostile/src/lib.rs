@@ -33,7 +33,8 @@
 //! | `quotes:<n>`         | replies with `<n>` bytes of `"` (each one escapes to two bytes in JSON) |
 //! | `errbig:<n>`         | returns `Err` with a message of `<n>` bytes of `e` |
 //! | `lognl`              | logs one line with embedded newlines, a carriage return and an escape character, then replies `logged` |
-//! | `logspam:<n>`        | logs `<n>` lines of 1 KiB, then replies `logged <n>` |
+//! | `logspam:<n>`        | logs `<n>` lines of 1 KiB (each starting with its index, `00000 sss…`), then replies `logged <n>` |
+//! | `say:<text>`         | logs `<text>` at info, then replies `said` |
 //!
 //! Anything else is `Err("unknown mode ...")`. A timer run (subject
 //! `<prefix>.timer.<node>.<agent>`) does what config `on_timer` says (default
@@ -189,11 +190,15 @@ impl Agent for Hostile {
             }
             ("logspam", Some(n)) => {
                 let n = count(n)?;
-                let line = "s".repeat(1024);
-                for _ in 0..n {
-                    log::info(&line);
+                let padding = "s".repeat(1024 - 6);
+                for i in 0..n {
+                    log::info(&format!("{i:05} {padding}"));
                 }
                 Ok(format!("logged {n}").into_bytes())
+            }
+            ("say", Some(said)) => {
+                log::info(said);
+                Ok(b"said".to_vec())
             }
             _ => Err(format!("unknown mode {text:?}")),
         }
