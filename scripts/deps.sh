@@ -5,7 +5,8 @@
 # (Debian's rustc with std sources, wasm-ld, clang and wasi-libc; see
 # wasm-agents/README.md), and with EDGELEAF_CLIENTS=1 a Python venv with nats-py
 # (target/clients-py) for the tests that run examples/orchestrator.py, exported as
-# EDGELEAF_PYTHON. Idempotent.
+# EDGELEAF_PYTHON, and with EDGELEAF_BROWSER=1 Debian's chromium (the dashboard test
+# drives it headless). Idempotent.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
@@ -24,6 +25,13 @@ if [ "${EDGELEAF_GUESTS:-0}" = 1 ]; then
     echo "deps: installing the wasm guest toolchain: $(apt_missing $GUEST_PACKAGES)" >&2
   fi
   apt_require $GUEST_PACKAGES || exit 1
+fi
+
+if [ "${EDGELEAF_BROWSER:-0}" = 1 ]; then
+  if [ -n "$(apt_missing chromium)" ]; then
+    echo "deps: installing chromium (headless, for the dashboard test)" >&2
+  fi
+  apt_require chromium || exit 1
 fi
 
 if [ "${EDGELEAF_CLIENTS:-0}" = 1 ]; then

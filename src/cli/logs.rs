@@ -58,16 +58,33 @@ fn parse_level(s: &str) -> Result<u8, String> {
         .ok_or_else(|| format!("{s:?} is not a level (trace, debug, info, warn, error)"))
 }
 
-/// One line as `--json` prints it.
+/// One line as `--json` prints it (and the dashboard's `/api/logs` serves it).
 #[derive(Debug, serde::Serialize)]
-struct Row<'a> {
-    node: &'a str,
-    agent: &'a str,
-    level: &'a str,
-    message: &'a str,
-    at: &'a str,
+pub(super) struct Row {
+    node: String,
+    agent: String,
+    level: String,
+    message: String,
+    /// The node's time.
+    at: String,
+    /// The hub stream's sequence.
     seq: u64,
+    /// When the hub received it.
     received: String,
+}
+
+impl Row {
+    pub(super) fn new(line: LogLine, seq: u64, received: SystemTime) -> Self {
+        Self {
+            node: line.node_id,
+            agent: line.agent,
+            level: line.level,
+            message: line.message,
+            at: line.at,
+            seq,
+            received: humantime::format_rfc3339_millis(received).to_string(),
+        }
+    }
 }
 
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
@@ -141,7 +158,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
                     .level
                     .is_none_or(|min| severity(&line.level).is_none_or(|s| s >= min))
                 {
-                    print_line(&mut out, &line, seq, received, args.json)?;
+                    print_line(&mut out, line, seq, received, args.json)?;
                 }
             }
             Err(e) => eprintln!(
@@ -157,21 +174,13 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
 
 fn print_line(
     out: &mut impl Write,
-    line: &LogLine,
+    line: LogLine,
     seq: u64,
     received: SystemTime,
     json: bool,
 ) -> Result<()> {
     if json {
-        let row = Row {
-            node: &line.node_id,
-            agent: &line.agent,
-            level: &line.level,
-            message: &line.message,
-            at: &line.at,
-            seq,
-            received: humantime::format_rfc3339_millis(received).to_string(),
-        };
+        let row = Row::new(line, seq, received);
         writeln!(out, "{}", serde_json::to_string(&row)?)?;
     } else {
         writeln!(

@@ -2,6 +2,7 @@
 //! over NATS only; `node` and `up` embed a node on purpose.
 
 mod agents;
+mod dashboard;
 mod deploy;
 mod discover;
 mod hub;
@@ -155,6 +156,8 @@ pub enum Command {
     Outbox(outbox::Args),
     /// Agent and node log lines kept on the hub (history, then -f to follow).
     Logs(logs::Args),
+    /// Serve a read-only web page of the fleet (and its JSON API) from the hub.
+    Dashboard(dashboard::Args),
     /// Find agents by capability: every node's cards of the agents that have it.
     Discover(discover::DiscoverArgs),
     /// Send a workload to a location; an agent there with the capability runs it.
@@ -177,6 +180,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Outbox(args) => outbox::run(args, &cli.conn).await,
         Command::Logs(args) => logs::run(args, &cli.conn).await,
+        Command::Dashboard(args) => dashboard::run(args, &cli.conn).await,
         Command::Discover(args) => discover::discover(args, &cli.conn).await,
         Command::Work(args) => discover::work(args, &cli.conn).await,
     }

@@ -1,6 +1,7 @@
 mod agents;
 mod config;
 mod cross;
+mod dashboard;
 mod devices;
 mod discovery;
 mod faults;

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test uses a different part
 
+pub mod browser;
 pub mod jwt;
 
 use std::future::Future;
