@@ -14,12 +14,21 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     // The node's own warnings and errors are also kept in its log store and sent
     // to the hub (agent `_node`), whatever EDGELEAF_LOG shows on stderr.
+    // EDGELEAF_LOG_FORMAT=json: one JSON object per line (journald, log shippers).
+    let format = std::env::var("EDGELEAF_LOG_FORMAT").unwrap_or_default();
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format.as_str() {
+        "json" => lines.json().with_filter(filter).boxed(),
+        "" | "text" => lines.with_filter(filter).boxed(),
+        other => {
+            eprintln!(
+                "warning: EDGELEAF_LOG_FORMAT={other:?} is neither text nor json; using text"
+            );
+            lines.with_filter(filter).boxed()
+        }
+    };
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
+        .with(lines)
         .with(edgeleaf::host::log::NodeLogLayer.with_filter(LevelFilter::INFO))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -2,6 +2,7 @@
 //! over NATS only; `node` and `up` embed a node on purpose.
 
 mod agents;
+mod context;
 mod dashboard;
 mod deploy;
 mod discover;
@@ -41,7 +42,12 @@ pub struct Cli {
 /// How CLI commands reach the NATS system (like the `nats` CLI's flags). `Debug`
 /// shows what it connects with (`NatsTarget`'s, which hides the secrets).
 #[derive(Clone, clap::Args)]
+#[command(next_help_heading = "Connection (every command)")]
 pub struct ConnOpts {
+    /// A nats CLI context (`~/.config/nats/context/NAME.json`): its URL, login, TLS
+    /// files, JetStream domain and inbox prefix, wherever no flag gives them.
+    #[arg(long, global = true, env = "NATS_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
     /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, this and the
     /// other connection flags override the config's [nats] section.
     #[arg(short = 's', long = "server", global = true, env = "NATS_URL")]
@@ -73,6 +79,10 @@ pub struct ConnOpts {
     /// The hub's JetStream domain, when connected through a leaf (e.g. `hub`).
     #[arg(long, global = true, env = "EDGELEAF_JS_DOMAIN")]
     pub domain: Option<String>,
+    /// Prefix of the reply subjects the CLI listens on (when the server allows
+    /// only some, e.g. `_INBOX_ops`).
+    #[arg(long, global = true)]
+    pub inbox_prefix: Option<String>,
     /// First token of every edgeleaf subject.
     #[arg(long, global = true, env = "EDGELEAF_PREFIX", default_value = DEFAULT_PREFIX)]
     pub prefix: String,
@@ -102,7 +112,7 @@ impl ConnOpts {
                 cert: self.tlscert.clone(),
                 key: self.tlskey.clone(),
             },
-            inbox_prefix: None,
+            inbox_prefix: self.inbox_prefix.clone(),
             subscription_capacity: None,
         }
     }
@@ -158,6 +168,13 @@ pub enum Command {
     Logs(logs::Args),
     /// Serve a read-only web page of the fleet (and its JSON API) from the hub.
     Dashboard(dashboard::Args),
+    /// Print a shell completion script, e.g. `edgeleaf completions bash >
+    /// /etc/bash_completion.d/edgeleaf`.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        #[arg(value_parser = clap::value_parser!(clap_complete::Shell))]
+        shell: clap_complete::Shell,
+    },
     /// Find agents by capability: every node's cards of the agents that have it.
     Discover(discover::DiscoverArgs),
     /// Send a workload to a location; an agent there with the capability runs it.
@@ -165,7 +182,8 @@ pub enum Command {
 }
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(mut cli: Cli) -> Result<()> {
+    cli.conn = cli.conn.with_context()?;
     match cli.command {
         Command::Node(args) => node::run(args, &cli.conn).await,
         Command::Up(args) => up::run(args).await,
@@ -181,6 +199,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Outbox(args) => outbox::run(args, &cli.conn).await,
         Command::Logs(args) => logs::run(args, &cli.conn).await,
         Command::Dashboard(args) => dashboard::run(args, &cli.conn).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "edgeleaf", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
         Command::Discover(args) => discover::discover(args, &cli.conn).await,
         Command::Work(args) => discover::work(args, &cli.conn).await,
     }

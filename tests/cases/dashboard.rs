@@ -177,6 +177,32 @@ async fn the_page_shows_both_nodes_and_turns_a_stopped_one_offline_without_a_rel
     assert_eq!(status, 200, "{body}");
     let lines: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(lines[0]["message"], "hello from d1", "{lines}");
+    let (status, body) = http(dashboard.port, "GET", "/api/agents", &[]);
+    assert_eq!(status, 200, "{body}");
+    let agents: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let h = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["node_id"] == "d1" && a["agent"] == "h")
+        .unwrap_or_else(|| panic!("{agents}"));
+    assert_eq!(h["state"], "running");
+    assert!(h["invocations"].as_u64().unwrap() >= 2, "{h}");
+    let (status, body) = http(dashboard.port, "GET", "/api/events?node=d2&limit=1", &[]);
+    assert_eq!(status, 200, "{body}");
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let last = &events.as_array().unwrap()[..];
+    assert_eq!(last.len(), 1, "{events}");
+    assert_eq!(last[0]["node_id"], "d2");
+    assert!(last[0]["seq"].as_u64().is_some() && last[0]["received"].is_string());
+    assert!(
+        last[0]["kind"].is_string() && last[0]["at"].is_string(),
+        "{events}"
+    );
+    assert_eq!(
+        http(dashboard.port, "GET", "/api/events?limit=5000", &[]).0,
+        400
+    );
     let (status, body) = http(dashboard.port, "GET", "/api/logs?node=d1.%3E", &[]);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a single NATS token"), "{body}");

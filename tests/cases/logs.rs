@@ -130,10 +130,12 @@ async fn lines_written_during_a_hub_outage_arrive_in_order_once() {
 async fn follow_prints_new_lines_through_a_leaf_with_a_domain() {
     let cluster = Cluster::start().await;
     let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
-    let _node = Node::start(NodeSpec {
+    let node = Node::start(NodeSpec {
         id: "lg2",
         url: Some(cluster.leaf.url()),
         extra: agent_toml("h", &agent_wasm("hostile"), &["logs2.h"], ""),
+        // Its own log in JSON Lines, as log shippers want it.
+        env: &[("EDGELEAF_LOG_FORMAT", "json")],
         ..Default::default()
     });
     serving(&hub, "logs2.h", "echo:up").await;
@@ -193,6 +195,26 @@ async fn follow_prints_new_lines_through_a_leaf_with_a_domain() {
         [
             "trace", "debug", "info", "warn", "error", "trace", "debug", "info", "warn", "error"
         ]
+    );
+
+    // EDGELEAF_LOG_FORMAT=json: every line the node wrote is one JSON object.
+    let log = node.log();
+    let objects: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["fields"]["message"] == "node running" && o["level"] == "INFO"),
+        "{log}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["fields"]["message"] == "hostile: warn line" && o["level"] == "WARN"),
+        "{log}"
     );
 }
 

@@ -1,5 +1,6 @@
 mod agents;
 mod config;
+mod context;
 mod cross;
 mod dashboard;
 mod devices;

@@ -76,7 +76,7 @@ async fn info_with_a_reason(node: &Node, leaf_port: u16) -> serde_json::Value {
 }
 
 /// A hub with JetStream whose client port takes TLS only, verifying clients.
-fn tls_hub(pki: &Pki) -> Server {
+pub(crate) fn tls_hub(pki: &Pki) -> Server {
     let tls = pki.server_tls_block();
     Server::custom("tls-hub", false, |dir, port, _| {
         format!(
