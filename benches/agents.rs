@@ -13,7 +13,8 @@
 //! and `nats-server` (`$NATS_SERVER`, else `/usr/sbin/nats-server`, else `PATH`).
 //! Progress goes to stderr, the Markdown tables to stdout. Measures, in one run:
 //!
-//! 1. **In process, no NATS**: `Agent::invoke` of `echo.wasm` (a component) and of
+//! 1. **In process, no NATS**: `Agent::invoke` of `echo.wasm` (a component; once
+//!    more with `fuel` set, which runs it on the fuel-metered engine) and of
 //!    `upper-c.wasm` (a WASI preview1 command) — a fresh instance and one call each
 //!    time — sequentially after a warm-up: mean, p50 and p99; then calls/s and CPU
 //!    per call with 16 tasks invoking at once on the tokio worker threads.
@@ -207,8 +208,18 @@ async fn run(settings: &Settings) -> Result<String> {
             bench_in_process(
                 &wasm_runtime,
                 &store,
-                "echo",
-                &echo,
+                ("echo", &echo, None),
+                PAYLOAD.to_vec(),
+                settings,
+            )
+            .await?,
+        ),
+        (
+            "echo.wasm, `fuel` set (fuel-metered engine)",
+            bench_in_process(
+                &wasm_runtime,
+                &store,
+                ("echo-fuel", &echo, Some(1_000_000_000)),
                 PAYLOAD.to_vec(),
                 settings,
             )
@@ -219,8 +230,7 @@ async fn run(settings: &Settings) -> Result<String> {
             bench_in_process(
                 &wasm_runtime,
                 &store,
-                "upper",
-                &upper,
+                ("upper", &upper, None),
                 PAYLOAD.to_ascii_uppercase(),
                 settings,
             )
@@ -343,8 +353,10 @@ async fn load_offline_agent(
     store: &Store,
     name: &str,
     wasm: &[u8],
+    fuel: Option<u64>,
 ) -> Result<Agent> {
-    let spec = agent_spec(name, &format!("bench.{name}"));
+    let mut spec = agent_spec(name, &format!("bench.{name}"));
+    spec.limits.fuel = fuel;
     let kv = AgentKv::open(store, name, spec.limits.kv_quota)
         .with_context(|| format!("cannot open the kv of agent {name}"))?;
     let caps = Arc::new(Capabilities {
@@ -395,12 +407,11 @@ struct Concurrent {
 async fn bench_in_process(
     runtime: &Arc<Runtime>,
     store: &Store,
-    name: &str,
-    wasm: &[u8],
+    (name, wasm, fuel): (&str, &[u8], Option<u64>),
     expected: Vec<u8>,
     settings: &Settings,
 ) -> Result<InProcess> {
-    let agent = Arc::new(load_offline_agent(runtime, store, name, wasm).await?);
+    let agent = Arc::new(load_offline_agent(runtime, store, name, wasm, fuel).await?);
     let inv = Invocation {
         subject: format!("bench.{name}"),
         payload: Bytes::from_static(PAYLOAD),
@@ -490,7 +501,7 @@ fn bench_cache(wasm: &[u8], runs: usize) -> Result<CacheResult> {
 fn timed_prepare(cache_dir: &Path, wasm: &[u8]) -> Result<(Duration, bool)> {
     let runtime = Runtime::new(&engine_options(Some(cache_dir.to_owned())))?;
     let t = Instant::now();
-    let loaded = runtime.prepare(wasm).context("prepare failed")?;
+    let loaded = runtime.prepare(wasm, false).context("prepare failed")?;
     Ok((t.elapsed(), loaded.cache_hit))
 }
 

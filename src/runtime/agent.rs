@@ -71,7 +71,6 @@ pub struct Agent {
     pub digest: String,
     /// Whether the compiled code came from the cache when this agent was loaded.
     pub cache_hit: bool,
-    runtime: Arc<Runtime>,
     prepared: Prepared,
     caps: Arc<Capabilities>,
     /// Bounds concurrent instances to `limits.max_concurrency`.
@@ -97,8 +96,9 @@ impl Agent {
         wasm: &[u8],
         caps: Arc<Capabilities>,
     ) -> Result<Self, AgentError> {
-        let (rt, wasm) = (runtime.clone(), wasm.to_vec());
-        let loaded = tokio::task::spawn_blocking(move || rt.prepare(&wasm))
+        let (rt, wasm) = (runtime, wasm.to_vec());
+        let fuel = spec.limits.fuel.is_some();
+        let loaded = tokio::task::spawn_blocking(move || rt.prepare(&wasm, fuel))
             .await
             .map_err(|e| {
                 AgentError::invalid_module(format!("compilation did not finish: {e}"))
@@ -130,7 +130,6 @@ impl Agent {
             cache_hit: loaded.cache_hit,
             prepared: loaded.prepared,
             spec,
-            runtime,
             caps,
             kept: Default::default(),
             warm_started: Default::default(),
@@ -143,10 +142,10 @@ impl Agent {
         let limits = self.limits();
         let result = match &self.prepared {
             Prepared::Component(pre) => {
-                component::instantiate_only(&self.runtime, pre, &self.caps, &limits).await
+                component::instantiate_only(pre, &self.caps, &limits).await
             }
             Prepared::Command(pre) => {
-                wasi_command::instantiate_only(&self.runtime, pre, &limits).await
+                wasi_command::instantiate_only(pre, &limits).await
             }
         };
         result.map_err(|e| {
@@ -222,7 +221,7 @@ impl Agent {
                 }
                 let max = self.spec.max_invocations.unwrap_or(DEFAULT_MAX_INVOCATIONS);
                 let (result, again) =
-                    component::invoke(&self.runtime, pre, &self.caps, &limits, inv, kept, max)
+                    component::invoke(pre, &self.caps, &limits, inv, kept, max)
                         .await;
                 if let Some(k) = again {
                     self.kept().push(k);
@@ -230,12 +229,12 @@ impl Agent {
                 result
             }
             Prepared::Component(pre) => {
-                component::invoke(&self.runtime, pre, &self.caps, &limits, inv, None, 1)
+                component::invoke(pre, &self.caps, &limits, inv, None, 1)
                     .await
                     .0
             }
             Prepared::Command(pre) => {
-                wasi_command::invoke(&self.runtime, pre, &self.caps, &self.spec, &limits, inv).await
+                wasi_command::invoke(pre, &self.caps, &self.spec, &limits, inv).await
             }
         }
     }

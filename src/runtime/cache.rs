@@ -23,25 +23,25 @@ pub struct CacheStats {
     pub rejected: AtomicU64,
 }
 
+/// The cache of one state dir, for every engine of the node: each entry is named by
+/// the module's digest and its engine's key (the hex digest of the engine's
+/// compatibility hash: a new wasmtime, other settings such as fuel, or another CPU
+/// give other file names).
 pub struct CompiledCache {
     dir: PathBuf,
-    /// Hex digest of the engine's compatibility hash: a new wasmtime, other
-    /// settings or another CPU give other file names.
-    engine_key: String,
     pub stats: CacheStats,
 }
 
 impl CompiledCache {
-    pub fn new(dir: PathBuf, engine_key: String) -> Self {
+    pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            engine_key,
             stats: CacheStats::default(),
         }
     }
 
-    fn entry(&self, digest: &str) -> (PathBuf, PathBuf) {
-        let base = format!("{digest}-{}", self.engine_key);
+    fn entry(&self, digest: &str, engine_key: &str) -> (PathBuf, PathBuf) {
+        let base = format!("{digest}-{engine_key}");
         (
             self.dir.join(format!("{base}.cwasm")),
             self.dir.join(format!("{base}.sha256")),
@@ -51,14 +51,14 @@ impl CompiledCache {
     /// The compiled bytes for `digest`, read once and checked against their
     /// checksum: the caller deserializes exactly these bytes, so a file swapped
     /// after the check cannot slip in.
-    pub fn lookup(&self, digest: &str) -> Option<Vec<u8>> {
-        let (path, sum) = self.entry(digest);
+    pub fn lookup(&self, digest: &str, engine_key: &str) -> Option<Vec<u8>> {
+        let (path, sum) = self.entry(digest, engine_key);
         let expected = std::fs::read_to_string(&sum).ok()?;
         let bytes = std::fs::read(&path).ok()?;
         if hex::encode(Sha256::digest(&bytes)) != expected.trim() {
             tracing::warn!(path = %path.display(), "compiled cache entry fails its checksum; recompiling");
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            self.remove(digest);
+            self.remove_entry(digest, engine_key);
             return None;
         }
         Some(bytes)
@@ -66,17 +66,31 @@ impl CompiledCache {
 
     /// Stores compiled bytes: checksum first, then the entry, each by rename, so a
     /// crash in between leaves an entry that fails its check, not one that passes.
-    pub fn store(&self, digest: &str, compiled: &[u8]) -> std::io::Result<()> {
+    pub fn store(&self, digest: &str, engine_key: &str, compiled: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let (path, sum) = self.entry(digest);
+        let (path, sum) = self.entry(digest, engine_key);
         write_atomically(&sum, hex::encode(Sha256::digest(compiled)).as_bytes())?;
         write_atomically(&path, compiled)
     }
 
-    pub fn remove(&self, digest: &str) {
-        let (path, sum) = self.entry(digest);
+    /// Removes one engine's entry for `digest`.
+    pub fn remove_entry(&self, digest: &str, engine_key: &str) {
+        let (path, sum) = self.entry(digest, engine_key);
         let _ = std::fs::remove_file(path);
         let _ = std::fs::remove_file(sum);
+    }
+
+    /// Removes every engine's entry for `digest` (the module was undeployed).
+    pub fn remove(&self, digest: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let prefix = format!("{digest}-");
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {

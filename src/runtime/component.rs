@@ -13,7 +13,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::agent::{
     AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify, within_deadline,
 };
-use super::engine::Runtime;
 use crate::host::Capabilities;
 use crate::host::log::InvocationLog;
 
@@ -84,7 +83,7 @@ pub fn prepare(linker: &Linker<ComponentState>, component: &Component) -> Result
 const STDERR_CAPACITY: usize = 16 << 10;
 
 fn new_store(
-    runtime: &Runtime,
+    engine: &wasmtime::Engine,
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
     stderr: Option<MemoryOutputPipe>,
@@ -101,7 +100,7 @@ fn new_store(
     }
     let wasi = builder.build();
     let mut store = Store::new(
-        runtime.engine(),
+        engine,
         ComponentState {
             wasi,
             table: ResourceTable::new(),
@@ -120,12 +119,11 @@ fn new_store(
 
 /// Instantiates once without calling anything (a load-time check).
 pub(crate) async fn instantiate_only(
-    runtime: &Runtime,
     pre: &Pre,
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
 ) -> Result<(), AgentError> {
-    let mut store = new_store(runtime, caps, limits, None)?;
+    let mut store = new_store(pre.instance_pre().engine(), caps, limits, None)?;
     let hit = store.data().limiter.hit.clone();
     within_deadline(limits, pre.instantiate_async(&mut store))
         .await
@@ -167,7 +165,6 @@ pub(crate) struct Kept {
 /// messages, and has stderr room left. A trap, a timeout or a refused memory grow
 /// ends it: its state is not to be trusted after that.
 pub(crate) async fn invoke(
-    runtime: &Runtime,
     pre: &Pre,
     caps: &Arc<Capabilities>,
     limits: &RunLimits,
@@ -190,7 +187,7 @@ pub(crate) async fn invoke(
         }
         None => {
             let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-            let mut store = match new_store(runtime, caps, limits, Some(stderr.clone())) {
+            let mut store = match new_store(pre.instance_pre().engine(), caps, limits, Some(stderr.clone())) {
                 Ok(store) => store,
                 Err(e) => return (Err(e), None),
             };

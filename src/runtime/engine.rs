@@ -1,6 +1,7 @@
-//! The one wasmtime `Engine`, set up in one place: epoch interruption with a ticker
-//! thread that ends with the engine, fuel, a pooling allocator sized from the node's
+//! The wasmtime engines, set up in one place: epoch interruption with a ticker
+//! thread that ends with the engine, a pooling allocator sized from the node's
 //! limits with copy-on-write memory images, and the linkers for both agent kinds.
+//! Fuel metering only on a second engine, for the agents that ask for fuel.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,18 +57,20 @@ pub struct Loaded {
     pub cache_hit: bool,
 }
 
-/// The engine and what every agent shares.
-pub struct Runtime {
+/// One engine with its linkers: the node has one without fuel metering, and one
+/// with it for the agents whose spec sets `fuel`, made on first use. Fuel checks
+/// are compiled into the code (a counter decremented in every loop and call), so
+/// agents that do not ask for fuel must not pay for them.
+struct Flavor {
     engine: Engine,
     component_linker: wasmtime::component::Linker<ComponentState>,
     command_linker: wasmtime::Linker<CommandState>,
-    cache: Option<CompiledCache>,
-    /// "cranelift" or "pulley" (the interpreter used where Cranelift has no backend).
-    compiler: &'static str,
+    /// Names this engine's entries in the compiled-code cache.
+    key: String,
 }
 
-impl Runtime {
-    pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
+impl Flavor {
+    fn new(opts: &EngineOptions, fuel: bool) -> Result<Self> {
         let slots = opts.pool_slots.max(1);
         let max_memory = usize::try_from(opts.max_memory).unwrap_or(usize::MAX);
         let mut pool = PoolingAllocationConfig::new();
@@ -94,9 +97,15 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .consume_fuel(true)
-            .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .consume_fuel(fuel)
+            .memory_init_cow(true);
+        if fuel && cfg!(target_pointer_width = "32") {
+            // A second pool would double the address space reserved up front, which
+            // a 32-bit process has little of: fuel-metered agents allocate on demand.
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        } else {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         if cfg!(target_pointer_width = "32") {
             // wasmtime reserves 4 GiB (+ guards) of address space per memory slot on
             // 64-bit hosts, which a 32-bit process cannot: reserve only what an
@@ -110,32 +119,54 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot set up the wasm engine (pool too large for this host? lower limits.pool_slots or limits.max_memory)")?;
         start_epoch_ticker(&engine);
-
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         component::add_to_linker(&mut component_linker)?;
         let mut command_linker = wasmtime::Linker::new(&engine);
         wasi_command::add_to_linker(&mut command_linker)?;
+        Ok(Self {
+            key: engine_key(&engine),
+            engine,
+            component_linker,
+            command_linker,
+        })
+    }
+}
 
-        let cache = opts
-            .cache_dir
-            .clone()
-            .map(|dir| CompiledCache::new(dir, engine_key(&engine)));
-        let compiler = if engine.is_pulley() {
+/// The engines and what every agent shares.
+pub struct Runtime {
+    /// Without fuel metering: every agent whose spec does not set `fuel`.
+    plain: Flavor,
+    /// With fuel metering, made when the first agent with `fuel` loads.
+    fueled: std::sync::OnceLock<Flavor>,
+    /// Serialises making `fueled` (an engine reserves its pool up front).
+    making_fueled: std::sync::Mutex<()>,
+    opts: EngineOptions,
+    cache: Option<CompiledCache>,
+    /// "cranelift" or "pulley" (the interpreter used where Cranelift has no backend).
+    compiler: &'static str,
+}
+
+impl Runtime {
+    pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
+        let plain = Flavor::new(opts, false)?;
+        let compiler = if plain.engine.is_pulley() {
             "pulley"
         } else {
             "cranelift"
         };
         Ok(Arc::new(Self {
-            engine,
-            component_linker,
-            command_linker,
-            cache,
+            plain,
+            fueled: std::sync::OnceLock::new(),
+            making_fueled: std::sync::Mutex::new(()),
+            cache: opts.cache_dir.clone().map(CompiledCache::new),
+            opts: opts.clone(),
             compiler,
         }))
     }
 
+    /// The engine of agents without fuel.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.plain.engine
     }
 
     pub fn compiler(&self) -> &'static str {
@@ -146,8 +177,31 @@ impl Runtime {
         self.cache.as_ref()
     }
 
+    /// The engine for agents with (`fuel`) or without fuel metering.
+    fn flavor(&self, fuel: bool) -> Result<&Flavor, AgentError> {
+        if !fuel {
+            return Ok(&self.plain);
+        }
+        if let Some(f) = self.fueled.get() {
+            return Ok(f);
+        }
+        let _making = self.making_fueled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = self.fueled.get() {
+            return Ok(f);
+        }
+        let made = Flavor::new(&self.opts, true).map_err(|e| {
+            AgentError::new(
+                "engine",
+                format!("cannot set up the fuel-metered wasm engine: {e:#}"),
+            )
+        })?;
+        Ok(self.fueled.get_or_init(|| made))
+    }
+
     /// Validates, compiles (or loads from the cache) and links module bytes.
-    pub fn prepare(&self, bytes: &[u8]) -> Result<Loaded, AgentError> {
+    /// With `fuel`, on the engine that meters it.
+    pub fn prepare(&self, bytes: &[u8], fuel: bool) -> Result<Loaded, AgentError> {
+        let flavor = self.flavor(fuel)?;
         let kind = ModuleKind::detect(bytes).ok_or_else(|| {
             AgentError::invalid_module(format!(
                 "not a WebAssembly module or component ({} bytes, starting {:02x?})",
@@ -160,29 +214,31 @@ impl Runtime {
             ModuleKind::Component => {
                 let (c, hit) = self.compiled(
                     &digest,
-                    || wasmtime::component::Component::new(&self.engine, bytes),
+                    &flavor.key,
+                    || wasmtime::component::Component::new(&flavor.engine, bytes),
                     |c| c.serialize(),
                     // SAFETY: the cache hands back only bytes whose checksum matches
                     // what we wrote from `serialize` (see cache.rs).
                     |bytes| unsafe {
-                        wasmtime::component::Component::deserialize(&self.engine, bytes)
+                        wasmtime::component::Component::deserialize(&flavor.engine, bytes)
                     },
                 )?;
                 (
-                    Prepared::Component(component::prepare(&self.component_linker, &c)?),
+                    Prepared::Component(component::prepare(&flavor.component_linker, &c)?),
                     hit,
                 )
             }
             ModuleKind::WasiCommand => {
                 let (m, hit) = self.compiled(
                     &digest,
-                    || wasmtime::Module::new(&self.engine, bytes),
+                    &flavor.key,
+                    || wasmtime::Module::new(&flavor.engine, bytes),
                     |m| m.serialize(),
                     // SAFETY: as above.
-                    |bytes| unsafe { wasmtime::Module::deserialize(&self.engine, bytes) },
+                    |bytes| unsafe { wasmtime::Module::deserialize(&flavor.engine, bytes) },
                 )?;
                 (
-                    Prepared::Command(wasi_command::prepare(&self.command_linker, &m)?),
+                    Prepared::Command(wasi_command::prepare(&flavor.command_linker, &m)?),
                     hit,
                 )
             }
@@ -200,13 +256,14 @@ impl Runtime {
     fn compiled<T>(
         &self,
         digest: &str,
+        engine_key: &str,
         compile: impl FnOnce() -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
         deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
     ) -> Result<(T, bool), AgentError> {
         use std::sync::atomic::Ordering::Relaxed;
         if let Some(cache) = &self.cache
-            && let Some(bytes) = cache.lookup(digest)
+            && let Some(bytes) = cache.lookup(digest, engine_key)
         {
             match deserialize(&bytes) {
                 Ok(t) => {
@@ -217,7 +274,7 @@ impl Runtime {
                 Err(e) => {
                     cache.stats.rejected.fetch_add(1, Relaxed);
                     tracing::warn!(%digest, "compiled cache entry unusable ({e}); recompiling");
-                    cache.remove(digest);
+                    cache.remove_entry(digest, engine_key);
                 }
             }
         }
@@ -230,7 +287,7 @@ impl Runtime {
             cache.stats.misses.fetch_add(1, Relaxed);
             match serialize(&t) {
                 Ok(bytes) => {
-                    if let Err(e) = cache.store(digest, &bytes) {
+                    if let Err(e) = cache.store(digest, engine_key, &bytes) {
                         tracing::warn!(dir = %cache.dir().display(), "cannot write the compiled cache: {e}");
                     }
                 }

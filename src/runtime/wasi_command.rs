@@ -14,7 +14,6 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use super::agent::{
     AgentError, Invocation, Limiter, RunLimits, arm_store, check_output, classify, within_deadline,
 };
-use super::engine::Runtime;
 use crate::host::Capabilities;
 use crate::host::fs::DirGrant;
 use crate::host::log::InvocationLog;
@@ -65,7 +64,7 @@ struct Run<'a> {
 }
 
 fn new_store(
-    runtime: &Runtime,
+    engine: &wasmtime::Engine,
     limits: &RunLimits,
     run: Run<'_>,
 ) -> Result<Store<CommandState>, AgentError> {
@@ -89,7 +88,7 @@ fn new_store(
         b.envs(&env);
     }
     let mut store = Store::new(
-        runtime.engine(),
+        engine,
         CommandState {
             wasi: b.build_p1(),
             limiter: Limiter::new(limits.memory),
@@ -102,12 +101,11 @@ fn new_store(
 
 /// Instantiates once without running `_start` (a load-time check).
 pub(crate) async fn instantiate_only(
-    runtime: &Runtime,
     pre: &Pre,
     limits: &RunLimits,
 ) -> Result<(), AgentError> {
     let mut store = new_store(
-        runtime,
+        pre.module().engine(),
         limits,
         Run {
             spec: None,
@@ -125,7 +123,6 @@ pub(crate) async fn instantiate_only(
 }
 
 pub(crate) async fn invoke(
-    runtime: &Runtime,
     pre: &Pre,
     caps: &Arc<Capabilities>,
     spec: &AgentSpec,
@@ -136,7 +133,7 @@ pub(crate) async fn invoke(
     let stdout = MemoryOutputPipe::new(limits.max_output.saturating_add(1));
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let mut store = new_store(
-        runtime,
+        pre.module().engine(),
         limits,
         Run {
             spec: Some((spec, &caps.dirs)),
