@@ -107,8 +107,11 @@ struct Running {
     dispatch: Dispatch,
     /// The deployment's version (0: static or `run-agent`).
     version: u64,
-    /// The task that receives the agent's messages; aborting it unsubscribes.
+    /// The task that receives the agent's messages and owns its invocation tasks.
     serve: tokio::task::JoinHandle<()>,
+    /// Tells `serve` to stop: unsubscribe, answer what waits with `agent_stopped`,
+    /// let what runs finish within its deadline.
+    stop: tokio::sync::oneshot::Sender<()>,
     /// The agent's timer, when its spec has a schedule; aborting it stops the
     /// ticks (a run in progress completes).
     timer: Option<TimerTask>,
@@ -118,11 +121,14 @@ struct Running {
 type TimerTask = (Arc<TimerState>, tokio::task::JoinHandle<()>);
 
 impl Running {
-    fn abort(&self) {
-        self.serve.abort();
+    /// Stops the agent; the handle ends once its last invocation has (within the
+    /// agent's deadline).
+    fn stop(self) -> tokio::task::JoinHandle<()> {
+        let _ = self.stop.send(());
         if let Some((_, task)) = &self.timer {
             task.abort();
         }
+        self.serve
     }
 }
 
@@ -481,6 +487,7 @@ impl AgentPool {
         };
         let subscriptions = self.subscribe(&agent).await?;
         let timer = self.start_timer(&dispatch)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
         let serve = tokio::spawn(serve(
             subscriptions,
             dispatch.clone(),
@@ -488,6 +495,7 @@ impl AgentPool {
                 max_bytes: self.limits.max_pending_bytes,
                 max_queued: self.limits.max_queued.max(1) as usize,
             },
+            stopped,
         ));
         let old = self
             .running
@@ -501,12 +509,14 @@ impl AgentPool {
                     dispatch,
                     version,
                     serve,
+                    stop,
                     timer,
                 },
             );
         if let Some(old) = old {
-            old.abort();
             tracing::info!(agent = %name, old = %old.agent.digest, new = %agent.digest, "agent replaced");
+            // The new version serves already; the old one finishes what it runs.
+            drop(old.stop());
         }
         self.changed.send_modify(|n| *n += 1);
         Ok(agent)
@@ -559,7 +569,9 @@ impl AgentPool {
         Ok(subs)
     }
 
-    /// Stops serving an agent; in-flight invocations complete.
+    /// Stops serving an agent. Returns once its invocations in flight have
+    /// completed (or were cut at their deadline); messages that waited for an
+    /// instance are answered `agent_stopped`.
     pub async fn stop(&self, name: &str) -> bool {
         let removed = self
             .running
@@ -572,7 +584,7 @@ impl AgentPool {
             .remove(name);
         match removed {
             Some(r) => {
-                r.abort();
+                let _ = r.stop().await;
                 self.changed.send_modify(|n| *n += 1);
                 self.event(
                     "agent_stopped",
@@ -596,9 +608,8 @@ impl AgentPool {
             .keys()
             .cloned()
             .collect();
-        for name in names {
-            self.stop(&name).await;
-        }
+        // At once: each waits for its agent's invocations in flight.
+        futures::future::join_all(names.iter().map(|name| self.stop(name))).await;
     }
 
     pub fn counts(&self) -> AgentCounts {
@@ -848,17 +859,30 @@ impl AgentPool {
 /// messages of 0.9 MB took the node from 67 to 181 MiB), a message is refused with
 /// `busy` at once and counted (`refused_busy` in `agents` and heartbeats): a burst
 /// loses nothing silently.
-async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, room: Room) {
+///
+/// Its invocation tasks are its own: when told to stop (or when its subscriptions
+/// end) it unsubscribes, answers every queued message `agent_stopped`, and waits for
+/// what runs to finish, at most the agent's deadline and a second, before it cuts
+/// the rest. Nothing of an agent outlives its `serve`.
+async fn serve(
+    subscriptions: Vec<async_nats::Subscriber>,
+    dispatch: Dispatch,
+    room: Room,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let slots = dispatch.agent.spec.limits.max_concurrency.max(1) as usize * DISPATCH_PER_INSTANCE;
     let slots = Arc::new(tokio::sync::Semaphore::new(slots));
     let pending = Arc::new(AtomicU64::new(0));
     let dispatch = Arc::new(dispatch);
     let mut queue = std::collections::VecDeque::new();
     let mut messages = futures::stream::select_all(subscriptions);
-    let run = |msg: Message, slot: tokio::sync::OwnedSemaphorePermit| {
+    let mut tasks = tokio::task::JoinSet::new();
+    let run = |tasks: &mut tokio::task::JoinSet<()>,
+               msg: Message,
+               slot: tokio::sync::OwnedSemaphorePermit| {
         let (d, pending) = (dispatch.clone(), pending.clone());
         let size = msg.payload.len() as u64;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             d.handle(msg).await;
             pending.fetch_sub(size, Relaxed);
             drop(slot);
@@ -867,14 +891,16 @@ async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, r
     loop {
         tokio::select! {
             biased;
+            _ = &mut stopped => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             slot = slots.clone().acquire_owned(), if !queue.is_empty() => {
                 let (Ok(slot), Some(msg)) = (slot, queue.pop_front()) else {
-                    return;
+                    break;
                 };
-                run(msg, slot);
+                run(&mut tasks, msg, slot);
             }
             msg = messages.next() => {
-                let Some(msg) = msg else { return };
+                let Some(msg) = msg else { break };
                 let size = msg.payload.len() as u64;
                 if queue.len() >= room.max_queued {
                     let why = format!("{} messages wait for an instance already (limits.max_queued)", room.max_queued);
@@ -888,11 +914,36 @@ async fn serve(subscriptions: Vec<async_nats::Subscriber>, dispatch: Dispatch, r
                 }
                 pending.fetch_add(size, Relaxed);
                 match slots.clone().try_acquire_owned() {
-                    Ok(slot) if queue.is_empty() => run(msg, slot),
+                    Ok(slot) if queue.is_empty() => run(&mut tasks, msg, slot),
                     _ => queue.push_back(msg),
                 }
             }
         }
+    }
+    // Messages waiting for an instance are answered `agent_stopped` at once.
+    dispatch.agent.close();
+    // Unsubscribe first: what the server still has for the queue group goes to the
+    // agent's other instances in the fleet, not to this stopping one. What was
+    // delivered already, and what waited for an instance, is answered.
+    for sub in messages.iter_mut() {
+        let _ = sub.unsubscribe().await;
+    }
+    for msg in queue.drain(..) {
+        dispatch.refuse_stopped(msg).await;
+    }
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(50), messages.next()).await
+    {
+        dispatch.refuse_stopped(msg).await;
+    }
+    drop(messages);
+    let name = dispatch.agent.spec.name.clone();
+    let grace =
+        Duration::from_millis(dispatch.agent.spec.limits.timeout_ms) + Duration::from_secs(1);
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(agent = %name, left = tasks.len(), ?grace, "invocations still running after the agent stopped; cut");
+        tasks.shutdown().await;
     }
 }
 
@@ -994,6 +1045,19 @@ impl Dispatch {
     /// Turns a message away because the agent holds too many messages or bytes
     /// already (`why` says which): a `busy` reply when one is expected, a count
     /// either way.
+    /// Answers a message that waited in the queue when its agent stopped.
+    async fn refuse_stopped(&self, msg: Message) {
+        let Some(reply) = msg.reply else { return };
+        let stopped = AgentError::new(
+            "agent_stopped",
+            format!(
+                "agent {} stopped before it ran this message",
+                self.agent.spec.name
+            ),
+        );
+        self.reply(reply, &Err(stopped)).await;
+    }
+
     async fn refuse_busy(&self, msg: Message, why: &str) {
         self.stats.refused_busy.fetch_add(1, Relaxed);
         self.total_refused.fetch_add(1, Relaxed);

@@ -47,7 +47,7 @@ impl AgentError {
     /// Does this failure count towards backing the agent off? The agent's own
     /// `Err` answers and a busy node do not: they are not the agent misbehaving.
     pub fn is_fault(&self) -> bool {
-        !matches!(self.code, "agent_error" | "busy")
+        !matches!(self.code, "agent_error" | "busy" | "agent_stopped")
     }
 }
 
@@ -141,12 +141,8 @@ impl Agent {
     async fn try_instantiate(&self) -> Result<(), AgentError> {
         let limits = self.limits();
         let result = match &self.prepared {
-            Prepared::Component(pre) => {
-                component::instantiate_only(pre, &self.caps, &limits).await
-            }
-            Prepared::Command(pre) => {
-                wasi_command::instantiate_only(pre, &limits).await
-            }
+            Prepared::Component(pre) => component::instantiate_only(pre, &self.caps, &limits).await,
+            Prepared::Command(pre) => wasi_command::instantiate_only(pre, &limits).await,
         };
         result.map_err(|e| {
             AgentError::new(
@@ -188,6 +184,12 @@ impl Agent {
         self.caps.log.dropped()
     }
 
+    /// Stops taking messages: those waiting for an instance (and any later ones) are
+    /// answered `agent_stopped` at once; invocations running go on to their end.
+    pub fn close(&self) {
+        self.permits.close();
+    }
+
     /// Runs one message in a fresh instance, or a kept one (warm).
     pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, AgentError> {
         // A free instance is the common case: no timer for it.
@@ -197,7 +199,16 @@ impl Agent {
             None => {
                 match tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
-                    _ => {
+                    Ok(Err(_closed)) => {
+                        return Err(AgentError::new(
+                            "agent_stopped",
+                            format!(
+                                "agent {} stopped before it ran this message",
+                                self.spec.name
+                            ),
+                        ));
+                    }
+                    Err(_) => {
                         return Err(AgentError::new(
                             "busy",
                             format!(
@@ -221,8 +232,7 @@ impl Agent {
                 }
                 let max = self.spec.max_invocations.unwrap_or(DEFAULT_MAX_INVOCATIONS);
                 let (result, again) =
-                    component::invoke(pre, &self.caps, &limits, inv, kept, max)
-                        .await;
+                    component::invoke(pre, &self.caps, &limits, inv, kept, max).await;
                 if let Some(k) = again {
                     self.kept().push(k);
                 }

@@ -187,7 +187,12 @@ pub(crate) async fn invoke(
         }
         None => {
             let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-            let mut store = match new_store(pre.instance_pre().engine(), caps, limits, Some(stderr.clone())) {
+            let mut store = match new_store(
+                pre.instance_pre().engine(),
+                caps,
+                limits,
+                Some(stderr.clone()),
+            ) {
                 Ok(store) => store,
                 Err(e) => return (Err(e), None),
             };

@@ -100,10 +100,7 @@ fn new_store(
 }
 
 /// Instantiates once without running `_start` (a load-time check).
-pub(crate) async fn instantiate_only(
-    pre: &Pre,
-    limits: &RunLimits,
-) -> Result<(), AgentError> {
+pub(crate) async fn instantiate_only(pre: &Pre, limits: &RunLimits) -> Result<(), AgentError> {
     let mut store = new_store(
         pre.module().engine(),
         limits,

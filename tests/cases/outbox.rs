@@ -312,14 +312,17 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), kept.len(), "{policy}: duplicates");
-        // Results are recorded in completion order (invocations run concurrently),
-        // so "oldest" is by recording, not by message number: check that the kept
-        // ones are the late (drop_oldest) or the early (reject_new) messages.
-        let median: u32 = sorted[sorted.len() / 2][1..].parse().unwrap();
+        // Results are recorded in completion order (invocations run concurrently,
+        // and on a loaded machine some late messages are answered `busy`, whose
+        // records have no output), so "oldest" is by recording, not by message
+        // number: drop_oldest lost the first messages and kept late ones; reject_new
+        // kept the first and refused the late ones.
+        let number = |s: &String| s[1..].parse::<u32>().unwrap();
+        let (first, last) = (number(&sorted[0]), number(&sorted[sorted.len() - 1]));
         if keeps_newest {
-            assert!(median > 150, "{policy}: kept {sorted:?}");
+            assert!(first > 0 && last >= 200, "{policy}: kept {sorted:?}");
         } else {
-            assert!(median < 150, "{policy}: kept {sorted:?}");
+            assert!(first == 0 && last < 200, "{policy}: kept {sorted:?}");
         }
         // The drops were reported as an event once the link was back.
         let client = async_nats::connect(&hub_url).await.unwrap();

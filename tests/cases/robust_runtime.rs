@@ -585,3 +585,121 @@ async fn warm_instances_are_kept_recycled_and_replaced_after_a_fault() {
     let why = cmd.error.unwrap_or_default();
     assert!(why.contains("warm instances need a component"), "{why}");
 }
+
+/// Issue 15: an agent's invocations stop with it. Undeploying an agent whose one
+/// instance is busy lets that invocation finish (its reply and its result record
+/// arrive) and answers at once, with `agent_stopped`, the messages that waited for an
+/// instance, instead of leaving their requesters to time out.
+#[tokio::test]
+async fn stopping_an_agent_finishes_what_runs_and_answers_what_waits() {
+    let node = crate::cases::shipping::TrustingNode::start("stopper").await;
+    let hub = async_nats::connect(&node.hub_url).await.unwrap();
+    let key = node.key.display().to_string();
+    let wasm = agent_wasm("hostile").display().to_string();
+    let (ok, text) = crate::cases::shipping::deploy(
+        &node.hub_url,
+        &[
+            wasm.as_str(),
+            "--name",
+            "slow",
+            "--trigger",
+            "stopper.slow",
+            "--node",
+            "stopper",
+            "--key",
+            &key,
+            "--max-concurrency",
+            "1",
+            "--timeout",
+            "20s",
+        ],
+    )
+    .await;
+    assert!(ok, "{text}");
+    serving(&hub, "stopper.slow", "echo:up").await;
+    let mut results = hub.subscribe("edgeleaf.res.stopper.slow").await.unwrap();
+    hub.flush().await.unwrap();
+
+    // One runs (8 s in the host); three clients keep a message waiting for the only
+    // instance (each is answered `busy` after a second and sends the next) until the
+    // agent stops.
+    let running = {
+        let hub = hub.clone();
+        tokio::spawn(
+            async move { crate::harness::request(&hub, "stopper.slow", "sleep:8000").await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting: Vec<_> = (0..3)
+        .map(|i| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                loop {
+                    let started = std::time::Instant::now();
+                    let reply = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        hub.request("stopper.slow", format!("echo:{i}").into()),
+                    )
+                    .await
+                    .expect("a waiting message was never answered");
+                    let took = started.elapsed();
+                    let code = match &reply {
+                        Ok(msg) => msg
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(edgeleaf::protocol::ERROR_HEADER))
+                            .map(|v| v.to_string()),
+                        // Unsubscribed: nobody serves the trigger any more.
+                        Err(_) => return (None, took),
+                    };
+                    if code.as_deref() != Some("busy") {
+                        return (code, took);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out =
+        crate::harness::cli(&["undeploy", "slow", "--node", "stopper", "-s", &node.hub_url]).await;
+    assert!(out.status.success(), "{out:?}");
+
+    let mut stopped = 0;
+    for w in waiting {
+        let (code, took) = w.await.unwrap();
+        if code.as_deref() == Some("agent_stopped") {
+            stopped += 1;
+            assert!(took < Duration::from_secs(2), "answered after {took:?}");
+        } else {
+            assert_eq!(code, None, "neither stopped nor unsubscribed");
+        }
+    }
+    assert!(
+        stopped >= 1,
+        "no waiting message was answered agent_stopped"
+    );
+    let done = running.await.unwrap();
+    assert_eq!(
+        done.payload.as_ref(),
+        b"slept",
+        "the running invocation completed"
+    );
+    // Its result was recorded as for any other invocation.
+    let record = tokio::time::timeout(Duration::from_secs(30), async {
+        use futures::StreamExt;
+        while let Some(msg) = results.next().await {
+            if let Ok(r) = serde_json::from_slice::<edgeleaf::protocol::ResultRecord>(&msg.payload)
+                && r.output.as_deref() == Some("slept")
+            {
+                return r;
+            }
+        }
+        panic!("results subscription ended");
+    })
+    .await
+    .expect("no result record of sleep:8000 within 30s");
+    assert!(record.ok);
+    // And nothing of the agent remains.
+    let rows: Vec<AgentInfo> = control(&hub, "stopper", "agents").await;
+    assert!(rows.iter().all(|a| a.name != "slow"), "{rows:?}");
+}
