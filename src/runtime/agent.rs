@@ -315,8 +315,17 @@ impl wasmtime::ResourceLimiter for Limiter {
 /// Applies fuel and the wall-clock deadline to a fresh store. The epoch callback
 /// yields the thread every tick (a busy agent does not starve the node's other
 /// tasks) and traps with `Interrupt` once the deadline has passed.
+///
+/// Fuel is set only for an agent that has it, which runs on the fuel-metering
+/// engine: on the other engine `set_fuel` fails, and building that error (with a
+/// backtrace when RUST_BACKTRACE is set) would cost more than the call itself.
 pub(crate) fn arm_store<T: Send + 'static>(store: &mut Store<T>, limits: &RunLimits) {
-    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    if let Some(fuel) = limits.fuel
+        && let Err(e) = store.set_fuel(fuel)
+    {
+        // Cannot happen: agents with fuel are prepared on the fuel-metering engine.
+        tracing::error!("cannot set the fuel of an instance: {e}");
+    }
     let deadline = Instant::now() + limits.timeout;
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
