@@ -42,6 +42,10 @@ const FAULTS_BEFORE_BACKOFF: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Messages admitted into the node per instance an agent may run (see `serve`).
 const DISPATCH_PER_INSTANCE: usize = 64;
+/// Longest a stopping agent's invocations may take to finish, whatever their
+/// deadline (an agent may wait minutes for a device): a node stops within
+/// systemd's stop timeout, an undeploy does not hold up the reconciler.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Counters of one agent, shared by its invocations.
 #[derive(Default)]
@@ -862,8 +866,9 @@ impl AgentPool {
 ///
 /// Its invocation tasks are its own: when told to stop (or when its subscriptions
 /// end) it unsubscribes, answers every queued message `agent_stopped`, and waits for
-/// what runs to finish, at most the agent's deadline and a second, before it cuts
-/// the rest. Nothing of an agent outlives its `serve`.
+/// what runs to finish, at most the agent's deadline and a second (and never more
+/// than [`STOP_GRACE`]), before it cuts the rest. Nothing of an agent outlives its
+/// `serve`.
 async fn serve(
     subscriptions: Vec<async_nats::Subscriber>,
     dispatch: Dispatch,
@@ -937,8 +942,9 @@ async fn serve(
     }
     drop(messages);
     let name = dispatch.agent.spec.name.clone();
-    let grace =
-        Duration::from_millis(dispatch.agent.spec.limits.timeout_ms) + Duration::from_secs(1);
+    let grace = (Duration::from_millis(dispatch.agent.spec.limits.timeout_ms)
+        + Duration::from_secs(1))
+    .min(STOP_GRACE);
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
