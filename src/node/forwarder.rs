@@ -91,10 +91,11 @@ pub struct Forwarder {
     pub flush_interval: Duration,
 }
 
-/// Writes the outbox to disk every `every` ([`Outbox::flush`]: what `batch`
-/// durability still holds in memory, then sled), on a blocking thread so the disk
-/// never stalls the executor; once more on shutdown.
-pub async fn keep_flushed(outbox: Arc<Outbox>, every: Duration, mut shutdown: Shutdown) {
+/// Writes the outboxes (the node's outbox and its log store) to disk every `every`
+/// ([`Outbox::flush_all`]: what `batch` durability still holds in memory, then one
+/// sled flush for both), on a blocking thread so the disk never stalls the
+/// executor; once more on shutdown.
+pub async fn keep_flushed(outboxes: Vec<Arc<Outbox>>, every: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,8 +103,11 @@ pub async fn keep_flushed(outbox: Arc<Outbox>, every: Duration, mut shutdown: Sh
             _ = shutdown.recv() => true,
             _ = tick.tick() => false,
         };
-        let o = outbox.clone();
-        match tokio::task::spawn_blocking(move || o.flush()).await {
+        let os = outboxes.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            Outbox::flush_all(&os.iter().map(Arc::as_ref).collect::<Vec<_>>())
+        });
+        match flushed.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("outbox flush failed: {e}"),
             Err(e) => tracing::error!("outbox flush did not finish: {e}"),

@@ -407,12 +407,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(hub_link::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(services::run(state.clone(), client.clone(), group.handle())),
         tokio::spawn(forwarder::keep_flushed(
-            outbox.clone(),
-            state.config.outbox.flush_interval,
-            group.handle(),
-        )),
-        tokio::spawn(forwarder::keep_flushed(
-            log_store.clone(),
+            vec![outbox.clone(), log_store.clone()],
             state.config.outbox.flush_interval,
             group.handle(),
         )),
@@ -510,8 +505,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     crate::host::log::NodeLogLayer::detach();
     // Events of the agents that just stopped included.
-    outbox.flush()?;
-    log_store.flush()?;
+    Outbox::flush_all(&[&outbox, &log_store])?;
     store.flush()?;
     tracing::info!("node stopped");
     Ok(())

@@ -409,18 +409,33 @@ impl Outbox {
     /// Writes what `batch` durability holds in memory to sled, then flushes sled:
     /// afterwards every entry still waiting is on disk. Blocks on disk I/O.
     pub fn flush(&self) -> Result<(), StoreError> {
-        {
-            let mut c = self.counters();
-            if !c.recent.is_empty() {
-                let mut batch = sled::Batch::default();
-                for (seq, v) in &c.recent {
-                    batch.insert(&seq.to_be_bytes(), v.as_slice());
-                }
-                self.entries.apply_batch(batch)?;
-                c.recent.clear();
-            }
+        Self::flush_all(&[self])
+    }
+
+    /// [`flush`](Self::flush) for outboxes of one store (the node's outbox and its
+    /// log store): each writes what it holds in memory, then sled flushes once,
+    /// since one flush writes every tree of the database.
+    pub fn flush_all(outboxes: &[&Outbox]) -> Result<(), StoreError> {
+        for o in outboxes {
+            o.spill()?;
         }
-        self.entries.flush()?;
+        if let Some(o) = outboxes.first() {
+            o.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the entries `batch` durability holds in memory into sled (not flushed).
+    fn spill(&self) -> Result<(), StoreError> {
+        let mut c = self.counters();
+        if !c.recent.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (seq, v) in &c.recent {
+                batch.insert(&seq.to_be_bytes(), v.as_slice());
+            }
+            self.entries.apply_batch(batch)?;
+            c.recent.clear();
+        }
         Ok(())
     }
 
