@@ -20,11 +20,32 @@ fi
 have_nats || { echo "deps: nats-server is still missing after apt-get install" >&2; exit 1; }
 
 GUEST_PACKAGES="rustc-web cargo-web rust-web-src lld wasi-libc clang libclang-rt-14-dev-wasm32"
-if [ "${EDGELEAF_GUESTS:-0}" = 1 ]; then
+if [ "${EDGELEAF_GUESTS:-0}" = 1 ] || [ "${EDGELEAF_GUESTS:-0}" = all ]; then
   if [ -n "$(apt_missing $GUEST_PACKAGES)" ]; then
     echo "deps: installing the wasm guest toolchain: $(apt_missing $GUEST_PACKAGES)" >&2
   fi
   apt_require $GUEST_PACKAGES || exit 1
+fi
+
+# Keep these in step with COMPONENTIZE_PY / COMPONENTIZE_JS in src/cli/project.rs.
+COMPONENTIZE_PY="componentize-py==0.25.1"
+COMPONENTIZE_JS="@bytecodealliance/componentize-js@0.23.0"
+if [ "${EDGELEAF_GUESTS:-0}" = all ]; then
+  tools="${EDGELEAF_TOOLS:-${XDG_DATA_HOME:-$HOME/.local/share}/edgeleaf/tools}"
+  mkdir -p "$tools"
+  if ! "$tools/py/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py ${COMPONENTIZE_PY#*==}"; then
+    echo "deps: installing $COMPONENTIZE_PY into $tools/py" >&2
+    python3 -m venv "$tools/py" 2>/dev/null || { apt_require python3-venv && python3 -m venv "$tools/py"; } || exit 1
+    "$tools/py/bin/pip" install -q "$COMPONENTIZE_PY" ||
+      { echo "deps: pip install $COMPONENTIZE_PY failed" >&2; exit 1; }
+  fi
+  if ! grep -qs "\"version\": \"${COMPONENTIZE_JS##*@}\"" "$tools/js/node_modules/@bytecodealliance/componentize-js/package.json"; then
+    command -v npm >/dev/null 2>&1 || apt_require nodejs npm || exit 1
+    echo "deps: installing $COMPONENTIZE_JS into $tools/js" >&2
+    mkdir -p "$tools/js"
+    (cd "$tools/js" && npm install --no-audit --no-fund --silent --prefix . "$COMPONENTIZE_JS") ||
+      { echo "deps: npm install $COMPONENTIZE_JS failed" >&2; exit 1; }
+  fi
 fi
 
 if [ "${EDGELEAF_BROWSER:-0}" = 1 ]; then

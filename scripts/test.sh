@@ -4,7 +4,7 @@
 # wasm agents built from wasm-agents/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EDGELEAF_GUESTS=1 EDGELEAF_CLIENTS=1 EDGELEAF_BROWSER=1 source scripts/deps.sh
+EDGELEAF_GUESTS=all EDGELEAF_CLIENTS=1 EDGELEAF_BROWSER=1 source scripts/deps.sh
 # The tests run agents built from source in wasm-agents/ (build once per run;
 # cargo makes it quick when nothing changed).
 bash wasm-agents/build.sh

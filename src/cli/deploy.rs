@@ -2,7 +2,7 @@
 //! in the hub's `EDGELEAF_DEPLOYMENTS` bucket, then wait for the online nodes it
 //! targets to report. Offline nodes converge when they return.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -15,6 +15,7 @@ use super::run_agent::AgentOpts;
 use super::{ConnOpts, parse_tag};
 use crate::config::parse_duration;
 use crate::hub;
+use crate::protocol::AgentSpec;
 use crate::protocol::{
     DEPLOYMENTS_BUCKET, DeployStatus, MODULES_BUCKET, NodeStatus, STATUS_BUCKET,
 };
@@ -96,11 +97,11 @@ pub struct DeployArgs {
 
 /// One node's outcome, for `--json`.
 #[derive(Debug, serde::Serialize)]
-struct NodeOutcome {
-    node_id: String,
+pub(crate) struct NodeOutcome {
+    pub node_id: String,
     /// `running`, `rejected`, `failed`, `pending` (offline: converges when it
     /// returns) or `no_report` (online but silent until --wait ran out).
-    state: String,
+    pub state: String,
     version: Option<u64>,
     running_version: Option<u64>,
     error: Option<crate::protocol::ErrorBody>,
@@ -150,89 +151,45 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             recipients
         }
     };
-    let modules = js
-        .get_object_store(MODULES_BUCKET)
-        .await
-        .context("no module store on the hub; run `edgeleaf hub init` first")?;
-    let digest = shipping::modules::digest(&wasm);
-    let bar = progress_bar(wasm.len() as u64);
-    let uploaded = shipping::modules::upload(&modules, &wasm, |n| bar.set_position(n)).await?;
-    bar.finish_and_clear();
-    eprintln!(
-        "module {} ({} bytes) {}",
-        &digest[..12],
-        wasm.len(),
-        if uploaded {
-            "uploaded"
-        } else {
-            "already on the hub"
-        }
-    );
-
-    let bucket = js
-        .get_key_value(DEPLOYMENTS_BUCKET)
-        .await
-        .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
-    let version = match args.set_version {
-        Some(v) => v,
-        None => {
-            let kv_keys: Vec<String> = targets.iter().map(|t| t.key(&agent.name)).collect();
-            let highest = highest_version(&bucket, &agent.name, &kv_keys, key.is_none()).await?;
-            highest.checked_add(1).with_context(|| {
-                format!(
-                    "version {highest} of {} is the highest there is: give --set-version",
-                    agent.name
-                )
-            })?
-        }
-    };
-    let mut keys = Vec::new();
-    let mut written = BTreeSet::new();
+    // Each target's secrets, sealed to the nodes it reaches, before anything is written.
+    let publisher = key
+        .as_ref()
+        .map(|k| k.public().to_string())
+        .unwrap_or_default();
+    let mut sealed = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         let kv_key = target.key(&agent.name);
-        let sealed_secrets = match recipients.get(i) {
-            Some(nodes) => {
-                let publisher = key
-                    .as_ref()
-                    .map(|k| k.public().to_string())
-                    .unwrap_or_default();
-                seal_secrets(&secrets, nodes, &kv_key, &publisher)?
-            }
-            None => Default::default(),
+        let Some(nodes) = recipients.get(i) else {
+            sealed.push(Default::default());
+            continue;
         };
-        if !sealed_secrets.is_empty() && !args.json {
-            let ids: Vec<&str> = recipients[i].iter().map(|(id, _)| id.as_str()).collect();
+        let these = seal_secrets(&secrets, nodes, &kv_key, &publisher)?;
+        if !these.is_empty() && !args.json {
+            let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
             eprintln!(
                 "{} secret(s) for {kv_key} sealed to {}",
                 secrets.len(),
                 ids.join(", ")
             );
         }
-        let spec = DeploymentSpec {
-            agent: agent.clone(),
-            module: ModuleRef {
-                digest: digest.clone(),
-                size: wasm.len() as u64,
-            },
-            version,
-            issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            nonce: format!("{:032x}", rand::random::<u128>()),
-            target: kv_key.clone(),
-            publisher: key.as_ref().map(|k| k.public().to_string()),
-            keep_kv: args.keep_kv,
-            secrets: sealed_secrets,
-        };
-        let sealed = SignedDeployment::seal(&spec, key.as_ref()).to_bytes();
-        written.insert(shipping::modules::digest(&sealed));
-        bucket
-            .put(&kv_key, sealed.into())
-            .await
-            .with_context(|| format!("cannot write deployment {kv_key}"))?;
-        if !args.json {
-            println!("deployed {} version {version} to {kv_key}", agent.name);
-        }
-        keys.push(kv_key);
+        sealed.push(these);
     }
+    let release = Release {
+        agent: &agent,
+        wasm: &wasm,
+        key: key.as_ref(),
+        targets: &targets,
+        set_version: args.set_version,
+        keep_kv: args.keep_kv,
+        sealed,
+        quiet: args.json,
+    };
+    let Written {
+        version,
+        digest,
+        keys,
+        envelopes,
+    } = release.write(&js).await?;
     let outcomes = if args.wait.is_zero() {
         Vec::new()
     } else {
@@ -242,7 +199,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             &targets,
             &agent.name,
             version,
-            &written,
+            &envelopes,
             args.wait,
         )
         .await?
@@ -274,7 +231,116 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     Ok(())
 }
 
-fn print_outcome(o: &NodeOutcome) {
+/// One version of an agent, ready to be written under each of its targets' keys.
+pub(crate) struct Release<'a> {
+    pub agent: &'a AgentSpec,
+    pub wasm: &'a [u8],
+    pub key: Option<&'a SecretKey>,
+    pub targets: &'a [Target],
+    /// Default: one above the highest deployed for this name.
+    pub set_version: Option<u64>,
+    pub keep_kv: bool,
+    /// Each target's sealed secrets (empty, or one map per target, in order).
+    pub sealed: Vec<SealedSecrets>,
+    /// Print nothing on stdout (for `--json`).
+    pub quiet: bool,
+}
+
+/// Secret name -> node id -> sealed value.
+pub(crate) type SealedSecrets = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What [`Release::write`] wrote.
+pub(crate) struct Written {
+    pub version: u64,
+    pub digest: String,
+    /// The bucket keys written, one per target.
+    pub keys: Vec<String>,
+    /// The sha256 of each envelope written, to tell the nodes' reports on them apart.
+    pub envelopes: BTreeSet<String>,
+}
+
+impl Release<'_> {
+    /// Uploads the module (unless the hub has it) and writes one signed deployment
+    /// per target.
+    pub async fn write(self, js: &async_nats::jetstream::Context) -> Result<Written> {
+        let (agent, wasm, key) = (self.agent, self.wasm, self.key);
+        let modules = js
+            .get_object_store(MODULES_BUCKET)
+            .await
+            .context("no module store on the hub; run `edgeleaf hub init` first")?;
+        let digest = shipping::modules::digest(wasm);
+        let bar = progress_bar(wasm.len() as u64);
+        let uploaded = shipping::modules::upload(&modules, wasm, |n| bar.set_position(n)).await?;
+        bar.finish_and_clear();
+        eprintln!(
+            "module {} ({} bytes) {}",
+            &digest[..12],
+            wasm.len(),
+            if uploaded {
+                "uploaded"
+            } else {
+                "already on the hub"
+            }
+        );
+
+        let bucket = js
+            .get_key_value(DEPLOYMENTS_BUCKET)
+            .await
+            .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
+        let version = match self.set_version {
+            Some(v) => v,
+            None => {
+                let kv_keys: Vec<String> =
+                    self.targets.iter().map(|t| t.key(&agent.name)).collect();
+                let highest =
+                    highest_version(&bucket, &agent.name, &kv_keys, key.is_none()).await?;
+                highest.checked_add(1).with_context(|| {
+                    format!(
+                        "version {highest} of {} is the highest there is: give --set-version",
+                        agent.name
+                    )
+                })?
+            }
+        };
+        let mut keys = Vec::new();
+        let mut envelopes = BTreeSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            let kv_key = target.key(&agent.name);
+            let spec = DeploymentSpec {
+                agent: agent.clone(),
+                module: ModuleRef {
+                    digest: digest.clone(),
+                    size: wasm.len() as u64,
+                },
+                version,
+                issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                nonce: format!("{:032x}", rand::random::<u128>()),
+                target: kv_key.clone(),
+                publisher: key.map(|k| k.public().to_string()),
+                keep_kv: self.keep_kv,
+                secrets: self.sealed.get(i).cloned().unwrap_or_default(),
+            };
+            let sealed = SignedDeployment::seal(&spec, key).to_bytes();
+            envelopes.insert(shipping::modules::digest(&sealed));
+            bucket
+                .put(&kv_key, sealed.into())
+                .await
+                .with_context(|| format!("cannot write deployment {kv_key}"))?;
+            if !self.quiet {
+                println!("deployed {} version {version} to {kv_key}", agent.name);
+            }
+            keys.push(kv_key);
+        }
+        Ok(Written {
+            version,
+            digest,
+            keys,
+            envelopes,
+        })
+    }
+}
+
+pub(crate) fn print_outcome(o: &NodeOutcome) {
     let node = &o.node_id;
     match (&o.error, o.state.as_str()) {
         (_, "pending") => println!("{node:<20} pending: offline, converges when it returns"),
@@ -400,7 +466,7 @@ fn seal_secrets(
     nodes: &[(String, String)],
     kv_key: &str,
     publisher: &str,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
+) -> Result<SealedSecrets> {
     secrets
         .iter()
         .map(|(name, value)| {
@@ -456,7 +522,7 @@ async fn highest_version(
 }
 
 /// Waits until every online node the targets select reports on this version.
-async fn wait_for_nodes(
+pub(crate) async fn wait_for_nodes(
     js: &async_nats::jetstream::Context,
     conn: &ConnOpts,
     targets: &[Target],

@@ -5,6 +5,7 @@ mod agents;
 mod context;
 mod dashboard;
 mod deploy;
+mod dev;
 mod discover;
 mod hub;
 mod invoke;
@@ -14,6 +15,7 @@ mod node;
 mod nodes;
 mod outbox;
 mod ping;
+mod project;
 mod run_agent;
 mod up;
 
@@ -179,6 +181,14 @@ pub enum Command {
     Discover(discover::DiscoverArgs),
     /// Send a workload to a location; an agent there with the capability runs it.
     Work(discover::WorkArgs),
+    /// Write a new agent project (Rust, C, Python or JavaScript) that builds on its own.
+    New(project::NewArgs),
+    /// Build the agent project in DIR into DIR/dist/<name>.wasm (its path is the last
+    /// line printed).
+    Build(project::BuildArgs),
+    /// Build, deploy to a node (`edgeleaf up`'s by default), and rebuild and redeploy
+    /// on every change, printing results and log lines until Ctrl-C.
+    Dev(dev::Args),
 }
 
 /// Runs the parsed command.
@@ -211,6 +221,9 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         Command::Discover(args) => discover::discover(args, &cli.conn).await,
         Command::Work(args) => discover::work(args, &cli.conn).await,
+        Command::New(args) => project::new(args),
+        Command::Build(args) => project::build(args),
+        Command::Dev(args) => dev::run(args, &cli.conn).await,
     }
 }
 

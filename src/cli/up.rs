@@ -57,17 +57,17 @@ pub struct Args {
 }
 
 /// Written to `<state-dir>/up.json` once everything answers, for scripts.
-#[derive(Debug, Serialize)]
-struct UpFile {
-    hub_url: String,
-    leaf_url: String,
-    hub_leafnode_url: String,
-    domain: String,
-    node_id: String,
-    state_dir: PathBuf,
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) struct UpFile {
+    pub hub_url: String,
+    pub leaf_url: String,
+    pub hub_leafnode_url: String,
+    pub domain: String,
+    pub node_id: String,
+    pub state_dir: PathBuf,
     /// Secret key the node trusts, for `edgeleaf deploy --key`.
-    publisher_key: PathBuf,
-    pid: u32,
+    pub publisher_key: PathBuf,
+    pub pid: u32,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,4 +1,5 @@
 mod agents;
+mod authoring;
 mod config;
 mod context;
 mod cross;
