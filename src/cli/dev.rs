@@ -25,9 +25,10 @@ pub struct Args {
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// The up.json of the `edgeleaf up` to deploy to: its hub URL, node and publisher
-    /// key, wherever -s, --node and --key do not give them.
-    #[arg(long, value_name = "FILE", default_value = ".edgeleaf/up.json")]
-    up: PathBuf,
+    /// key, wherever -s, --node and --key do not give them. Default: the first
+    /// `.edgeleaf/up.json` in the current directory or one above it.
+    #[arg(long, value_name = "FILE")]
+    up: Option<PathBuf>,
     /// The node to deploy to. Default: up.json's.
     #[arg(long)]
     node: Option<String>,
@@ -114,9 +115,13 @@ async fn cycle(
             reloaded.agent.name
         );
     }
+    let (reloaded, built) = tokio::task::spawn_blocking(move || {
+        let built = reloaded.build();
+        (reloaded, built)
+    })
+    .await?;
     *project = reloaded;
-    let dir = args.dir.clone();
-    let wasm_path = tokio::task::spawn_blocking(move || Project::load(&dir)?.build()).await??;
+    let wasm_path = built?;
     let wasm = std::fs::read(&wasm_path)
         .with_context(|| format!("cannot read {}", wasm_path.display()))?;
     let spec = project.agent.spec();
@@ -164,19 +169,32 @@ async fn cycle(
 
 /// The connection (up.json's hub unless -s is given), the node and the key.
 fn resolve(args: &Args, conn: &ConnOpts) -> Result<(ConnOpts, String, SecretKey)> {
-    let up: Option<UpFile> = match std::fs::read_to_string(&args.up) {
-        Ok(text) => Some(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an up.json", args.up.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.up.display())),
+    let path = match &args.up {
+        Some(path) => Some(path.clone()),
+        None => std::env::current_dir()?
+            .ancestors()
+            .map(|d| d.join(".edgeleaf/up.json"))
+            .find(|p| p.is_file()),
+    };
+    let up: Option<UpFile> = match &path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not an up.json", path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        },
+        None => None,
     };
     let missing = |what: &str| {
+        let looked = match &path {
+            Some(path) => format!("{} does not exist", path.display()),
+            None => "no .edgeleaf/up.json here or in a directory above".to_owned(),
+        };
         anyhow::anyhow!(
-            "no {what}: {} does not exist. Start `edgeleaf up` (in the directory above its \
-             .edgeleaf, or give --up FILE), or give -s URL, --node ID and --key FILE",
-            args.up.display()
+            "no {what}: {looked}. Start `edgeleaf up` (or give --up FILE), or give -s URL, \
+             --node ID and --key FILE"
         )
     };
     let mut conn = conn.clone();

@@ -249,11 +249,13 @@ writes `dist/{name}.wasm` and prints its path as the last line. Toolchain: {tool
 
 ## Run it
 
-On one machine, start a local hub, leaf and node with `edgeleaf up`, then, here:
+On one machine, start a local hub, leaf and node with `edgeleaf up` (here or in a
+directory above), then, here:
 
     edgeleaf dev
 
-builds, deploys to that node with its publisher key, rebuilds and redeploys on every
+builds, deploys to that node with its publisher key (from `.edgeleaf/up.json`; or
+give `--up FILE`), rebuilds and redeploys on every
 change, and prints each invocation's result and log lines until Ctrl-C. Try it from
 another shell:
 

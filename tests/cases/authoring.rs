@@ -203,7 +203,8 @@ async fn the_greeter_example_runs(node: &TrustingNode, name: &str, trigger: &str
 #[tokio::test]
 async fn dev_deploys_follows_edits_and_survives_a_broken_build() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    // dev finds .edgeleaf/up.json in a directory above the project.
+    let state = dir.path().join(".edgeleaf");
     let (hub_port, leaf_port, leafnode_port) = (free_port(), free_port(), free_port());
     let mut up = tokio::process::Command::new(BIN)
         .arg("up")
@@ -231,9 +232,7 @@ async fn dev_deploys_follows_edits_and_survives_a_broken_build() {
     let (out, err) = (dir.path().join("dev.out"), dir.path().join("dev.err"));
     let mut dev = tokio::process::Command::new(BIN)
         .arg("dev")
-        .arg(&project)
-        .arg("--up")
-        .arg(&up_json)
+        .current_dir(&project)
         .env_remove("NATS_URL")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
