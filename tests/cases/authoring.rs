@@ -111,12 +111,17 @@ async fn next_log(sub: &mut async_nats::Subscriber) -> LogLine {
 
 /// `new` → `build` → deploy → invoke, and the log line the template writes.
 async fn a_new_agent_runs_on_a_node(lang: &str, node_id: &'static str) -> TrustingNode {
+    a_new_agent_runs_on(lang, node_id, "").await
+}
+
+/// The same, on a node with `extra` lines in its config.
+async fn a_new_agent_runs_on(lang: &str, node_id: &'static str, extra: &str) -> TrustingNode {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("hello-{lang}");
     let project = new_project(dir.path(), lang, &name).await;
     let wasm = build(&project, &name).await;
 
-    let node = TrustingNode::start(node_id).await;
+    let node = TrustingNode::start_with(node_id, extra).await;
     let hub = async_nats::connect(&node.hub_url).await.unwrap();
     let mut logs = hub
         .subscribe(format!("edgeleaf.log.{node_id}.{name}"))
@@ -154,8 +159,40 @@ async fn python_agents_build_and_run_on_a_node() {
 
 #[tokio::test]
 async fn javascript_agents_build_and_run_on_a_node() {
-    let node = a_new_agent_runs_on_a_node("js", "author-js").await;
+    let (port, hits) = super::devices::tcp_server(false).await;
+    let devices = format!("\n[devices]\nconnect = [\"127.0.0.1:{port}\"]\n");
+    let node = a_new_agent_runs_on("js", "author-js", &devices).await;
     the_greeter_example_runs(&node, "greeter-js", "greet.js").await;
+
+    // An async handle with fetch: outbound HTTP through the connect grant only.
+    let dir = tempfile::tempdir().unwrap();
+    let project = new_project(dir.path(), "js", "fetcher").await;
+    std::fs::write(
+        project.join("app.js"),
+        "export async function handle(msg) {\n\
+         \x20 const res = await fetch(new TextDecoder().decode(msg.payload));\n\
+         \x20 return new TextEncoder().encode(`${res.status} ${await res.text()}`);\n\
+         }\n",
+    )
+    .unwrap();
+    let wasm = build(&project, "fetcher").await;
+    let grant = format!("127.0.0.1:{port}");
+    deploy(&node, &wasm, "fetcher", "fetch.js", &["--connect", &grant]).await;
+    let hub = async_nats::connect(&node.hub_url).await.unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(
+        request_ok(&hub, "fetch.js", &url).await,
+        format!("200 hello from {port}")
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let (other, other_hits) = super::devices::tcp_server(false).await;
+    let reply = crate::harness::request(&hub, "fetch.js", &format!("http://127.0.0.1:{other}/")).await;
+    assert!(
+        reply.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)).is_some(),
+        "an ungranted fetch answered: {:?}",
+        reply.payload
+    );
+    assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// The example in wasm-agents/examples/ uses kv, config, messaging and log.
