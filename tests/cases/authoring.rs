@@ -10,7 +10,7 @@ use edgeleaf::protocol::{ERROR_HEADER, LogLine};
 use futures::StreamExt;
 
 use super::shipping::TrustingNode;
-use crate::harness::{BIN, eventually, free_port, request_ok, signal};
+use crate::harness::{BIN, eventually, request_ok, signal};
 
 /// Runs the CLI with more time than `harness::cli` gives (builds and compiles of
 /// 12-18 MB components take a while on a loaded 2-core machine).
@@ -186,9 +186,14 @@ async fn javascript_agents_build_and_run_on_a_node() {
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     let (other, other_hits) = super::devices::tcp_server(false).await;
-    let reply = crate::harness::request(&hub, "fetch.js", &format!("http://127.0.0.1:{other}/")).await;
+    let reply =
+        crate::harness::request(&hub, "fetch.js", &format!("http://127.0.0.1:{other}/")).await;
     assert!(
-        reply.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)).is_some(),
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(ERROR_HEADER))
+            .is_some(),
         "an ungranted fetch answered: {:?}",
         reply.payload
     );
@@ -242,22 +247,12 @@ async fn dev_deploys_follows_edits_and_survives_a_broken_build() {
     let dir = tempfile::tempdir().unwrap();
     // dev finds .edgeleaf/up.json in a directory above the project.
     let state = dir.path().join(".edgeleaf");
-    let (hub_port, leaf_port, leafnode_port) = (free_port(), free_port(), free_port());
-    let mut up = tokio::process::Command::new(BIN)
-        .arg("up")
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--hub-port", &hub_port.to_string()])
-        .args(["--leaf-port", &leaf_port.to_string()])
-        .args(["--hub-leafnode-port", &leafnode_port.to_string()])
-        .args(["--heartbeat-interval", "1s", "--node-id", "dev-node"])
-        .env_remove("NATS_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let up_log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let crate::harness::Up {
+        child: mut up,
+        hub_port,
+        ..
+    } = crate::harness::Up::spawn(&state, "dev-node", Stdio::null(), up_log.into());
     let up_json = state.join("up.json");
     eventually(Duration::from_secs(60), "up.json", || async {
         up_json.is_file().then_some(())

@@ -216,7 +216,9 @@ async fn the_cpu_temp_and_readfile_examples_read_granted_files() {
 
 /// A loopback "HTTP server" that answers every connection with `hello from
 /// <port>` and counts them; `silent` ones accept and never answer.
-pub(crate) async fn tcp_server(silent: bool) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+pub(crate) async fn tcp_server(
+    silent: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -7,28 +7,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{BIN, alive, eventually, free_port, read_pid, signal, try_cli_json};
+use crate::harness::{alive, eventually, read_pid, signal, try_cli_json};
 
 #[tokio::test]
 async fn up_comes_online_survives_a_dead_hub_and_stops_clean_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let (hub_port, leaf_port, leafnode_port) = (free_port(), free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let mut up = tokio::process::Command::new(BIN)
-        .arg("up")
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--hub-port", &hub_port.to_string()])
-        .args(["--leaf-port", &leaf_port.to_string()])
-        .args(["--hub-leafnode-port", &leafnode_port.to_string()])
-        .args(["--heartbeat-interval", "1s", "--node-id", "up-node"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let crate::harness::Up {
+        child: mut up,
+        hub_port,
+        leaf_port,
+    } = crate::harness::Up::spawn(&state, "up-node", Stdio::piped(), log.into());
     let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
 
     let up_file: Value = eventually(Duration::from_secs(60), "up.json", || async {

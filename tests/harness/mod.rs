@@ -300,6 +300,40 @@ impl Cluster {
     }
 }
 
+/// `edgeleaf up` as a user runs it, on free loopback ports, with its state in
+/// `state` and a 1 s heartbeat. Killed on drop.
+pub struct Up {
+    pub child: tokio::process::Child,
+    pub hub_port: u16,
+    pub leaf_port: u16,
+}
+
+impl Up {
+    pub fn spawn(state: &Path, node_id: &str, stdout: Stdio, stderr: Stdio) -> Self {
+        let (hub_port, leaf_port, leafnode_port) = (free_port(), free_port(), free_port());
+        let child = tokio::process::Command::new(BIN)
+            .arg("up")
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--hub-port", &hub_port.to_string()])
+            .args(["--leaf-port", &leaf_port.to_string()])
+            .args(["--hub-leafnode-port", &leafnode_port.to_string()])
+            .args(["--heartbeat-interval", "1s", "--node-id", node_id])
+            .env_remove("NATS_URL")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            hub_port,
+            leaf_port,
+        }
+    }
+}
+
 /// `edgeleaf hub init` against `url`, asserting success.
 pub async fn hub_init(url: &str) {
     let out = cli(&["hub", "init", "-s", url]).await;
