@@ -34,6 +34,8 @@ pub const STATUS_BUCKET: &str = "EDGELEAF_STATUS";
 /// Hub KV bucket with each node's encryption key as first seen by `deploy --secret`
 /// (node id → key): written by hub users only, never by nodes.
 pub const NODE_KEYS_BUCKET: &str = "EDGELEAF_NODE_KEYS";
+/// Hub KV bucket: staged rollouts (`deploy --waves`), one key per agent name.
+pub const ROLLOUTS_BUCKET: &str = "EDGELEAF_ROLLOUTS";
 
 /// A node is shown offline after this many heartbeat intervals without one.
 pub const OFFLINE_AFTER_MISSED: u64 = 3;

@@ -90,9 +90,12 @@ pub struct DeployArgs {
     /// reinstalled node, or something posing as it.
     #[arg(long = "accept-new-key", value_name = "NODE")]
     accept_new_keys: Vec<String>,
-    /// Print one JSON object: the deployments written and each node's outcome.
+    /// Print one JSON object: the deployments written and each node's outcome (with
+    /// --waves: the rollout's `outcome`, `reason` and `waves`).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    waves: super::rollout::WaveOpts,
 }
 
 /// One node's outcome, for `--json`.
@@ -104,7 +107,7 @@ pub(crate) struct NodeOutcome {
     pub state: String,
     version: Option<u64>,
     running_version: Option<u64>,
-    error: Option<crate::protocol::ErrorBody>,
+    pub error: Option<crate::protocol::ErrorBody>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +140,32 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
 
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
+    if args.waves.waves.is_some() {
+        let Some(key) = &key else {
+            bail!("--waves needs a signed deployment (--key)");
+        };
+        if !secrets.is_empty() {
+            bail!("--waves cannot carry --secret yet: deploy secrets without --waves");
+        }
+        let digest = upload_module(&js, &wasm).await?;
+        let module = ModuleRef {
+            digest,
+            size: wasm.len() as u64,
+        };
+        return super::rollout::start(
+            conn,
+            &args.waves,
+            agent,
+            module,
+            &targets,
+            key,
+            args.set_version,
+            args.keep_kv,
+            args.wait,
+            args.json,
+        )
+        .await;
+    }
     // The nodes each target reaches, by their reported keys: secrets are sealed to
     // them before anything is written.
     let recipients = match secrets.is_empty() {
@@ -264,24 +293,7 @@ impl Release<'_> {
     /// per target.
     pub async fn write(self, js: &async_nats::jetstream::Context) -> Result<Written> {
         let (agent, wasm, key) = (self.agent, self.wasm, self.key);
-        let modules = js
-            .get_object_store(MODULES_BUCKET)
-            .await
-            .context("no module store on the hub; run `edgeleaf hub init` first")?;
-        let digest = shipping::modules::digest(wasm);
-        let bar = progress_bar(wasm.len() as u64);
-        let uploaded = shipping::modules::upload(&modules, wasm, |n| bar.set_position(n)).await?;
-        bar.finish_and_clear();
-        eprintln!(
-            "module {} ({} bytes) {}",
-            &digest[..12],
-            wasm.len(),
-            if uploaded {
-                "uploaded"
-            } else {
-                "already on the hub"
-            }
-        );
+        let digest = upload_module(js, wasm).await?;
 
         let bucket = js
             .get_key_value(DEPLOYMENTS_BUCKET)
@@ -338,6 +350,30 @@ impl Release<'_> {
             envelopes,
         })
     }
+}
+
+/// Puts the module in the hub's object store (unless it is there) and returns its
+/// digest.
+async fn upload_module(js: &async_nats::jetstream::Context, wasm: &[u8]) -> Result<String> {
+    let modules = js
+        .get_object_store(MODULES_BUCKET)
+        .await
+        .context("no module store on the hub; run `edgeleaf hub init` first")?;
+    let digest = shipping::modules::digest(wasm);
+    let bar = progress_bar(wasm.len() as u64);
+    let uploaded = shipping::modules::upload(&modules, wasm, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "module {} ({} bytes) {}",
+        &digest[..12],
+        wasm.len(),
+        if uploaded {
+            "uploaded"
+        } else {
+            "already on the hub"
+        }
+    );
+    Ok(digest)
 }
 
 pub(crate) fn print_outcome(o: &NodeOutcome) {
@@ -487,7 +523,7 @@ fn seal_secrets(
 /// accepted there before), 0 if none. Only envelopes whose signature verifies
 /// count (unsigned ones too for an unsigned deploy): whoever can write the bucket
 /// must not be able to push the next version to `u64::MAX`.
-async fn highest_version(
+pub(crate) async fn highest_version(
     bucket: &kv::Store,
     agent: &str,
     kv_keys: &[String],

@@ -16,6 +16,7 @@ mod nodes;
 mod outbox;
 mod ping;
 mod project;
+mod rollout;
 mod run_agent;
 mod up;
 
@@ -186,6 +187,9 @@ pub enum Command {
     /// Build the agent project in DIR into DIR/dist/<name>.wasm (its path is the last
     /// line printed).
     Build(project::BuildArgs),
+    /// A staged rollout (`deploy --waves`): its status, resume it, or abort it.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Build, deploy to a node (`edgeleaf up`'s by default), and rebuild and redeploy
     /// on every change, printing results and log lines until Ctrl-C.
     Dev(dev::Args),
@@ -224,6 +228,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::New(args) => project::new(args),
         Command::Build(args) => project::build(args),
         Command::Dev(args) => dev::run(args, &cli.conn).await,
+        Command::Rollout(cmd) => rollout::run(cmd, &cli.conn).await,
     }
 }
 

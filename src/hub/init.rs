@@ -8,7 +8,7 @@ use async_nats::jetstream::{Context, stream};
 
 use crate::protocol::{
     DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, LOGS_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET,
-    STATUS_BUCKET, Subjects, TELEMETRY_STREAM,
+    ROLLOUTS_BUCKET, STATUS_BUCKET, Subjects, TELEMETRY_STREAM,
 };
 
 /// Sizing of the hub resources.
@@ -159,6 +159,13 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
             "node encryption keys pinned by deploy --secret",
             MAX_NODE_KEY,
             16 << 20,
+        ),
+        (
+            ROLLOUTS_BUCKET,
+            5,
+            "staged rollouts (deploy --waves): their waves and outcome, by agent",
+            1 << 20,
+            64 << 20,
         ),
     ] {
         let config = stream::Config {

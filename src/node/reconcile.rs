@@ -423,6 +423,22 @@ impl Reconciler {
                     Some(rej),
                 )
                 .await;
+                return;
+            }
+            // A deployment refused since (its status says so) is gone, and this
+            // node is back on what it runs: say so, or the status stays stale.
+            if self.settled_bad.remove(name).is_some() {
+                self.report(
+                    hub,
+                    name,
+                    &want.key,
+                    &want.raw,
+                    "running",
+                    Some(cur.version),
+                    Some(cur),
+                    None,
+                )
+                .await;
             }
             return;
         }

@@ -15,6 +15,7 @@ mod local_leaf;
 mod logs;
 mod outbox;
 mod robust_runtime;
+mod rollout;
 mod security;
 mod service;
 mod shipping;
