@@ -50,21 +50,7 @@ impl Fleet {
         }
         let key = key.display().to_string();
         let echo = agent_wasm("echo").display().to_string();
-        let (ok, out) = deploy(
-            &hub_url,
-            &[
-                &echo,
-                "--name",
-                "svc",
-                "--trigger",
-                "svc.in",
-                "--tag",
-                "site=lab",
-                "--key",
-                &key,
-            ],
-        )
-        .await;
+        let (ok, out) = deploy(&hub_url, &svc(&echo, &key)).await;
         assert!(ok, "{out}");
         let hub = async_nats::connect(&hub_url).await.unwrap();
         let fleet = Self {
@@ -97,17 +83,9 @@ impl Fleet {
 
     /// `deploy FILE --name svc --tag site=lab --waves … --json`: (success, report).
     async fn roll_out(&self, file: &str, waves: &str, bake: &str) -> (bool, Value) {
-        let out = cli(&[
-            "deploy",
-            file,
-            "--name",
-            "svc",
-            "--trigger",
-            "svc.in",
-            "--tag",
-            "site=lab",
-            "--key",
-            &self.key,
+        let mut args = vec!["deploy"];
+        args.extend(svc(file, &self.key));
+        args.extend([
             "--waves",
             waves,
             "--bake",
@@ -117,8 +95,8 @@ impl Fleet {
             &self.hub_url,
             "--wait",
             "30s",
-        ])
-        .await;
+        ]);
+        let out = cli(&args).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let report = serde_json::from_str(stdout.lines().last().unwrap_or_default())
             .unwrap_or_else(|e| {
@@ -150,6 +128,21 @@ impl Fleet {
         let raw = bucket.get(key).await.unwrap()?;
         SignedDeployment::peek_version(&raw)
     }
+}
+
+/// `FILE --name svc --trigger svc.in --tag site=lab --key KEY`: every deploy here.
+fn svc<'a>(file: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![
+        file,
+        "--name",
+        "svc",
+        "--trigger",
+        "svc.in",
+        "--tag",
+        "site=lab",
+        "--key",
+        key,
+    ]
 }
 
 fn waves(report: &Value) -> Vec<(Vec<String>, String)> {
@@ -250,27 +243,12 @@ async fn a_rollout_is_followed_and_aborted_elsewhere_and_a_good_one_completes() 
 
     // A long bake, driven by one CLI; a second one follows and aborts it.
     let driver = tokio::process::Command::new(BIN)
+        .arg("deploy")
+        .args(svc(&echo, &fleet.key))
         .args([
-            "deploy",
-            &echo,
-            "--name",
-            "svc",
-            "--trigger",
-            "svc.in",
-            "--config",
-            "v=2",
-            "--tag",
-            "site=lab",
-            "--key",
-            &fleet.key,
-            "--waves",
-            "1,100%",
-            "--bake",
-            "120s",
-            "--json",
-            "-s",
-            &fleet.hub_url,
+            "--config", "v=2", "--waves", "1,100%", "--bake", "120s", "--json",
         ])
+        .args(["-s", &fleet.hub_url])
         .env_remove("NATS_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
