@@ -412,6 +412,15 @@ async fn drive(
             }
         }
     }
+    if let Some(other) = hub.ended_elsewhere(&rollout.agent).await {
+        *rollout = other;
+        report(rollout, json);
+        bail!(
+            "rollout of {} was {} elsewhere",
+            rollout.agent,
+            rollout.outcome
+        );
+    }
     complete(hub, rollout, key).await?;
     report(rollout, json);
     Ok(())
@@ -472,6 +481,11 @@ async fn run_wave(
             .put(&kv_key, raw.into())
             .await
             .with_context(|| format!("cannot write {kv_key}"))?;
+    }
+    // Aborted while these were written: the abort may have rolled back before them.
+    if let Some(other) = hub.ended_elsewhere(&agent).await {
+        roll_back(hub, rollout, i, key).await?;
+        return Ok(WaveEnd::EndedElsewhere(Box::new(other)));
     }
     let outcomes = wait_for_nodes(
         &hub.js, hub.conn, &targets, &agent, version, &envelopes, wait,
