@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::kv;
@@ -318,20 +318,20 @@ impl Release<'_> {
         let mut envelopes = BTreeSet::new();
         for (i, target) in self.targets.iter().enumerate() {
             let kv_key = target.key(&agent.name);
-            let spec = DeploymentSpec {
-                agent: agent.clone(),
-                module: ModuleRef {
-                    digest: digest.clone(),
-                    size: wasm.len() as u64,
-                },
-                version,
-                issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                nonce: format!("{:032x}", rand::random::<u128>()),
-                target: kv_key.clone(),
-                publisher: key.map(|k| k.public().to_string()),
-                keep_kv: self.keep_kv,
-                secrets: self.sealed.get(i).cloned().unwrap_or_default(),
+            let module = ModuleRef {
+                digest: digest.clone(),
+                size: wasm.len() as u64,
             };
+            let secrets = self.sealed.get(i).cloned().unwrap_or_default();
+            let spec = DeploymentSpec::new(
+                agent.clone(),
+                module,
+                version,
+                kv_key.clone(),
+                key,
+                self.keep_kv,
+                secrets,
+            );
             let sealed = SignedDeployment::seal(&spec, key).to_bytes();
             envelopes.insert(shipping::modules::digest(&sealed));
             bucket

@@ -27,8 +27,7 @@ use super::deploy::wait_for_nodes;
 use crate::config::parse_duration;
 use crate::hub;
 use crate::protocol::{
-    AgentInfo, AgentSpec, ControlReply, DEPLOYMENTS_BUCKET, DeployStatus, NodeStatus,
-    ROLLOUTS_BUCKET, STATUS_BUCKET,
+    AgentSpec, DEPLOYMENTS_BUCKET, DeployStatus, NodeStatus, ROLLOUTS_BUCKET, STATUS_BUCKET,
 };
 use crate::shipping::{DeploymentSpec, ModuleRef, SecretKey, SignedDeployment, Target};
 
@@ -328,6 +327,17 @@ pub async fn run(cmd: RolloutCommand, conn: &ConnOpts) -> Result<()> {
     let found = |name: &str, r: Option<Rollout>| {
         r.with_context(|| format!("no rollout of {name} on the hub"))
     };
+    // A rollout that has not ended, for `verb`.
+    let under_way = |name: &str, r: Option<Rollout>, verb: &str| {
+        let r = found(name, r)?;
+        if r.outcome != "running" {
+            bail!(
+                "the rollout of {name} has ended ({}); nothing to {verb}",
+                r.outcome
+            );
+        }
+        Ok(r)
+    };
     match cmd {
         RolloutCommand::Status { name, json } => {
             let r = found(&name, hub.load(&name).await?)?;
@@ -341,24 +351,12 @@ pub async fn run(cmd: RolloutCommand, conn: &ConnOpts) -> Result<()> {
             json,
         } => {
             let key = SecretKey::load(&key)?;
-            let mut r = found(&name, hub.load(&name).await?)?;
-            if r.outcome != "running" {
-                bail!(
-                    "the rollout of {name} has ended ({}); nothing to resume",
-                    r.outcome
-                );
-            }
+            let mut r = under_way(&name, hub.load(&name).await?, "resume")?;
             drive(&hub, &mut r, &key, wait, json).await
         }
         RolloutCommand::Abort { name, key, json } => {
             let key = SecretKey::load(&key)?;
-            let mut r = found(&name, hub.load(&name).await?)?;
-            if r.outcome != "running" {
-                bail!(
-                    "the rollout of {name} has ended ({}); nothing to abort",
-                    r.outcome
-                );
-            }
+            let mut r = under_way(&name, hub.load(&name).await?, "abort")?;
             // Mark it first, so a CLI driving it stops before it writes more.
             r.outcome = "aborted".into();
             r.reason = Some("aborted by `edgeleaf rollout abort`".into());
@@ -434,17 +432,15 @@ enum WaveEnd {
 
 /// The signed spec of this rollout's version under `target`'s key.
 fn envelope(rollout: &Rollout, target: &Target, version: u64, key: &SecretKey) -> Vec<u8> {
-    let spec = DeploymentSpec {
-        agent: rollout.spec.clone(),
-        module: rollout.module.clone(),
+    let spec = DeploymentSpec::new(
+        rollout.spec.clone(),
+        rollout.module.clone(),
         version,
-        issued_at: now(),
-        nonce: format!("{:032x}", rand::random::<u128>()),
-        target: target.key(&rollout.agent),
-        publisher: Some(key.public().to_string()),
-        keep_kv: rollout.keep_kv,
-        secrets: Default::default(),
-    };
+        target.key(&rollout.agent),
+        Some(key),
+        rollout.keep_kv,
+        Default::default(),
+    );
     SignedDeployment::seal(&spec, Some(key)).to_bytes()
 }
 
@@ -577,20 +573,10 @@ async fn failures(
 ) -> BTreeMap<String, u64> {
     let subjects = hub.conn.subjects();
     let asks = nodes.iter().map(|node| {
-        let (client, subject) = (hub.client.clone(), subjects.agents(node));
+        let subjects = &subjects;
         async move {
-            let reply =
-                tokio::time::timeout(Duration::from_secs(2), client.request(subject, "".into()))
-                    .await;
-            let Ok(Ok(msg)) = reply else {
-                return None;
-            };
-            let Ok(ControlReply::Ok(infos)) =
-                serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload)
-            else {
-                return None;
-            };
-            infos
+            hub::fleet::live_agents(&hub.client, subjects, node)
+                .await?
                 .into_iter()
                 .find(|a| a.name == agent && a.digest.as_deref() == Some(digest))
                 .map(|a| (node.clone(), a.failures))
@@ -615,11 +601,16 @@ async fn roll_back(hub: &Hub<'_>, rollout: &mut Rollout, i: usize, key: &SecretK
             .and_then(|raw| SignedDeployment::peek_spec(raw))
         {
             // It had a deployment of its own: put it back, newer than the rollout's.
-            Some(mut spec) => {
-                spec.version = rollout.version + 1;
-                spec.issued_at = now();
-                spec.nonce = format!("{:032x}", rand::random::<u128>());
-                spec.publisher = Some(key.public().to_string());
+            Some(prior) => {
+                let spec = DeploymentSpec::new(
+                    prior.agent,
+                    prior.module,
+                    rollout.version + 1,
+                    prior.target,
+                    Some(key),
+                    prior.keep_kv,
+                    prior.secrets,
+                );
                 let raw = SignedDeployment::seal(&spec, Some(key)).to_bytes();
                 hub.deployments
                     .put(&kv_key, raw.into())

@@ -124,6 +124,24 @@ fn status_matches_key(key: &str, status: &DeployStatus) -> bool {
         .is_some_and(|(node, agent)| node == status.node_id && agent == status.agent)
 }
 
+/// What `node` answers on `ctl.<node>.agents` within 2 s: its agents with their live
+/// counters, or `None` when it does not answer (or not with a list).
+pub async fn live_agents(
+    client: &Client,
+    subjects: &Subjects,
+    node: &str,
+) -> Option<Vec<AgentInfo>> {
+    let request = client.request(subjects.agents(node), "".into());
+    let msg = tokio::time::timeout(Duration::from_secs(2), request)
+        .await
+        .ok()?
+        .ok()?;
+    match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload) {
+        Ok(ControlReply::Ok(infos)) => Some(infos),
+        _ => None,
+    }
+}
+
 /// Every agent of every node (or of `only` one node): the statuses nodes reported in
 /// `EDGELEAF_STATUS`, joined with the live counters of the online nodes that answer
 /// `ctl.<node>.agents` within 2 s. Sorted by node, then agent.
@@ -188,24 +206,11 @@ pub async fn agents(
             );
         }
     }
-    let live = futures::future::join_all(asked.iter().map(|node| {
-        let (client, subject) = (client.clone(), subjects.agents(node));
-        async move {
-            let reply =
-                tokio::time::timeout(Duration::from_secs(2), client.request(subject, "".into()))
-                    .await;
-            let infos = match reply {
-                Ok(Ok(msg)) => {
-                    match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload) {
-                        Ok(ControlReply::Ok(infos)) => Some(infos),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            (node.clone(), infos)
-        }
-    }))
+    let live = futures::future::join_all(
+        asked
+            .iter()
+            .map(|node| async move { (node.clone(), live_agents(client, subjects, node).await) }),
+    )
     .await;
     for (node, infos) in live {
         for info in infos.into_iter().flatten() {

@@ -56,6 +56,32 @@ pub struct DeploymentSpec {
     pub secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
+impl DeploymentSpec {
+    /// A spec issued now: the issue time and a fresh nonce, and the publisher of
+    /// `key` (`None`: unsigned).
+    pub fn new(
+        agent: AgentSpec,
+        module: ModuleRef,
+        version: u64,
+        target: String,
+        key: Option<&SecretKey>,
+        keep_kv: bool,
+        secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    ) -> Self {
+        Self {
+            agent,
+            module,
+            version,
+            issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            nonce: format!("{:032x}", rand::random::<u128>()),
+            target,
+            publisher: key.map(|k| k.public().to_string()),
+            keep_kv,
+            secrets,
+        }
+    }
+}
+
 /// The value stored in `EDGELEAF_DEPLOYMENTS`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
