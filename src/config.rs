@@ -57,6 +57,8 @@ pub struct Config {
     pub devices: DevicesSection,
     /// Agent cards, capability discovery and workloads.
     pub discovery: DiscoverySection,
+    /// Self-update (`edgeleaf upgrade`).
+    pub upgrade: UpgradeSection,
     /// Statically provisioned agents: how a device is set up offline.
     pub agents: Vec<StaticAgent>,
 }
@@ -589,6 +591,30 @@ impl Default for StoreSection {
     }
 }
 
+/// Self-update: whether the node follows `edgeleaf upgrade` announcements, and how
+/// long a new binary has to come up healthy before the previous one is restored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeSection {
+    /// Off: the node ignores announcements (a device upgraded by its package
+    /// manager only).
+    #[serde(deserialize_with = "de_bool")]
+    pub enabled: bool,
+    /// From starting the new binary to its first heartbeat with all its agents
+    /// running again.
+    #[serde(deserialize_with = "de_duration")]
+    pub health_timeout: Duration,
+}
+
+impl Default for UpgradeSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            health_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Sections a `EDGELEAF_<SECTION>_<KEY>` variable may address.
 const SECTIONS: &[&str] = &[
     "node",
@@ -602,6 +628,7 @@ const SECTIONS: &[&str] = &[
     "security",
     "devices",
     "discovery",
+    "upgrade",
 ];
 
 impl Config {
@@ -911,6 +938,15 @@ impl Config {
         }
         if self.heartbeat.interval < Duration::from_millis(100) {
             return Err(("heartbeat.interval", "must be at least 100ms".into()));
+        }
+        if self.upgrade.health_timeout <= self.heartbeat.interval {
+            return Err((
+                "upgrade.health_timeout",
+                format!(
+                    "must be above heartbeat.interval ({:?}): a new binary is healthy once it sent a heartbeat",
+                    self.heartbeat.interval
+                ),
+            ));
         }
         let l = &self.limits;
         for (key, v) in [

@@ -35,3 +35,4 @@ pub mod schedule;
 pub mod shipping;
 pub mod shutdown;
 pub mod store;
+pub mod version;

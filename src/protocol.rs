@@ -36,6 +36,9 @@ pub const STATUS_BUCKET: &str = "EDGELEAF_STATUS";
 pub const NODE_KEYS_BUCKET: &str = "EDGELEAF_NODE_KEYS";
 /// Hub KV bucket: staged rollouts (`deploy --waves`), one key per agent name.
 pub const ROLLOUTS_BUCKET: &str = "EDGELEAF_ROLLOUTS";
+/// Hub KV bucket: signed announcements of edgeleaf binaries (`edgeleaf upgrade`),
+/// by target and architecture (`all.x86_64`, `node.<id>.aarch64` …).
+pub const UPGRADES_BUCKET: &str = "EDGELEAF_UPGRADES";
 
 /// A node is shown offline after this many heartbeat intervals without one.
 pub const OFFLINE_AFTER_MISSED: u64 = 3;
@@ -291,6 +294,9 @@ pub struct Heartbeat {
     /// to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enc_key: Option<String>,
+    /// Self-update state (see [`UpgradeInfo`]).
+    #[serde(default)]
+    pub upgrade: UpgradeInfo,
 }
 
 /// The answer to `ctl.ping` and (inside `{"ok": …}`) to `ctl.<node>.info`.
@@ -319,6 +325,40 @@ pub struct NodeInfo {
     /// The node's x25519 public key, for sealing secrets to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enc_key: Option<String>,
+    /// Self-update: the staged and kept binaries, and how the last upgrade went.
+    #[serde(default)]
+    pub upgrade: UpgradeInfo,
+}
+
+/// A node's self-update state (`edgeleaf upgrade`), in its heartbeats and info.
+/// `version` beside it is the binary that runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeInfo {
+    /// A binary downloaded and checked, on trial or about to be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
+    /// The version kept for `edgeleaf upgrade --rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<UpgradeOutcome>,
+}
+
+/// How the last upgrade (or rollback) of a node ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutcome {
+    /// The version it tried to run.
+    pub version: String,
+    /// The version it ran before.
+    pub from: String,
+    /// `succeeded`, `failed` (the previous binary runs again), `rolled_back`
+    /// (`upgrade --rollback`), or `superseded` (the installed binary changed, e.g.
+    /// by apt, and now runs instead of the staged one).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339, the node's clock.
+    pub at: String,
 }
 
 /// What the compiled-code cache did since the node started.

@@ -38,7 +38,7 @@ pub struct TargetOpts {
 }
 
 impl TargetOpts {
-    fn targets(&self) -> Result<Vec<Target>> {
+    pub(crate) fn targets(&self) -> Result<Vec<Target>> {
         for id in &self.nodes {
             if !crate::protocol::is_token(id) {
                 bail!("--node {id:?} is not a node id (a single NATS token)");
@@ -354,7 +354,10 @@ impl Release<'_> {
 
 /// Puts the module in the hub's object store (unless it is there) and returns its
 /// digest.
-async fn upload_module(js: &async_nats::jetstream::Context, wasm: &[u8]) -> Result<String> {
+pub(crate) async fn upload_module(
+    js: &async_nats::jetstream::Context,
+    wasm: &[u8],
+) -> Result<String> {
     let modules = js
         .get_object_store(MODULES_BUCKET)
         .await

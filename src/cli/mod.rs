@@ -19,6 +19,7 @@ mod project;
 mod rollout;
 mod run_agent;
 mod up;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -34,7 +35,7 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
 /// edgeleaf: WASM agents on edge hosts, next to a NATS leaf node.
 #[derive(Debug, Parser)]
-#[command(name = "edgeleaf", version, about, propagate_version = true)]
+#[command(name = "edgeleaf", version = crate::version::version(), about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub conn: ConnOpts,
@@ -190,6 +191,10 @@ pub enum Command {
     /// A staged rollout (`deploy --waves`): its status, resume it, or abort it.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Ship an edgeleaf binary to nodes (signed; each node checks it, tries it and
+    /// keeps the previous one), or send them back with --rollback.
+    #[command(disable_version_flag = true)]
+    Upgrade(upgrade::Args),
     /// Build, deploy to a node (`edgeleaf up`'s by default), and rebuild and redeploy
     /// on every change, printing results and log lines until Ctrl-C.
     Dev(dev::Args),
@@ -229,6 +234,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::Build(args) => project::build(args),
         Command::Dev(args) => dev::run(args, &cli.conn).await,
         Command::Rollout(cmd) => rollout::run(cmd, &cli.conn).await,
+        Command::Upgrade(args) => upgrade::run(args, &cli.conn).await,
     }
 }
 

@@ -73,5 +73,10 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    crate::node::run(config, crate::shutdown::signal()).await
+    // The installed binary hands over to an accepted upgrade here (exec: no return).
+    crate::node::upgrade::launch(&config.node.state_dir)?;
+    match crate::node::run_upgradable(config.clone(), crate::shutdown::signal()).await? {
+        Some(trial) => crate::node::upgrade::try_binary(&config, trial).await,
+        None => Ok(()),
+    }
 }

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 
 use crate::protocol::{
     DEPLOYMENTS_BUCKET, DiscoverySubjects, HEARTBEAT_STREAM, LOGS_STREAM, MODULES_BUCKET,
-    STATUS_BUCKET, TELEMETRY_STREAM,
+    STATUS_BUCKET, TELEMETRY_STREAM, UPGRADES_BUCKET,
 };
 
 /// The services API name of every node (see `node::services`; `hub` does not
@@ -123,20 +123,24 @@ fn jetstream_api(id: &str) -> Vec<String> {
     let kv = |b: &str| format!("KV_{b}");
     let obj = format!("OBJ_{MODULES_BUCKET}");
     let deployments = kv(DEPLOYMENTS_BUCKET);
+    let upgrades = kv(UPGRADES_BUCKET);
     let mut out = vec!["$JS.API.INFO".to_owned()];
     for stream in [
         kv(STATUS_BUCKET),
         deployments.clone(),
+        upgrades.clone(),
         obj.clone(),
         TELEMETRY_STREAM.to_owned(),
         LOGS_STREAM.to_owned(),
     ] {
         out.push(format!("$JS.API.STREAM.INFO.{stream}"));
     }
-    // Reading: the deployments (watch, keys, get), module objects, and the node's
-    // own last telemetry and log line (the forwarders' reconcile after a reconnect).
+    // Reading: the deployments and upgrade announcements (watch, keys, get), module
+    // (and binary) objects, and the node's own last telemetry and log line (the
+    // forwarders' reconcile after a reconnect).
     for stream in [
         &deployments,
+        &upgrades,
         &obj,
         &TELEMETRY_STREAM.to_owned(),
         &LOGS_STREAM.to_owned(),
@@ -167,7 +171,7 @@ pub fn render(spec: &AccountsSpec) -> String {
         "# Written by `edgeleaf hub accounts`: one account per node (see README,\n\
          # \"Least privilege on the hub\"). Holds passwords: keep it 0600.\n\
          # Streams and buckets: {TELEMETRY_STREAM}, {LOGS_STREAM}, {HEARTBEAT_STREAM}, {DEPLOYMENTS_BUCKET}, \
-         {STATUS_BUCKET}, {MODULES_BUCKET}\n\
+         {STATUS_BUCKET}, {MODULES_BUCKET}, {UPGRADES_BUCKET}\n\
          # (create them as a user of account {HUB_ACCOUNT}: edgeleaf hub init --user …)."
     );
     for (id, password) in &spec.nodes {

@@ -8,7 +8,7 @@ use async_nats::jetstream::{Context, stream};
 
 use crate::protocol::{
     DEPLOYMENTS_BUCKET, HEARTBEAT_STREAM, LOGS_STREAM, MODULES_BUCKET, NODE_KEYS_BUCKET,
-    ROLLOUTS_BUCKET, STATUS_BUCKET, Subjects, TELEMETRY_STREAM,
+    ROLLOUTS_BUCKET, STATUS_BUCKET, Subjects, TELEMETRY_STREAM, UPGRADES_BUCKET,
 };
 
 /// Sizing of the hub resources.
@@ -166,6 +166,13 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
             "staged rollouts (deploy --waves): their waves and outcome, by agent",
             1 << 20,
             64 << 20,
+        ),
+        (
+            UPGRADES_BUCKET,
+            5,
+            "edgeleaf binaries announced by `edgeleaf upgrade`, by target and architecture",
+            64 << 10,
+            16 << 20,
         ),
     ] {
         let config = stream::Config {

@@ -29,11 +29,14 @@ pub(super) async fn run(state: Arc<NodeState>, client: Client, mut shutdown: Shu
         seq += 1;
         let hb = heartbeat(&state, &mut metrics, seq);
         match serde_json::to_vec(&hb) {
-            Ok(body) => {
-                if let Err(e) = client.publish(subject.clone(), body.into()).await {
-                    tracing::warn!("heartbeat {seq} not sent: {e}");
+            Ok(body) => match client.publish(subject.clone(), body.into()).await {
+                Ok(()) => {
+                    state
+                        .heartbeats_sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            }
+                Err(e) => tracing::warn!("heartbeat {seq} not sent: {e}"),
+            },
             Err(e) => tracing::error!("heartbeat {seq} not serializable: {e}"),
         }
     }
@@ -66,6 +69,7 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         wasm_compiler: info.wasm_compiler,
         location: info.location,
         enc_key: info.enc_key,
+        upgrade: info.upgrade,
     }
 }
 

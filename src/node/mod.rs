@@ -15,6 +15,7 @@ pub use services::SERVICE_NAME;
 pub mod systemd;
 pub mod telemetry;
 mod timer;
+pub mod upgrade;
 
 use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -59,6 +60,10 @@ pub(crate) struct NodeState {
     node_key: Arc<NodeKey>,
     /// Requests to the control endpoints, for the services API.
     control_counters: services::ControlCounters,
+    /// Heartbeats published by this process (a binary on trial is healthy after one).
+    heartbeats_sent: std::sync::atomic::AtomicU64,
+    /// Self-update state, for heartbeats.
+    upgrade: Mutex<crate::protocol::UpgradeInfo>,
 }
 
 impl NodeState {
@@ -94,6 +99,14 @@ impl NodeState {
         Some(link.clone())
     }
 
+    /// Saves the self-update state and shows it in the next heartbeat.
+    fn save_upgrade(&self, state: &upgrade::UpgradeState) {
+        if let Err(e) = state.save(&self.config.node.state_dir) {
+            tracing::error!("cannot save the upgrade state: {e:#}");
+        }
+        *self.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = state.info();
+    }
+
     fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
@@ -108,7 +121,7 @@ impl NodeState {
         NodeInfo {
             node_id: c.node.id.clone(),
             name: c.node.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: crate::version::version().to_owned(),
             os: std::env::consts::OS.to_owned(),
             arch: std::env::consts::ARCH.to_owned(),
             tags: c.node.tags.clone(),
@@ -127,6 +140,11 @@ impl NodeState {
             compiled_cache: self.agents.cache_counters(),
             location: c.location().to_owned(),
             enc_key: Some(self.node_key.public()),
+            upgrade: self
+                .upgrade
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -276,7 +294,26 @@ fn panic_event(
 }
 
 /// Runs a node until `shutdown` resolves, then stops its tasks and its leaf server.
+/// It does not follow `edgeleaf upgrade` (see [`run_upgradable`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_node(config, shutdown, false).await.map(|_| ())
+}
+
+/// Like [`run`], and follows `edgeleaf upgrade` announcements (unless `[upgrade]
+/// enabled = false`): returns the binary to try when one asked the node to stop
+/// for it ([`upgrade::try_binary`] goes on from there).
+pub async fn run_upgradable(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<upgrade::Trial>> {
+    run_node(config, shutdown, true).await
+}
+
+async fn run_node(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    upgrades: bool,
+) -> Result<Option<upgrade::Trial>> {
     prepare_state_dir(&config)?;
     // The sled lock comes first: a second node on the same state dir must fail
     // before it touches the first one's leaf server.
@@ -386,6 +423,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         leaf: leaf.as_ref().map(|l| l.status_handle()),
         node_key: node_key.clone(),
         control_counters: Default::default(),
+        heartbeats_sent: Default::default(),
+        upgrade: Mutex::new(upgrade::UpgradeState::load(&config.node.state_dir).info()),
         config,
     });
     tracing::info!(
@@ -478,18 +517,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
     let watchdog = systemd::watchdog_interval()
         .map(|every| tokio::spawn(systemd::watchdog(state.clone(), every, group.handle())));
+    // Self-update: a binary on trial says when it is healthy; any other follows
+    // the announcements, and reports how the last upgrade went.
+    let (plan_tx, mut plan_rx) = tokio::sync::mpsc::channel(1);
+    let upgrading = if upgrade::on_trial() {
+        Some(tokio::spawn(upgrade::report_health(
+            state.clone(),
+            group.handle(),
+        )))
+    } else if upgrades && state.config.upgrade.enabled {
+        upgrade::report_outcome(&state).await;
+        Some(tokio::spawn(upgrade::follow(
+            state.clone(),
+            client.clone(),
+            plan_tx,
+            group.handle(),
+        )))
+    } else {
+        None
+    };
     systemd::notify("READY=1");
-    tokio::select! {
-        _ = shutdown => {}
+    let trial = tokio::select! {
+        _ = shutdown => None,
+        trial = plan_rx.recv() => trial,
         // A task that ends on its own is a bug or a lost subscription: stop
         // cleanly rather than run half a node; the service manager restarts us.
-        _ = futures::future::select_all(tasks) => tracing::error!("a node task ended unexpectedly; stopping"),
+        _ = futures::future::select_all(tasks) => {
+            tracing::error!("a node task ended unexpectedly; stopping");
+            None
+        }
+    };
+    match &trial {
+        Some(t) => {
+            tracing::info!(version = %t.to.version, "stopping to try edgeleaf {}", t.to.version)
+        }
+        None => systemd::notify("STOPPING=1"),
     }
-    systemd::notify("STOPPING=1");
     provisioning.abort();
     group.shutdown().await;
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
+    }
+    if let Some(upgrading) = upgrading {
+        let _ = upgrading.await;
     }
     let _ = reconciling.await;
     let _ = forwarding.await;
@@ -508,5 +578,5 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Outbox::flush_all(&[&outbox, &log_store])?;
     store.flush()?;
     tracing::info!("node stopped");
-    Ok(())
+    Ok(trial)
 }

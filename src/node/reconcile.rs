@@ -21,9 +21,7 @@ use crate::protocol::{
     AgentSpec, DEPLOYMENTS_BUCKET, DeployStatus, ErrorBody, MODULES_BUCKET, STATUS_BUCKET, Subjects,
 };
 use crate::shipping::secrets::NodeKey;
-use crate::shipping::{
-    self, DeploymentSpec, PublicKey, Rejection, SignedDeployment, Target, TrustPolicy,
-};
+use crate::shipping::{self, DeploymentSpec, Rejection, SignedDeployment, Target, TrustPolicy};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::agent_kv::AgentKv;
@@ -124,11 +122,6 @@ impl Reconciler {
         node_key: Arc<NodeKey>,
         config: &Config,
     ) -> Result<Self> {
-        let parse = |keys: &[String]| -> Vec<PublicKey> {
-            keys.iter()
-                .filter_map(|k| PublicKey::parse(k).ok())
-                .collect()
-        };
         let (fetched_tx, fetched_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             deployments: Deployments::open(&store)?,
@@ -139,11 +132,7 @@ impl Reconciler {
             node_id: config.node.id.clone(),
             tags: config.node.tags.clone(),
             domain: config.leaf.domain.clone(),
-            policy: TrustPolicy {
-                trusted: parse(&config.security.trusted_publishers),
-                revoked: parse(&config.security.revoked_publishers),
-                allow_unsigned: config.security.allow_unsigned,
-            },
+            policy: TrustPolicy::from_config(&config.security),
             max_module_size: config.limits.max_module_size,
             node_key,
             settled_bad: HashMap::new(),

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod modules;
 pub mod secrets;
 pub mod target;
+pub mod upgrade;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -118,6 +119,23 @@ pub struct TrustPolicy {
     pub allow_unsigned: bool,
 }
 
+impl TrustPolicy {
+    /// The node's `[security]` section (keys that do not parse are left out: the
+    /// config check names them).
+    pub fn from_config(security: &crate::config::SecuritySection) -> Self {
+        let parse = |keys: &[String]| -> Vec<PublicKey> {
+            keys.iter()
+                .filter_map(|k| PublicKey::parse(k).ok())
+                .collect()
+        };
+        Self {
+            trusted: parse(&security.trusted_publishers),
+            revoked: parse(&security.revoked_publishers),
+            allow_unsigned: security.allow_unsigned,
+        }
+    }
+}
+
 impl SignedDeployment {
     /// Signs the exact bytes of `spec` (unsigned when `key` is `None`).
     pub fn seal(spec: &DeploymentSpec, key: Option<&SecretKey>) -> Self {
@@ -165,19 +183,24 @@ impl SignedDeployment {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Verifies the envelope found under `key` against `policy` and returns the
-    /// spec it carries.
-    pub fn open(raw: &[u8], key: &str, policy: &TrustPolicy) -> Result<DeploymentSpec, Rejection> {
+    /// The spec bytes of the envelope found under `key`, once its signature verifies
+    /// against `policy`, and the publisher it names. Deployments and upgrade
+    /// announcements travel in the same envelope.
+    pub(crate) fn verified_bytes(
+        raw: &[u8],
+        key: &str,
+        policy: &TrustPolicy,
+    ) -> Result<(Vec<u8>, Option<String>), Rejection> {
         let env: SignedDeployment = serde_json::from_slice(raw).map_err(|e| {
             Rejection::new(
                 "malformed",
-                format!("deployment under {key} is not a signed envelope: {e}"),
+                format!("value under {key} is not a signed envelope: {e}"),
             )
         })?;
         let bytes = B64.decode(&env.spec).map_err(|e| {
             Rejection::new(
                 "malformed",
-                format!("deployment under {key}: spec is not base64: {e}"),
+                format!("value under {key}: spec is not base64: {e}"),
             )
         })?;
         match (&env.signature, &env.publisher) {
@@ -225,6 +248,13 @@ impl SignedDeployment {
                 ));
             }
         }
+        Ok((bytes, env.publisher))
+    }
+
+    /// Verifies the envelope found under `key` against `policy` and returns the
+    /// spec it carries.
+    pub fn open(raw: &[u8], key: &str, policy: &TrustPolicy) -> Result<DeploymentSpec, Rejection> {
+        let (bytes, publisher) = Self::verified_bytes(raw, key, policy)?;
         let spec: DeploymentSpec = serde_json::from_slice(&bytes).map_err(|e| {
             Rejection::new(
                 "malformed",
@@ -237,7 +267,7 @@ impl SignedDeployment {
                 format!("spec was issued for {}, found under {key}", spec.target),
             ));
         }
-        if spec.publisher != env.publisher {
+        if spec.publisher != publisher {
             return Err(Rejection::new(
                 "bad_signature",
                 "spec and envelope name different publishers",

@@ -23,3 +23,4 @@ mod tampering;
 mod telemetry_limits;
 mod timers;
 mod up;
+mod upgrade;

@@ -1,0 +1,802 @@
+//! Self-update: a node follows `EDGELEAF_UPGRADES` for its own architecture and
+//! replaces its binary when told, with a way back at every step.
+//!
+//! 1. [`follow`] (a node task) verifies an announcement, downloads the binary to
+//!    `<state_dir>/upgrade/edgeleaf-<version>`, checks that it runs and prints
+//!    `edgeleaf <version>`, and asks the node to stop for it.
+//! 2. The node stops as on SIGTERM: agents drained, outbox flushed, leaf stopped.
+//! 3. [`try_binary`], in the same process, records the trial in `state.json`, starts
+//!    the new binary as a child (same arguments, [`TRIAL_ENV`] set) and waits until
+//!    it is healthy (it sent a heartbeat and runs as many agents as the node ran),
+//!    exits, or `[upgrade] health_timeout` passes.
+//! 4. Healthy: the child is stopped, the binary recorded as current, and exec'd in
+//!    place: the same pid, so systemd (`Type=notify`) and whoever started the node
+//!    keep it. Otherwise the child is stopped, the binary remembered as refused (it
+//!    is not tried again), and the previous binary exec'd afresh.
+//! 5. At start, [`launch`]: the installed binary (systemd's `ExecStart`) that finds an
+//!    accepted upgrade execs it, unless the installed binary changed since (a
+//!    package upgrade), which then wins and the staged one is dropped.
+//!
+//! `state.json` is a file, not sled: the launcher and the trial read it while no
+//! node holds the database.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result};
+use async_nats::Client;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::NodeState;
+use super::agents::publish_event;
+use super::telemetry::Telemetry;
+use crate::protocol::{MODULES_BUCKET, UPGRADES_BUCKET, UpgradeInfo, UpgradeOutcome};
+use crate::shipping::upgrade::UpgradeSpec;
+use crate::shipping::{Target, TrustPolicy};
+use crate::shutdown::Shutdown;
+
+/// Set (to `1`) in the environment of a binary on trial. Not `EDGELEAF_UPGRADE_…`:
+/// that would address the config's `[upgrade]` section.
+pub const TRIAL_ENV: &str = "EDGELEAF_ON_TRIAL";
+/// Largest binary a node downloads.
+const MAX_BINARY: u64 = 256 << 20;
+/// Full re-read of the announcements even without a change notification.
+const RESYNC: Duration = Duration::from_secs(30);
+/// How long `BINARY --version` may take.
+const VERSION_CHECK: Duration = Duration::from_secs(20);
+/// How long a stopped child gets before SIGKILL.
+const CHILD_STOP: Duration = Duration::from_secs(30);
+
+/// One binary: its version and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binary {
+    pub version: String,
+    pub path: PathBuf,
+    /// sha256 of a downloaded binary; `None` for the installed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl Binary {
+    /// The binary this process runs.
+    fn this() -> Result<Self> {
+        Ok(Self {
+            version: crate::version::version().to_owned(),
+            path: current_exe()?,
+            digest: None,
+        })
+    }
+}
+
+/// A switch to another binary, decided by [`follow`] and carried out by
+/// [`try_binary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    pub to: Binary,
+    pub from: Binary,
+    /// `upgrade --rollback`: back to the kept binary.
+    pub rollback: bool,
+    /// Agents running before: the new binary must run as many to be healthy.
+    pub expect_agents: u64,
+    pub started: String,
+}
+
+/// `<state_dir>/upgrade/state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpgradeState {
+    /// The binary the last upgrade accepted, run instead of the installed one.
+    pub current: Option<Binary>,
+    /// What ran before it: where `upgrade --rollback` goes.
+    pub previous: Option<Binary>,
+    /// The installed binary when `current` was accepted. Another one at start (a
+    /// package upgrade) wins over `current`.
+    pub installed: Option<Binary>,
+    /// Written before a trial starts and cleared after: found at start, the trial
+    /// was cut short (power loss) and counts as failed.
+    pub trial: Option<Trial>,
+    pub last: Option<UpgradeOutcome>,
+    /// Whether `last` went out as an event.
+    pub reported: bool,
+    /// Digests of binaries that failed here: not tried again.
+    pub refused: Vec<String>,
+    /// Nonces of the rollback announcements already carried out.
+    pub rollbacks: Vec<String>,
+}
+
+fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("upgrade")
+}
+
+/// The file a trial binary creates once healthy.
+fn healthy_mark(state_dir: &Path) -> PathBuf {
+    dir(state_dir).join("trial-healthy")
+}
+
+impl UpgradeState {
+    /// The state in `state_dir` (empty if there is none; an unreadable file is
+    /// reported and treated as empty: the node runs the binary it is).
+    pub fn load(state_dir: &Path) -> Self {
+        let path = dir(state_dir).join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::error!(
+                    "{} is unreadable ({e}); starting without upgrade state",
+                    path.display()
+                );
+                Self::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::error!("cannot read {}: {e}", path.display());
+                Self::default()
+            }
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        let dir = dir(state_dir);
+        super::private_dir(&dir, "node.state_dir/upgrade")?;
+        let tmp = dir.join("state.json.tmp");
+        crate::natsd::write_private(&tmp, &serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, dir.join("state.json"))
+            .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
+    }
+
+    /// For heartbeats and `ctl.<node>.info`.
+    pub fn info(&self) -> UpgradeInfo {
+        UpgradeInfo {
+            staged: self.trial.as_ref().map(|t| t.to.version.clone()),
+            previous: self.previous.as_ref().map(|b| b.version.clone()),
+            last: self.last.clone(),
+        }
+    }
+
+    fn finish(&mut self, trial: &Trial, outcome: &str, reason: Option<String>) {
+        self.trial = None;
+        self.last = Some(UpgradeOutcome {
+            version: trial.to.version.clone(),
+            from: trial.from.version.clone(),
+            outcome: outcome.to_owned(),
+            reason,
+            at: super::rfc3339(SystemTime::now()),
+        });
+        self.reported = false;
+    }
+
+    /// Removes downloaded binaries that neither `current` nor `previous` names.
+    fn prune(&self, state_dir: &Path) {
+        let keep: Vec<&Path> = [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .map(|b| b.path.as_path())
+            .collect();
+        let Ok(entries) = std::fs::read_dir(dir(state_dir)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("edgeleaf-") && !keep.contains(&path.as_path()) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// This process's binary. A binary replaced on disk while it runs (a package
+/// upgrade) reads as `<path> (deleted)`: the path is what counts.
+fn current_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this process's binary")?;
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    })
+}
+
+/// Replaces this process with `binary`, same arguments. Returns only on failure.
+fn exec(binary: &Path) -> anyhow::Error {
+    let err = std::process::Command::new(binary)
+        .args(std::env::args_os().skip(1))
+        .env_remove(TRIAL_ENV)
+        .exec();
+    anyhow::anyhow!("cannot run {}: {err}", binary.display())
+}
+
+/// Is this process a binary on trial?
+pub fn on_trial() -> bool {
+    std::env::var_os(TRIAL_ENV).is_some()
+}
+
+/// At start, before the node opens anything: settles a trial that was cut short,
+/// and hands over to the accepted upgrade when this is the installed binary.
+/// Returns only if this binary is the one to run.
+pub fn launch(state_dir: &Path) -> Result<()> {
+    if on_trial() || !dir(state_dir).exists() {
+        return Ok(());
+    }
+    let mut state = UpgradeState::load(state_dir);
+    let me = Binary::this()?;
+    if let Some(trial) = state.trial.clone() {
+        // The process that ran the trial is gone before it ended it.
+        tracing::warn!(version = %trial.to.version, "an upgrade trial was cut short; it counts as failed");
+        if let Some(digest) = &trial.to.digest {
+            state.refused.push(digest.clone());
+        }
+        state.finish(
+            &trial,
+            "failed",
+            Some("the node stopped during the trial".into()),
+        );
+        state.save(state_dir)?;
+    }
+    let Some(current) = state.current.clone() else {
+        return Ok(());
+    };
+    if current.path == me.path {
+        return Ok(());
+    }
+    let installed = state.installed.as_ref();
+    if installed.is_some_and(|i| i.path == me.path && i.version == me.version)
+        && current.path.exists()
+    {
+        tracing::info!(version = %current.version, "running the upgraded binary {}", current.path.display());
+        return Err(exec(&current.path));
+    }
+    // Another binary than the one upgraded from: a package upgrade, or an
+    // operator who runs a binary of their choice. It wins, and is what runs
+    // from now on.
+    tracing::warn!(
+        staged = %current.version,
+        running = %me.version,
+        "{} is not the binary upgraded from; it runs, and the staged upgrade is dropped",
+        me.path.display()
+    );
+    let trial = Trial {
+        to: me.clone(),
+        from: current,
+        rollback: false,
+        expect_agents: 0,
+        started: super::rfc3339(SystemTime::now()),
+    };
+    state.finish(
+        &trial,
+        "superseded",
+        Some(format!("{} was started instead", me.path.display())),
+    );
+    state.current = None;
+    state.previous = None;
+    state.installed = None;
+    state.save(state_dir)?;
+    state.prune(state_dir);
+    Ok(())
+}
+
+/// What the node task passes to the node's end: the binary to try.
+pub type Plan = tokio::sync::mpsc::Sender<Trial>;
+
+/// Follows the announcements for this node until shutdown or until it asks the
+/// node to stop for a binary (through `plan`).
+pub(super) async fn follow(
+    state: Arc<NodeState>,
+    client: Client,
+    plan: Plan,
+    mut shutdown: Shutdown,
+) {
+    let mut follower = Follower {
+        policy: TrustPolicy::from_config(&state.config.security),
+        settled: BTreeMap::new(),
+        state,
+    };
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.recv() => return,
+            r = follower.watch(&client) => r,
+        };
+        match outcome {
+            Ok(trial) => {
+                let _ = plan.send(trial).await;
+                // The node stops; nothing more to follow.
+                let _ = shutdown.recv().await;
+                return;
+            }
+            Err(e) => tracing::debug!("upgrades not reachable: {e:#}"),
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+struct Follower {
+    state: Arc<NodeState>,
+    policy: TrustPolicy,
+    /// Envelopes judged and not acted on (refused, already run, failed), by key, so
+    /// that each is reported once, not at every resync.
+    settled: BTreeMap<String, Vec<u8>>,
+}
+
+impl Follower {
+    /// The keys that can select this node for its architecture.
+    fn keys(&self) -> Vec<String> {
+        let c = &self.state.config.node;
+        let arch = std::env::consts::ARCH;
+        let mut keys = vec![Target::Node(c.id.clone()).key(arch)];
+        keys.extend(
+            c.tags
+                .iter()
+                .filter(|(k, v)| crate::protocol::is_token(k) && crate::protocol::is_token(v))
+                .map(|(k, v)| Target::Tag(k.clone(), v.clone()).key(arch)),
+        );
+        keys.push(Target::All.key(arch));
+        keys
+    }
+
+    /// Watches the announcements; returns a trial to run, or an error when the hub
+    /// can no longer be followed.
+    async fn watch(&mut self, client: &Client) -> Result<Trial> {
+        let js = crate::hub::jetstream(client.clone(), Some(&self.state.config.leaf.domain));
+        let bucket = js
+            .get_key_value(UPGRADES_BUCKET)
+            .await
+            .context("upgrades bucket")?;
+        let mut watches = Vec::new();
+        for key in self.keys() {
+            watches.push(bucket.watch(&key).await.context("watch upgrades")?);
+        }
+        let mut watch = futures::stream::select_all(watches);
+        loop {
+            if let Some(trial) = self.judge(&js, &bucket).await? {
+                return Ok(trial);
+            }
+            tokio::select! {
+                change = watch.next() => match change {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e).context("upgrades watch"),
+                    None => anyhow::bail!("upgrades watch ended"),
+                },
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
+    /// Reads the most specific announcement for this node and decides.
+    async fn judge(
+        &mut self,
+        js: &async_nats::jetstream::Context,
+        bucket: &async_nats::jetstream::kv::Store,
+    ) -> Result<Option<Trial>> {
+        // Most specific first: the node's key, its tags' (in key order), all.
+        let mut found = None;
+        for key in self.keys() {
+            if let Some(raw) = bucket.get(&key).await.context("read upgrades")? {
+                found = Some((key, raw.to_vec()));
+                break;
+            }
+        }
+        let Some((key, raw)) = found else {
+            return Ok(None);
+        };
+        if self.settled.get(&key) == Some(&raw) {
+            return Ok(None);
+        }
+        let decided = self.decide(js, &key, &raw).await;
+        match decided {
+            Ok(Some(trial)) => Ok(Some(trial)),
+            Ok(None) => {
+                self.settled.insert(key, raw);
+                Ok(None)
+            }
+            Err(Refusal::Now(code, message)) => {
+                self.settled.insert(key.clone(), raw);
+                tracing::warn!(%key, "upgrade refused: {code}: {message}");
+                self.event("upgrade_refused", Some(code), message).await;
+                Ok(None)
+            }
+            // A download that failed: tried again at the next change or resync.
+            Err(Refusal::Later(e)) => {
+                tracing::warn!(%key, "upgrade download failed: {e:#}");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        js: &async_nats::jetstream::Context,
+        key: &str,
+        raw: &[u8],
+    ) -> Result<Option<Trial>, Refusal> {
+        let spec = UpgradeSpec::open(raw, key, &self.policy)
+            .map_err(|r| Refusal::Now(r.code, r.message))?;
+        let state_dir = self.state.config.node.state_dir.clone();
+        let mut state = UpgradeState::load(&state_dir);
+        let me = Binary::this().map_err(Refusal::Later)?;
+        let expect_agents = self.state.agents.counts().running;
+        let started = super::rfc3339(SystemTime::now());
+        if spec.rollback {
+            if state.rollbacks.contains(&spec.nonce) {
+                return Ok(None);
+            }
+            state.rollbacks.push(spec.nonce.clone());
+            self.state.save_upgrade(&state);
+            let Some(previous) = state.previous.clone().filter(|p| p.path.exists()) else {
+                return Err(Refusal::Now(
+                    "no_previous",
+                    "nothing to roll back to: no binary kept from an upgrade".into(),
+                ));
+            };
+            return Ok(Some(Trial {
+                to: previous,
+                from: me,
+                rollback: true,
+                expect_agents,
+                started,
+            }));
+        }
+        let Some(module) = spec.binary else {
+            return Ok(None);
+        };
+        if spec.version == me.version || state.refused.contains(&module.digest) {
+            return Ok(None);
+        }
+        tracing::info!(version = %spec.version, "downloading edgeleaf {}", spec.version);
+        let store = js
+            .get_object_store(MODULES_BUCKET)
+            .await
+            .map_err(|e| Refusal::Later(anyhow::anyhow!("modules bucket: {e}")))?;
+        let bytes =
+            crate::shipping::modules::fetch(&store, &module.digest, MAX_BINARY.min(module.size))
+                .await
+                .map_err(Refusal::Later)?;
+        let path = dir(&state_dir).join(format!("edgeleaf-{}", spec.version));
+        let to = Binary {
+            version: spec.version.clone(),
+            path: path.clone(),
+            digest: Some(module.digest.clone()),
+        };
+        if let Err(e) = stage(&path, &bytes, &spec.version).await {
+            let _ = std::fs::remove_file(&path);
+            state.refused.push(module.digest.clone());
+            let trial = Trial {
+                to,
+                from: me,
+                rollback: false,
+                expect_agents,
+                started,
+            };
+            state.finish(&trial, "failed", Some(format!("{e:#}")));
+            state.reported = true;
+            self.state.save_upgrade(&state);
+            return Err(Refusal::Now("bad_binary", format!("{e:#}")));
+        }
+        Ok(Some(Trial {
+            to,
+            from: me,
+            rollback: false,
+            expect_agents,
+            started,
+        }))
+    }
+
+    async fn event(&self, kind: &str, code: Option<&str>, message: String) {
+        let s = &self.state;
+        publish_event(
+            &Telemetry::Outbox(s.outbox.clone()),
+            &s.subjects,
+            &s.config.node.id,
+            kind,
+            None,
+            code,
+            message,
+        )
+        .await;
+    }
+}
+
+enum Refusal {
+    /// Not to be tried again until the announcement changes.
+    Now(&'static str, String),
+    /// A download that may work next time.
+    Later(anyhow::Error),
+}
+
+/// Writes the binary, executable by its owner only, and checks that it runs and
+/// prints `edgeleaf <version>`.
+async fn stage(path: &Path, bytes: &[u8], version: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        super::private_dir(dir, "node.state_dir/upgrade")?;
+    }
+    let tmp = path.with_extension("part");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o700)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let out = tokio::time::timeout(
+        VERSION_CHECK,
+        tokio::process::Command::new(path)
+            .arg("--version")
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "`{} --version` did not finish within {VERSION_CHECK:?}",
+            path.display()
+        )
+    })?
+    .with_context(|| {
+        format!(
+            "the binary does not run here (`{} --version`)",
+            path.display()
+        )
+    })?;
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let want = format!("edgeleaf {version}");
+    anyhow::ensure!(
+        out.status.success() && printed == want,
+        "`--version` printed {printed:?} ({}), not {want:?}",
+        out.status
+    );
+    Ok(())
+}
+
+/// How a trial ended without a healthy binary.
+enum TrialEnd {
+    Failed(anyhow::Error),
+    /// SIGTERM or SIGINT during the trial: the node stops, and tries again when
+    /// it starts.
+    Stopped,
+}
+
+/// Tries `trial.to` (see the module's text). Returns `Ok` when the node was asked
+/// to stop during the trial, and an error when no binary could be exec'd.
+pub async fn try_binary(config: &crate::config::Config, trial: Trial) -> Result<()> {
+    let state_dir = &config.node.state_dir;
+    let mut state = UpgradeState::load(state_dir);
+    state.trial = Some(trial.clone());
+    if let Err(e) = state.save(state_dir) {
+        tracing::error!(
+            "cannot record the upgrade trial ({e:#}); staying on {}",
+            trial.from.version
+        );
+        return Err(exec(&trial.from.path));
+    }
+    super::systemd::notify(&format!(
+        "RELOADING=1\nSTATUS=trying edgeleaf {}",
+        trial.to.version
+    ));
+    tracing::info!(from = %trial.from.version, to = %trial.to.version, "trying edgeleaf {}", trial.to.version);
+    let outcome = run_trial(config, &trial).await;
+    let mut state = UpgradeState::load(state_dir);
+    let next = match outcome {
+        Ok(()) => {
+            if state.current.is_none() {
+                // Upgrading from the installed binary: remember it, so that a
+                // package upgrade is recognised at the next start.
+                state.installed = Some(trial.from.clone());
+            }
+            let installed = state
+                .installed
+                .as_ref()
+                .is_some_and(|i| i.path == trial.to.path);
+            state.current = (!installed).then(|| trial.to.clone());
+            state.previous = (!trial.rollback).then(|| trial.from.clone());
+            if state.current.is_none() {
+                state.installed = None;
+            }
+            let outcome = if trial.rollback {
+                "rolled_back"
+            } else {
+                "succeeded"
+            };
+            state.finish(&trial, outcome, None);
+            tracing::info!(version = %trial.to.version, "edgeleaf {} is healthy; running it", trial.to.version);
+            trial.to.path.clone()
+        }
+        Err(TrialEnd::Stopped) => {
+            state.trial = None;
+            if let Err(e) = state.save(state_dir) {
+                tracing::error!("cannot record the upgrade's outcome: {e:#}");
+            }
+            super::systemd::notify("STOPPING=1");
+            tracing::info!(
+                "stopped during the trial of edgeleaf {}; tried again at the next start",
+                trial.to.version
+            );
+            return Ok(());
+        }
+        Err(TrialEnd::Failed(e)) => {
+            tracing::error!(version = %trial.to.version, "edgeleaf {} failed: {e:#}; back to {}", trial.to.version, trial.from.version);
+            if let Some(digest) = &trial.to.digest {
+                state.refused.push(digest.clone());
+            }
+            state.finish(&trial, "failed", Some(format!("{e:#}")));
+            trial.from.path.clone()
+        }
+    };
+    if let Err(e) = state.save(state_dir) {
+        tracing::error!("cannot record the upgrade's outcome: {e:#}");
+    }
+    state.prune(state_dir);
+    Err(exec(&next))
+}
+
+/// Runs `trial.to` as a child until it is healthy (`Ok`), exits or runs out of
+/// time (`Failed`, with why), or this process is asked to stop. The child is
+/// stopped either way.
+async fn run_trial(config: &crate::config::Config, trial: &Trial) -> Result<(), TrialEnd> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mark = healthy_mark(&config.node.state_dir);
+    let _ = std::fs::remove_file(&mark);
+    let stop = crate::shutdown::signal();
+    tokio::pin!(stop);
+    let mut command = tokio::process::Command::new(&trial.to.path);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours. The child
+    // gets SIGTERM should this process die without stopping it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .args(std::env::args_os().skip(1))
+        .env(TRIAL_ENV, "1")
+        // The child is not the service's main process: its notifications would be
+        // refused, and the watchdog is ours to pet meanwhile.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", trial.to.path.display()))
+        .map_err(TrialEnd::Failed)?;
+    // The child's log lines go on to ours; the last few explain a failure.
+    let tail = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if t.len() == 3 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+    }
+    let timeout = config.upgrade.health_timeout;
+    let deadline = Instant::now() + timeout;
+    let watchdog = super::systemd::watchdog_interval();
+    let mut last_pet = Instant::now();
+    let result = loop {
+        if mark.exists() {
+            break Ok(());
+        }
+        if Instant::now() >= deadline {
+            break Err(TrialEnd::Failed(anyhow::anyhow!(
+                "not healthy within {timeout:?}"
+            )));
+        }
+        if watchdog.is_some_and(|every| last_pet.elapsed() >= every) {
+            super::systemd::notify("WATCHDOG=1");
+            last_pet = Instant::now();
+        }
+        tokio::select! {
+            status = child.wait() => {
+                // Give the stderr reader a moment to take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let said = tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect::<Vec<_>>().join(" | ");
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                break Err(TrialEnd::Failed(anyhow::anyhow!("it stopped ({status}) before it was healthy{}", if said.is_empty() { String::new() } else { format!(": {said}") })));
+            }
+            _ = &mut stop => break Err(TrialEnd::Stopped),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    stop_child(&mut child).await;
+    let _ = std::fs::remove_file(&mark);
+    result
+}
+
+/// SIGTERM, then SIGKILL after [`CHILD_STOP`].
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's,
+        // not yet reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(CHILD_STOP, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+/// In a binary on trial: creates the healthy mark once the node sent a heartbeat
+/// and runs at least as many agents as the node it replaces.
+pub(super) async fn report_health(state: Arc<NodeState>, mut shutdown: Shutdown) {
+    let expect = UpgradeState::load(&state.config.node.state_dir)
+        .trial
+        .map(|t| t.expect_agents)
+        .unwrap_or(0);
+    loop {
+        let beat = state
+            .heartbeats_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0;
+        if beat && state.agents.counts().running >= expect {
+            let mark = healthy_mark(&state.config.node.state_dir);
+            if let Err(e) = std::fs::write(&mark, b"") {
+                tracing::error!("cannot write {}: {e}", mark.display());
+            }
+            tracing::info!("on trial and healthy");
+            let _ = shutdown.recv().await;
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Reports the last outcome as an event once (the node that starts after it).
+pub(super) async fn report_outcome(state: &NodeState) {
+    let state_dir = &state.config.node.state_dir;
+    let mut upgrade = UpgradeState::load(state_dir);
+    let Some(last) = upgrade.last.clone().filter(|_| !upgrade.reported) else {
+        return;
+    };
+    let kind = match last.outcome.as_str() {
+        "failed" => "upgrade_failed",
+        "rolled_back" => "upgrade_rolled_back",
+        "superseded" => "upgrade_superseded",
+        _ => "upgrade_succeeded",
+    };
+    let message = format!(
+        "edgeleaf {} → {}: {}{}",
+        last.from,
+        last.version,
+        last.outcome,
+        last.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    publish_event(
+        &Telemetry::Outbox(state.outbox.clone()),
+        &state.subjects,
+        &state.config.node.id,
+        kind,
+        None,
+        (last.outcome == "failed").then_some("upgrade_failed"),
+        message,
+    )
+    .await;
+    upgrade.reported = true;
+    state.save_upgrade(&upgrade);
+}
