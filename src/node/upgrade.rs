@@ -221,60 +221,81 @@ pub fn launch(state_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let mut state = UpgradeState::load(state_dir);
-    let me = Binary::this()?;
-    if let Some(trial) = state.trial.clone() {
-        // The process that ran the trial is gone before it ended it.
-        tracing::warn!(version = %trial.to.version, "an upgrade trial was cut short; it counts as failed");
-        if let Some(digest) = &trial.to.digest {
-            state.refused.push(digest.clone());
-        }
-        state.finish(
-            &trial,
-            "failed",
-            Some("the node stopped during the trial".into()),
-        );
+    let before = state.clone();
+    let start = state.on_start(&Binary::this()?, SystemTime::now());
+    if state != before {
         state.save(state_dir)?;
+        state.prune(state_dir);
     }
-    let Some(current) = state.current.clone() else {
-        return Ok(());
-    };
-    if current.path == me.path {
-        return Ok(());
+    match start {
+        Start::Run => Ok(()),
+        Start::Exec(path) => {
+            tracing::info!("running the upgraded binary {}", path.display());
+            Err(exec(&path))
+        }
     }
-    let installed = state.installed.as_ref();
-    if installed.is_some_and(|i| i.path == me.path && i.version == me.version)
-        && current.path.exists()
-    {
-        tracing::info!(version = %current.version, "running the upgraded binary {}", current.path.display());
-        return Err(exec(&current.path));
+}
+
+/// What a starting binary does: run, or hand over to the accepted upgrade.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    Run,
+    Exec(PathBuf),
+}
+
+impl UpgradeState {
+    /// Settles what a binary `me` starting at `now` finds (see [`launch`]).
+    fn on_start(&mut self, me: &Binary, now: SystemTime) -> Start {
+        if let Some(trial) = self.trial.clone() {
+            // The process that ran the trial is gone before it ended it.
+            tracing::warn!(version = %trial.to.version, "an upgrade trial was cut short; it counts as failed");
+            if let Some(digest) = &trial.to.digest {
+                self.refused.push(digest.clone());
+            }
+            self.finish(
+                &trial,
+                "failed",
+                Some("the node stopped during the trial".into()),
+            );
+        }
+        let Some(current) = self.current.clone() else {
+            return Start::Run;
+        };
+        if current.path == me.path {
+            return Start::Run;
+        }
+        let installed = self.installed.as_ref();
+        if installed.is_some_and(|i| i.path == me.path && i.version == me.version)
+            && current.path.exists()
+        {
+            return Start::Exec(current.path);
+        }
+        // Another binary than the one upgraded from: a package upgrade, or an
+        // operator who runs a binary of their choice. It wins, and is what runs
+        // from now on.
+        tracing::warn!(
+            staged = %current.version,
+            running = %me.version,
+            "{} is not the binary upgraded from; it runs, and the staged upgrade is dropped",
+            me.path.display()
+        );
+        let trial = Trial {
+            to: me.clone(),
+            from: current,
+            rollback: false,
+            expect_agents: 0,
+            started: super::rfc3339(now),
+        };
+        self.finish(
+            &trial,
+            "superseded",
+            Some(format!("{} was started instead", me.path.display())),
+        );
+        self.current = None;
+        self.previous = None;
+        self.installed = None;
+        Start::Run
     }
-    // Another binary than the one upgraded from: a package upgrade, or an
-    // operator who runs a binary of their choice. It wins, and is what runs
-    // from now on.
-    tracing::warn!(
-        staged = %current.version,
-        running = %me.version,
-        "{} is not the binary upgraded from; it runs, and the staged upgrade is dropped",
-        me.path.display()
-    );
-    let trial = Trial {
-        to: me.clone(),
-        from: current,
-        rollback: false,
-        expect_agents: 0,
-        started: super::rfc3339(SystemTime::now()),
-    };
-    state.finish(
-        &trial,
-        "superseded",
-        Some(format!("{} was started instead", me.path.display())),
-    );
-    state.current = None;
-    state.previous = None;
-    state.installed = None;
-    state.save(state_dir)?;
-    state.prune(state_dir);
-    Ok(())
 }
 
 /// What the node task passes to the node's end: the binary to try.
@@ -799,4 +820,91 @@ pub(super) async fn report_outcome(state: &NodeState) {
     .await;
     upgrade.reported = true;
     state.save_upgrade(&upgrade);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary(version: &str, path: &Path) -> Binary {
+        Binary {
+            version: version.into(),
+            path: path.to_owned(),
+            digest: None,
+        }
+    }
+
+    /// The installed binary, a staged upgrade accepted over it, and the state
+    /// that says so.
+    fn upgraded(dir: &Path) -> (Binary, Binary, UpgradeState) {
+        let installed = binary("1.0.0", Path::new("/usr/bin/edgeleaf"));
+        let staged = binary("1.1.0", &dir.join("edgeleaf-1.1.0"));
+        std::fs::write(&staged.path, b"").unwrap();
+        let state = UpgradeState {
+            current: Some(staged.clone()),
+            previous: Some(installed.clone()),
+            installed: Some(installed.clone()),
+            ..Default::default()
+        };
+        (installed, staged, state)
+    }
+
+    #[test]
+    fn the_installed_binary_hands_over_to_the_accepted_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let (installed, staged, mut state) = upgraded(dir.path());
+        let before = state.clone();
+        assert_eq!(
+            state.on_start(&installed, SystemTime::now()),
+            Start::Exec(staged.path.clone())
+        );
+        assert_eq!(state.on_start(&staged, SystemTime::now()), Start::Run);
+        assert_eq!(state, before, "nothing to record");
+    }
+
+    #[test]
+    fn a_package_upgrade_wins_over_the_staged_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (installed, _, mut state) = upgraded(dir.path());
+        let apt = binary("1.2.0", &installed.path);
+        assert_eq!(state.on_start(&apt, SystemTime::now()), Start::Run);
+        assert_eq!(state.current, None);
+        assert_eq!(state.previous, None);
+        let last = state.last.unwrap();
+        assert_eq!(
+            (
+                last.outcome.as_str(),
+                last.version.as_str(),
+                last.from.as_str()
+            ),
+            ("superseded", "1.2.0", "1.1.0")
+        );
+    }
+
+    #[test]
+    fn a_missing_staged_binary_or_a_cut_short_trial_leaves_the_installed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (installed, staged, mut state) = upgraded(dir.path());
+        std::fs::remove_file(&staged.path).unwrap();
+        assert_eq!(state.on_start(&installed, SystemTime::now()), Start::Run);
+        assert_eq!(state.current, None);
+
+        let mut state = UpgradeState {
+            trial: Some(Trial {
+                to: Binary {
+                    digest: Some("d1".into()),
+                    ..binary("2.0.0", &dir.path().join("edgeleaf-2.0.0"))
+                },
+                from: installed.clone(),
+                rollback: false,
+                expect_agents: 1,
+                started: "2026-12-04T08:00:00Z".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(state.on_start(&installed, SystemTime::now()), Start::Run);
+        assert_eq!(state.trial, None);
+        assert_eq!(state.refused, ["d1"]);
+        assert_eq!(state.last.unwrap().outcome, "failed");
+    }
 }

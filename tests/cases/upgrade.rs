@@ -181,7 +181,7 @@ fn exe(pid: u32) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_replaces_the_binary_in_place_and_rollback_returns_to_it() {
-    let site = Site::start(&["up1", "up2"]).await;
+    let mut site = Site::start(&["up1", "up2"]).await;
     let old = edgeleaf::version::version();
     let new = format!("{old}-up.1");
     let binary = stamped(site.dir.path(), &new);
@@ -228,6 +228,20 @@ async fn upgrade_replaces_the_binary_in_place_and_rollback_returns_to_it() {
     assert!(event["message"].as_str().unwrap().contains(&new), "{event}");
     // The node not targeted is untouched.
     assert_eq!(site.heartbeat("up2").await["version"], old);
+
+    // A restart (a reboot: systemd starts the installed binary) hands over to the
+    // accepted upgrade again.
+    assert!(site.nodes[0].stop_with(libc::SIGTERM).success());
+    site.nodes[0].spawn();
+    let pid = site.nodes[0].pid();
+    eventually(
+        Duration::from_secs(20),
+        "the restarted node runs the upgrade",
+        || async { (std::fs::read_link(format!("/proc/{pid}/exe")).ok()? == now).then_some(()) },
+    )
+    .await;
+    site.echoes("up1").await;
+    assert_eq!(site.heartbeat("up1").await["version"], new.as_str());
 
     // Announced again: nothing to do.
     let (ok, report, stderr) = site
