@@ -58,8 +58,8 @@ fn write_table(out: &mut impl Write, rows: &[NodeRow]) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "{:<20} {:<8} {:>8} {:<8} {:<8} {:<5} {:>5} {:>6}  TAGS",
-        "NODE", "STATUS", "AGE", "VERSION", "ARCH", "HUB", "CPU%", "MEM%"
+        "{:<20} {:<8} {:>8} {:<12} {:<8} {:<5} {:>5} {:>6}  {:<22} TAGS",
+        "NODE", "STATUS", "AGE", "VERSION", "ARCH", "HUB", "CPU%", "MEM%", "UPGRADE"
     )?;
     for r in rows {
         let hb = &r.heartbeat;
@@ -74,7 +74,7 @@ fn write_table(out: &mut impl Write, rows: &[NodeRow]) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "{:<20} {:<8} {:>7.0}s {:<8} {:<8} {:<5} {:>5.1} {:>6.1}  {}",
+            "{:<20} {:<8} {:>7.0}s {:<12} {:<8} {:<5} {:>5.1} {:>6.1}  {:<22} {}",
             r.node_id,
             status,
             r.age_s,
@@ -83,8 +83,25 @@ fn write_table(out: &mut impl Write, rows: &[NodeRow]) -> std::io::Result<()> {
             format!("{:?}", hb.hub_link.state).to_lowercase(),
             hb.cpu_pct,
             mem_pct,
+            upgrade_text(&hb.upgrade),
             tags_text(&hb.tags)
         )?;
     }
     Ok(())
+}
+
+/// The UPGRADE column: a trial under way, else how the last upgrade ended.
+fn upgrade_text(u: &crate::protocol::UpgradeInfo) -> String {
+    match (&u.staged, &u.last) {
+        (Some(v), _) => format!("trying {v}"),
+        (None, Some(last)) => {
+            let v = &last.version;
+            match last.outcome.as_str() {
+                "rolled_back" => format!("rolled back to {v}"),
+                "superseded" => format!("superseded by {v}"),
+                other => format!("{other} {v}"),
+            }
+        }
+        (None, None) => "-".into(),
+    }
 }

@@ -85,16 +85,23 @@ struct Site {
 impl Site {
     /// Nodes trusting one publisher, each running `echo` on `demo.<id>`.
     async fn start(ids: &[&str]) -> Self {
+        Self::start_with(ids, &[]).await
+    }
+
+    /// The same, with `env` for the first node.
+    async fn start_with(ids: &[&str], env: &[(&str, &str)]) -> Self {
         let cluster = Cluster::start().await;
         let hub_url = cluster.hub.url();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = publisher(dir.path(), "pub.key").await;
         let nodes: Vec<Node> = ids
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
                 let echo = agent_toml("echo", &agent_wasm("echo"), &[&format!("demo.{id}")], "");
                 Node::start(NodeSpec {
                     id,
+                    env: if i == 0 { env } else { &[] },
                     url: Some(cluster.leaf.url()),
                     extra: format!(
                         "{}\n[upgrade]\nhealth_timeout = \"40s\"\n{echo}",
@@ -181,7 +188,31 @@ fn exe(pid: u32) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_replaces_the_binary_in_place_and_rollback_returns_to_it() {
-    let mut site = Site::start(&["up1", "up2"]).await;
+    // systemd's notification socket, as `Type=notify` gives it.
+    let sockets = tempfile::tempdir().unwrap();
+    let notify_path = sockets.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let notified = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = tokio::spawn({
+        let notified = notified.clone();
+        async move {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = notify.recv(&mut buf).await {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg != "WATCHDOG=1" {
+                    notified.lock().unwrap().push(msg);
+                }
+            }
+        }
+    });
+    let mut site = Site::start_with(
+        &["up1", "up2"],
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    )
+    .await;
     let old = edgeleaf::version::version();
     let new = format!("{old}-up.1");
     let binary = stamped(site.dir.path(), &new);
@@ -209,6 +240,23 @@ async fn upgrade_replaces_the_binary_in_place_and_rollback_returns_to_it() {
             .join("upgrade")
             .join(format!("edgeleaf-{new}"))
     );
+    // What systemd heard: ready, reloading while the new binary is on trial, ready
+    // again from the same main process, and never stopping.
+    eventually(
+        Duration::from_secs(10),
+        "READY=1 after the upgrade",
+        || async { (notified.lock().unwrap().len() >= 3).then_some(()) },
+    )
+    .await;
+    let seen = notified.lock().unwrap().clone();
+    assert_eq!(seen[0], "READY=1", "{seen:?}");
+    assert_eq!(
+        seen[1],
+        format!("RELOADING=1\nSTATUS=trying edgeleaf {new}"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], "READY=1", "{seen:?}");
+    reader.abort();
     let hb = site.heartbeat("up1").await;
     assert_eq!(hb["version"], new.as_str(), "{hb}");
     assert_eq!(hb["upgrade"]["previous"], old, "{hb}");
@@ -311,6 +359,14 @@ async fn a_binary_that_fails_to_start_is_rolled_back_by_the_node() {
     assert_eq!(hb["version"], old, "{hb}");
     assert_eq!(hb["upgrade"]["last"]["outcome"], "failed", "{hb}");
     assert!(hb["upgrade"].get("staged").is_none(), "{hb}");
+    let table = cli(&["nodes", "-s", &site.hub_url]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("bad1 ") && l.contains(&format!("failed {new}"))),
+        "{table}"
+    );
     site.echoes("bad1").await;
 
     // A refused binary is not tried again: the node stays as it is.
