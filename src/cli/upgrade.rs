@@ -16,7 +16,8 @@ use crate::config::parse_duration;
 use crate::hub;
 use crate::protocol::{NodeRow, NodeStatus, UPGRADES_BUCKET};
 use crate::shipping::upgrade::{UpgradeSpec, elf_arch};
-use crate::shipping::{ModuleRef, SecretKey};
+use crate::shipping::{ModuleRef, SecretKey, Target};
+use async_nats::jetstream::kv;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,9 +48,19 @@ pub struct Args {
     /// How long to wait for the online targeted nodes to report; 0 does not wait.
     #[arg(long, default_value = "180s", value_parser = parse_duration)]
     wait: Duration,
-    /// Print one JSON object: what was announced and each node's outcome.
+    /// Print one JSON object: what was announced and each node's outcome (with
+    /// --waves also the rollout's `outcome`, `reason` and `waves`).
     #[arg(long)]
     json: bool,
+    /// Upgrade in waves over the online targeted nodes (sorted by id), like `deploy
+    /// --waves`: each entry is how many nodes run the new binary once that wave
+    /// passed, a count or a share (`1,10%,100%`). A wave whose node fails halts the
+    /// rollout and sends that wave back.
+    #[arg(long, value_name = "WAVES", conflicts_with = "rollback")]
+    waves: Option<String>,
+    /// How long each wave must stay up on the new binary before the next starts.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "waves")]
+    bake: Duration,
 }
 
 /// One node's outcome.
@@ -75,6 +86,44 @@ struct Report {
     digest: Option<String>,
     keys: Vec<String>,
     nodes: Vec<NodeOutcome>,
+    /// With --waves: `completed` or `halted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waves: Option<Vec<Wave>>,
+}
+
+/// One wave of `--waves`.
+#[derive(Debug, Clone, Serialize)]
+struct Wave {
+    nodes: Vec<String>,
+    /// `pending`, `passed`, `failed` or `rolled_back`.
+    outcome: String,
+}
+
+/// Writes the signed announcement for `arch` under `kv_key`.
+async fn announce(
+    bucket: &kv::Store,
+    key: &SecretKey,
+    version: &str,
+    arch: &str,
+    module: Option<&ModuleRef>,
+    kv_key: &str,
+) -> Result<()> {
+    let spec = UpgradeSpec::new(
+        version.to_owned(),
+        arch.to_owned(),
+        module.cloned(),
+        kv_key.to_owned(),
+        key,
+    );
+    bucket
+        .put(kv_key, spec.seal(key).into())
+        .await
+        .with_context(|| format!("cannot write {kv_key} in {UPGRADES_BUCKET}"))?;
+    Ok(())
 }
 
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
@@ -119,25 +168,45 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             (String::new(), arches, None)
         }
     };
-    let mut keys = Vec::new();
     let before: BTreeMap<String, String> = targeted
         .iter()
         .map(|n| (n.node_id.clone(), n.heartbeat.version.clone()))
         .collect();
+    let watched: Vec<&NodeRow> = targeted
+        .into_iter()
+        .filter(|n| arches.contains(&n.heartbeat.arch))
+        .collect();
+    if let (Some(waves), Some(module)) = (&args.waves, &module) {
+        let hub = Hub {
+            js: &js,
+            conn,
+            bucket: &bucket,
+            key: &key,
+            before: &before,
+            wait: args.wait,
+            json: args.json,
+        };
+        let arch = &arches[0];
+        let keys: Vec<String> = targets.iter().map(|t| t.key(arch)).collect();
+        let mut report = Report {
+            version: version.clone(),
+            arch: arches.clone(),
+            digest: Some(module.digest.clone()),
+            keys,
+            nodes: Vec::new(),
+            outcome: None,
+            reason: None,
+            waves: None,
+        };
+        return hub
+            .roll(&mut report, module, waves, args.bake, &watched)
+            .await;
+    }
+    let mut keys = Vec::new();
     for arch in &arches {
         for target in &targets {
             let k = target.key(arch);
-            let spec = UpgradeSpec::new(
-                version.clone(),
-                arch.clone(),
-                module.clone(),
-                k.clone(),
-                &key,
-            );
-            bucket
-                .put(&k, spec.seal(&key).into())
-                .await
-                .with_context(|| format!("cannot write {k} in {UPGRADES_BUCKET}"))?;
+            announce(&bucket, &key, &version, arch, module.as_ref(), &k).await?;
             keys.push(k);
         }
     }
@@ -148,10 +217,6 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         };
         eprintln!("announced {what} under {}", keys.join(", "));
     }
-    let watched: Vec<&NodeRow> = targeted
-        .into_iter()
-        .filter(|n| arches.contains(&n.heartbeat.arch))
-        .collect();
     let nodes = wait(&js, conn, &watched, &version, &before, args.wait).await?;
     let failed = nodes.iter().any(|n| n.outcome == "failed");
     let report = Report {
@@ -160,11 +225,24 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         digest: module.map(|m| m.digest),
         keys,
         nodes,
+        outcome: None,
+        reason: None,
+        waves: None,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        for n in &report.nodes {
+    report.print(args.json)?;
+    if failed {
+        bail!("the upgrade failed on some nodes; they run their previous binary again");
+    }
+    Ok(())
+}
+
+impl Report {
+    fn print(&self, json: bool) -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+            return Ok(());
+        }
+        for n in &self.nodes {
             let reason = n
                 .reason
                 .as_deref()
@@ -175,11 +253,208 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
                 n.node_id, n.outcome, n.version
             );
         }
+        if let Some(outcome) = &self.outcome {
+            let why = self
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            println!("upgrade to {}: {outcome}{why}", self.version);
+            for (i, w) in self.waves.iter().flatten().enumerate() {
+                println!("  wave {} {:<12} {}", i + 1, w.outcome, w.nodes.join(", "));
+            }
+        }
+        Ok(())
     }
-    if failed {
-        bail!("the upgrade failed on some nodes; they run their previous binary again");
+}
+
+/// What `--waves` works with.
+struct Hub<'a> {
+    js: &'a async_nats::jetstream::Context,
+    conn: &'a ConnOpts,
+    bucket: &'a kv::Store,
+    key: &'a SecretKey,
+    before: &'a BTreeMap<String, String>,
+    wait: Duration,
+    json: bool,
+}
+
+impl Hub<'_> {
+    /// Moves the online nodes of `watched` to the binary wave by wave; once every
+    /// wave passed, the targets' keys get it and the waves' node keys go.
+    async fn roll(
+        &self,
+        report: &mut Report,
+        module: &ModuleRef,
+        spec: &str,
+        bake: Duration,
+        watched: &[&NodeRow],
+    ) -> Result<()> {
+        let mut online: Vec<&NodeRow> = watched
+            .iter()
+            .copied()
+            .filter(|n| n.status == NodeStatus::Online)
+            .collect();
+        online.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        if online.is_empty() {
+            bail!(
+                "no online node is targeted: --waves needs nodes to watch (without it, offline nodes converge when they return)"
+            );
+        }
+        let mut rest = online.as_slice();
+        let mut waves = Vec::new();
+        for size in super::rollout::wave_sizes(spec, online.len())? {
+            let (wave, after) = rest.split_at(size);
+            waves.push(wave.to_vec());
+            rest = after;
+        }
+        report.waves = Some(
+            waves
+                .iter()
+                .map(|w| Wave {
+                    nodes: w.iter().map(|n| n.node_id.clone()).collect(),
+                    outcome: "pending".into(),
+                })
+                .collect(),
+        );
+        let arch = report.arch[0].clone();
+        let version = report.version.clone();
+        for (i, wave) in waves.iter().enumerate() {
+            if !self.json {
+                let ids: Vec<&str> = wave.iter().map(|n| n.node_id.as_str()).collect();
+                eprintln!("wave {}: {}", i + 1, ids.join(", "));
+            }
+            // Each node's own key, with what it held before (put back on a halt).
+            let mut prior = BTreeMap::new();
+            for n in wave {
+                let k = Target::Node(n.node_id.clone()).key(&arch);
+                prior.insert(k.clone(), self.bucket.get(&k).await?);
+                announce(self.bucket, self.key, &version, &arch, Some(module), &k).await?;
+            }
+            let outcomes = wait(self.js, self.conn, wave, &version, self.before, self.wait).await?;
+            let bad = outcomes
+                .iter()
+                .find(|o| o.outcome != "upgraded" && o.outcome != "unchanged");
+            let why = match bad {
+                Some(o) => Some(format!(
+                    "{} {}{}",
+                    o.node_id,
+                    o.outcome,
+                    o.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                )),
+                None => self.bake(wave, &version, bake).await?,
+            };
+            report.nodes.extend(outcomes);
+            let waves = report.waves.as_mut().expect("set above");
+            if let Some(why) = why {
+                self.send_back(wave, &arch, prior).await?;
+                waves[i].outcome = "rolled_back".into();
+                report.outcome = Some("halted".into());
+                report.reason = Some(format!("wave {}: {why}", i + 1));
+                report.print(self.json)?;
+                bail!("the upgrade halted in wave {}: {why}", i + 1);
+            }
+            waves[i].outcome = "passed".into();
+        }
+        // Every wave passed: the broad keys, then the waves' own keys go.
+        for k in &report.keys {
+            announce(self.bucket, self.key, &version, &arch, Some(module), k).await?;
+        }
+        for n in &online {
+            let k = Target::Node(n.node_id.clone()).key(&arch);
+            if !report.keys.contains(&k) {
+                self.bucket
+                    .delete(&k)
+                    .await
+                    .with_context(|| format!("cannot delete {k}"))?;
+            }
+        }
+        report.outcome = Some("completed".into());
+        report.print(self.json)
     }
-    Ok(())
+
+    /// Watches a wave for `bake`: each node must stay online on `version`.
+    async fn bake(
+        &self,
+        wave: &[&NodeRow],
+        version: &str,
+        bake: Duration,
+    ) -> Result<Option<String>> {
+        let until = Instant::now() + bake;
+        loop {
+            let fleet = hub::fleet::nodes(self.js, &self.conn.subjects()).await?;
+            for n in wave {
+                match fleet.iter().find(|r| r.node_id == n.node_id) {
+                    Some(r) if r.status == NodeStatus::Offline => {
+                        return Ok(Some(format!("{} went offline during the bake", n.node_id)));
+                    }
+                    Some(r) if r.heartbeat.version != version => {
+                        return Ok(Some(format!(
+                            "{} runs {} again during the bake",
+                            n.node_id, r.heartbeat.version
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+        }
+    }
+
+    /// A halted wave's nodes: those on the new binary roll back to the one they
+    /// kept, then every node key of the wave is put back as it was.
+    async fn send_back(
+        &self,
+        wave: &[&NodeRow],
+        arch: &str,
+        prior: BTreeMap<String, Option<bytes::Bytes>>,
+    ) -> Result<()> {
+        let fleet = hub::fleet::nodes(self.js, &self.conn.subjects()).await?;
+        let mut moved = Vec::new();
+        for n in wave {
+            let now = fleet.iter().find(|r| r.node_id == n.node_id);
+            if now.is_some_and(|r| Some(&r.heartbeat.version) != self.before.get(&n.node_id)) {
+                let k = Target::Node(n.node_id.clone()).key(arch);
+                announce(self.bucket, self.key, "", arch, None, &k).await?;
+                moved.push(*n);
+            }
+        }
+        let current: BTreeMap<String, String> = fleet
+            .iter()
+            .map(|r| (r.node_id.clone(), r.heartbeat.version.clone()))
+            .collect();
+        for o in wait(self.js, self.conn, &moved, "", &current, self.wait).await? {
+            if o.outcome != "rolled_back" {
+                eprintln!(
+                    "warning: {} did not roll back ({}); see `edgeleaf nodes`",
+                    o.node_id, o.outcome
+                );
+            }
+        }
+        for (k, raw) in prior {
+            match raw {
+                Some(raw) => {
+                    self.bucket
+                        .put(&k, raw)
+                        .await
+                        .with_context(|| format!("cannot put {k} back"))?;
+                }
+                None => {
+                    self.bucket
+                        .delete(&k)
+                        .await
+                        .with_context(|| format!("cannot delete {k}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks the binary against the version and the targeted nodes, and uploads it.

@@ -1,8 +1,9 @@
 //! Self-update (`edgeleaf upgrade`) with real nodes on one hub: this build, stamped
 //! with another version, replaces a node's binary in place (same pid) and is sent
 //! back with `--rollback`; a binary that fails to start is rolled back by the node
-//! on its own; the CLI refuses a binary for another architecture or one that
-//! reports another version.
+//! on its own and halts `--waves` on the canary; the CLI refuses a binary for
+//! another architecture or one that reports another version, and waves carry a
+//! good one to every node and onto the broad key.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -321,28 +322,45 @@ async fn upgrade_replaces_the_binary_in_place_and_rollback_returns_to_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_binary_that_fails_to_start_is_rolled_back_by_the_node() {
-    let site = Site::start(&["bad1"]).await;
+async fn a_binary_that_fails_to_start_is_rolled_back_by_the_node_and_halts_the_waves() {
+    let site = Site::start(&["bad1", "bad2", "bad3"]).await;
     let old = edgeleaf::version::version();
     let new = format!("{old}-broken");
     let binary = broken(site.dir.path(), &new);
     let pid = site.nodes[0].pid();
     let before = exe(pid);
 
+    // In waves: the canary (bad1, first by id) fails, and the others never see it.
     let (ok, report, stderr) = site
         .upgrade(&[
             binary.to_str().unwrap(),
             "--version",
             &new,
-            "--node",
-            "bad1",
+            "--all",
+            "--waves",
+            "1,100%",
+            "--bake",
+            "1s",
         ])
         .await;
     assert!(!ok, "{report}");
+    assert!(stderr.contains("the upgrade halted in wave 1"), "{stderr}");
+    assert_eq!(report["outcome"], "halted", "{report}");
     assert!(
-        stderr.contains("the upgrade failed on some nodes"),
-        "{stderr}"
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("wave 1: bad1 failed"),
+        "{report}"
     );
+    assert_eq!(
+        report["waves"],
+        serde_json::json!([
+            {"nodes": ["bad1"], "outcome": "rolled_back"},
+            {"nodes": ["bad2", "bad3"], "outcome": "pending"},
+        ])
+    );
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 1, "{report}");
     let node = &report["nodes"][0];
     assert_eq!(node["outcome"], "failed", "{report}");
     assert_eq!(node["version"], old, "{report}");
@@ -384,11 +402,25 @@ async fn a_binary_that_fails_to_start_is_rolled_back_by_the_node() {
     assert_eq!(exe(pid), before);
     let log = site.nodes[0].log();
     assert_eq!(log.matches("trying edgeleaf").count(), 1, "{log}");
+
+    // The halted rollout wrote no broad key and left the others alone.
+    let js = async_nats::jetstream::new(site.hub.clone());
+    let bucket = js.get_key_value("EDGELEAF_UPGRADES").await.unwrap();
+    let arch = std::env::consts::ARCH;
+    assert!(bucket.get(format!("all.{arch}")).await.unwrap().is_none());
+    for node in &site.nodes[1..] {
+        assert_eq!(site.heartbeat(&node.id).await["version"], old);
+        assert!(
+            !node.log().contains("downloading edgeleaf"),
+            "{}",
+            node.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_refuses_a_binary_for_another_arch_or_version() {
-    let site = Site::start(&["chk1"]).await;
+async fn the_cli_refuses_a_foreign_binary_and_waves_carry_a_good_one() {
+    let site = Site::start(&["chk1", "chk2"]).await;
     let old = edgeleaf::version::version();
     let dir = site.dir.path();
     let binary = stamped(dir, &format!("{old}-a"));
@@ -445,4 +477,56 @@ async fn the_cli_refuses_a_binary_for_another_arch_or_version() {
     let hb = site.heartbeat("chk1").await;
     assert_eq!(hb["version"], old, "{hb}");
     assert!(hb["upgrade"].get("last").is_none(), "{hb}");
+
+    // The good binary in waves: both pass, and the broad key ends with it.
+    let good = format!("{old}-a");
+    let (ok, report, stderr) = site
+        .upgrade(&[
+            binary.to_str().unwrap(),
+            "--version",
+            &good,
+            "--all",
+            "--waves",
+            "1,100%",
+            "--bake",
+            "1s",
+        ])
+        .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(
+        report["waves"],
+        serde_json::json!([
+            {"nodes": ["chk1"], "outcome": "passed"},
+            {"nodes": ["chk2"], "outcome": "passed"},
+        ])
+    );
+    for id in ["chk1", "chk2"] {
+        assert_eq!(site.heartbeat(id).await["version"], good.as_str());
+    }
+    let js = async_nats::jetstream::new(site.hub.clone());
+    let bucket = js.get_key_value("EDGELEAF_UPGRADES").await.unwrap();
+    let arch = std::env::consts::ARCH;
+    let raw = bucket
+        .get(format!("all.{arch}"))
+        .await
+        .unwrap()
+        .expect("the broad key");
+    let envelope: Value = serde_json::from_slice(&raw).unwrap();
+    let spec = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        envelope["spec"].as_str().unwrap(),
+    )
+    .unwrap();
+    let spec: Value = serde_json::from_slice(&spec).unwrap();
+    assert_eq!(spec["version"], good.as_str());
+    for id in ["chk1", "chk2"] {
+        assert!(
+            bucket
+                .get(format!("node.{id}.{arch}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }
