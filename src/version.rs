@@ -74,11 +74,14 @@ pub fn stamp(bytes: &mut [u8], version: &str) -> anyhow::Result<()> {
         valid(version),
         "{version:?} is not a version (digits first, then letters, digits, . + - _; at most {MAX_LEN})"
     );
-    let marker: Vec<u8> = [&MARKER_HEAD[..], &MARKER_TAIL[..]].concat();
+    // Compared half by half, and only where a version follows: an optimizer
+    // never has a reason to lay the two halves out side by side elsewhere.
     let found: Vec<usize> = bytes
-        .windows(MARKER_LEN)
+        .windows(MARKER_LEN + 1)
         .enumerate()
-        .filter(|(_, w)| *w == marker.as_slice())
+        .filter(|(_, w)| {
+            w[..8] == MARKER_HEAD[..] && w[8..16] == MARKER_TAIL[..] && w[16].is_ascii_digit()
+        })
         .map(|(i, _)| i)
         .collect();
     let at = match found.as_slice() {
