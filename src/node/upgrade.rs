@@ -314,7 +314,11 @@ pub(super) async fn follow(
         settled: BTreeMap::new(),
         state,
     };
+    // A hub without the bucket (not `hub init`ed since) is asked again less and
+    // less often: a fleet's worth of nodes must not poll it every 2 s.
+    let mut backoff = Duration::from_secs(2);
     loop {
+        let started = Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.recv() => return,
             r = follower.watch(&client) => r,
@@ -328,10 +332,14 @@ pub(super) async fn follow(
             }
             Err(e) => tracing::debug!("upgrades not reachable: {e:#}"),
         }
+        if started.elapsed() > RESYNC {
+            backoff = Duration::from_secs(2);
+        }
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(backoff) => {}
         }
+        backoff = (backoff * 2).min(Duration::from_secs(120));
     }
 }
 
