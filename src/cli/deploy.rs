@@ -116,6 +116,18 @@ pub struct UndeployArgs {
     name: String,
     #[command(flatten)]
     target: TargetOpts,
+    /// Publisher secret key: with --waves, each wave's nodes get a signed tombstone
+    /// under their own key.
+    #[arg(long, env = "EDGELEAF_KEY")]
+    key: Option<PathBuf>,
+    /// With --waves: how long each wave's nodes have to drop the agent.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "waves")]
+    wait: Duration,
+    /// With --waves: print the rollout's report as one JSON object.
+    #[arg(long, requires = "waves")]
+    json: bool,
+    #[command(flatten)]
+    waves: super::rollout::WaveOpts,
 }
 
 pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
@@ -163,6 +175,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             args.keep_kv,
             args.wait,
             args.json,
+            false,
         )
         .await;
     }
@@ -399,6 +412,35 @@ pub(crate) fn print_outcome(o: &NodeOutcome) {
 }
 
 pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
+    if args.waves.waves.is_some() {
+        let Some(key) = &args.key else {
+            bail!("--waves needs --key: each wave's nodes get a signed tombstone");
+        };
+        let key = SecretKey::load(key)?;
+        let agent = AgentSpec {
+            name: args.name.clone(),
+            ..Default::default()
+        };
+        let module = ModuleRef {
+            digest: String::new(),
+            size: 0,
+        };
+        let targets = args.target.targets()?;
+        return super::rollout::start(
+            conn,
+            &args.waves,
+            agent,
+            module,
+            &targets,
+            &key,
+            None,
+            false,
+            args.wait,
+            args.json,
+            true,
+        )
+        .await;
+    }
     let client = conn.connect().await?;
     let js = hub::jetstream(client, conn.domain.as_deref());
     let bucket = js

@@ -54,6 +54,10 @@ pub struct Rollout {
     /// Per-node keys this rollout found in place, by node: put back on a rollback.
     #[serde(default)]
     pub prior: BTreeMap<String, Vec<u8>>,
+    /// `undeploy --waves`: each wave's nodes get a tombstone under their own key, and
+    /// the targets' keys are deleted once every wave passed.
+    #[serde(default)]
+    pub undeploy: bool,
     pub started_at: String,
     pub updated_at: String,
 }
@@ -224,6 +228,7 @@ pub async fn start(
     keep_kv: bool,
     wait: Duration,
     json: bool,
+    undeploy: bool,
 ) -> Result<()> {
     let waves = opts.waves.as_deref().unwrap_or("100%");
     let hub = Hub::connect(conn).await?;
@@ -300,9 +305,17 @@ pub async fn start(
         bake_ms: opts.bake.as_millis() as u64,
         max_failures: opts.max_failures,
         prior,
+        undeploy,
         started_at: now(),
         updated_at: String::new(),
     };
+    if undeploy {
+        for key in &rollout.targets {
+            if hub.deployments.get(key).await?.is_none() {
+                bail!("nothing is deployed under {key}");
+            }
+        }
+    }
     hub.save(&mut rollout).await?;
     if !json {
         let sizes: Vec<String> = rollout
@@ -311,7 +324,12 @@ pub async fn start(
             .map(|w| w.nodes.len().to_string())
             .collect();
         eprintln!(
-            "rolling out {} version {} to {} node(s) in waves of {}, baking {:?} each",
+            "{} {} version {} to {} node(s) in waves of {}, baking {:?} each",
+            if undeploy {
+                "undeploying"
+            } else {
+                "rolling out"
+            },
             rollout.agent,
             version,
             online.len(),
@@ -432,6 +450,11 @@ enum WaveEnd {
 
 /// The signed spec of this rollout's version under `target`'s key.
 fn envelope(rollout: &Rollout, target: &Target, version: u64, key: &SecretKey) -> Vec<u8> {
+    if rollout.undeploy {
+        let spec =
+            DeploymentSpec::tombstone(&rollout.agent, version, target.key(&rollout.agent), key);
+        return SignedDeployment::seal(&spec, Some(key)).to_bytes();
+    }
     let spec = DeploymentSpec::new(
         rollout.spec.clone(),
         rollout.module.clone(),
@@ -483,17 +506,23 @@ async fn run_wave(
         roll_back(hub, rollout, i, key).await?;
         return Ok(WaveEnd::EndedElsewhere(Box::new(other)));
     }
-    let outcomes = wait_for_nodes(
-        &hub.js, hub.conn, &targets, &agent, version, &envelopes, wait,
-    )
-    .await?;
-    for o in &outcomes {
-        if o.state != "running" {
-            let why = match &o.error {
-                Some(e) => format!("{} {}: {}: {}", o.node_id, o.state, e.code, e.message),
-                None => format!("{} {}", o.node_id, o.state),
-            };
+    if rollout.undeploy {
+        if let Some(why) = wait_removed(hub, &nodes, &agent, version, wait).await? {
             return Ok(WaveEnd::Failed(why));
+        }
+    } else {
+        let outcomes = wait_for_nodes(
+            &hub.js, hub.conn, &targets, &agent, version, &envelopes, wait,
+        )
+        .await?;
+        for o in &outcomes {
+            if o.state != "running" {
+                let why = match &o.error {
+                    Some(e) => format!("{} {}: {}: {}", o.node_id, o.state, e.code, e.message),
+                    None => format!("{} {}", o.node_id, o.state),
+                };
+                return Ok(WaveEnd::Failed(why));
+            }
         }
     }
 
@@ -507,8 +536,16 @@ async fn run_wave(
         if let Some(other) = hub.ended_elsewhere(&agent).await {
             return Ok(WaveEnd::EndedElsewhere(Box::new(other)));
         }
-        if let Some(why) = unhealthy(hub, &nodes, &agent, version).await? {
+        if let Some(why) = unhealthy(hub, &nodes, &agent, version, rollout.undeploy).await? {
             return Ok(WaveEnd::Failed(why));
+        }
+        if rollout.undeploy {
+            // Nothing runs to fail: the bake watches that the agent stays away.
+            if started.elapsed() >= bake {
+                return Ok(WaveEnd::Passed);
+            }
+            tokio::time::sleep(BAKE_POLL.min(bake.saturating_sub(started.elapsed()))).await;
+            continue;
         }
         let now = failures(hub, &nodes, &agent, &digest).await;
         let failed: u64 = nodes
@@ -533,12 +570,14 @@ async fn run_wave(
     }
 }
 
-/// A node of the wave that no longer runs this version, if any.
+/// A node of the wave that no longer runs this version (an undeploy: that runs the
+/// agent again), if any.
 async fn unhealthy(
     hub: &Hub<'_>,
     nodes: &[String],
     agent: &str,
     version: u64,
+    undeploy: bool,
 ) -> Result<Option<String>> {
     let status = hub
         .js
@@ -546,7 +585,16 @@ async fn unhealthy(
         .await
         .context("no status bucket on the hub")?;
     for node in nodes {
-        let Some(raw) = status.get(format!("{node}.{agent}")).await? else {
+        let raw = status.get(format!("{node}.{agent}")).await?;
+        if undeploy {
+            if let Some(s) = raw.and_then(|r| serde_json::from_slice::<DeployStatus>(&r).ok())
+                && s.state == "running"
+            {
+                return Ok(Some(format!("{node} runs {agent} again")));
+            }
+            continue;
+        }
+        let Some(raw) = raw else {
             return Ok(Some(format!("{node} reports no status for {agent}")));
         };
         let Ok(s) = serde_json::from_slice::<DeployStatus>(&raw) else {
@@ -589,44 +637,96 @@ async fn failures(
         .collect()
 }
 
-/// Puts wave `i`'s nodes back on what they ran before the rollout.
-async fn roll_back(hub: &Hub<'_>, rollout: &mut Rollout, i: usize, key: &SecretKey) -> Result<()> {
-    let agent = rollout.agent.clone();
-    for node in rollout.waves[i].nodes.clone() {
-        let target = Target::Node(node.clone());
-        let kv_key = target.key(&agent);
-        match rollout
-            .prior
-            .get(&node)
-            .and_then(|raw| SignedDeployment::peek_spec(raw))
-        {
-            // It had a deployment of its own: put it back, newer than the rollout's.
-            Some(prior) => {
-                let spec = DeploymentSpec::new(
-                    prior.agent,
-                    prior.module,
-                    rollout.version + 1,
-                    prior.target,
-                    Some(key),
-                    prior.keep_kv,
-                    prior.secrets,
-                );
-                let raw = SignedDeployment::seal(&spec, Some(key)).to_bytes();
-                hub.deployments
-                    .put(&kv_key, raw.into())
-                    .await
-                    .with_context(|| format!("cannot put {kv_key} back"))?;
-            }
-            // It followed a broader key: remove the rollout's, and it does again.
-            None => {
-                if hub.deployments.get(&kv_key).await?.is_some() {
-                    hub.deployments
-                        .delete(&kv_key)
-                        .await
-                        .with_context(|| format!("cannot delete {kv_key}"))?;
+/// Waits until every node of an undeploy wave dropped the agent (its status key
+/// gone); the first that refused the tombstone, or did not report within `wait`,
+/// fails the wave.
+async fn wait_removed(
+    hub: &Hub<'_>,
+    nodes: &[String],
+    agent: &str,
+    version: u64,
+    wait: Duration,
+) -> Result<Option<String>> {
+    let status = hub
+        .js
+        .get_key_value(STATUS_BUCKET)
+        .await
+        .context("no status bucket on the hub")?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut pending = None;
+        for node in nodes {
+            let Some(raw) = status.get(format!("{node}.{agent}")).await? else {
+                continue;
+            };
+            match serde_json::from_slice::<DeployStatus>(&raw) {
+                Ok(s) if s.version == Some(version) && s.state != "running" => {
+                    let why = s
+                        .error
+                        .map(|e| format!(": {}: {}", e.code, e.message))
+                        .unwrap_or_default();
+                    return Ok(Some(format!("{node} {}{why}", s.state)));
                 }
+                _ => pending = Some(node),
             }
         }
+        let Some(node) = pending else {
+            return Ok(None);
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Some(format!("{node} still runs {agent} after {wait:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Puts a node's own key for the rollout's agent back as it was before the
+/// rollout: its prior deployment re-signed newer than the rollout's version, or
+/// no key at all (it follows a broader one again).
+async fn restore_node_key(
+    hub: &Hub<'_>,
+    rollout: &Rollout,
+    node: &str,
+    key: &SecretKey,
+) -> Result<()> {
+    let kv_key = Target::Node(node.to_owned()).key(&rollout.agent);
+    match rollout
+        .prior
+        .get(node)
+        .and_then(|raw| SignedDeployment::peek_spec(raw))
+    {
+        Some(prior) => {
+            let spec = DeploymentSpec::new(
+                prior.agent,
+                prior.module,
+                rollout.version + 1,
+                prior.target,
+                Some(key),
+                prior.keep_kv,
+                prior.secrets,
+            );
+            let raw = SignedDeployment::seal(&spec, Some(key)).to_bytes();
+            hub.deployments
+                .put(&kv_key, raw.into())
+                .await
+                .with_context(|| format!("cannot put {kv_key} back"))?;
+        }
+        None => {
+            if hub.deployments.get(&kv_key).await?.is_some() {
+                hub.deployments
+                    .delete(&kv_key)
+                    .await
+                    .with_context(|| format!("cannot delete {kv_key}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts wave `i`'s nodes back on what they ran before the rollout.
+async fn roll_back(hub: &Hub<'_>, rollout: &mut Rollout, i: usize, key: &SecretKey) -> Result<()> {
+    for node in rollout.waves[i].nodes.clone() {
+        restore_node_key(hub, rollout, &node, key).await?;
     }
     rollout.waves[i].outcome = "rolled_back".into();
     Ok(())
@@ -635,6 +735,9 @@ async fn roll_back(hub: &Hub<'_>, rollout: &mut Rollout, i: usize, key: &SecretK
 /// Every wave passed: the broad keys get the new version, the per-node keys the
 /// rollout wrote go.
 async fn complete(hub: &Hub<'_>, rollout: &mut Rollout, key: &SecretKey) -> Result<()> {
+    if rollout.undeploy {
+        return complete_undeploy(hub, rollout, key).await;
+    }
     let agent = rollout.agent.clone();
     let mut node_keys = BTreeSet::new();
     for kv_key in rollout.targets.clone() {
@@ -673,12 +776,37 @@ async fn complete(hub: &Hub<'_>, rollout: &mut Rollout, key: &SecretKey) -> Resu
     hub.save(rollout).await
 }
 
+/// Every undeploy wave passed: the targets' keys go, then the waves' tombstones
+/// (a node's own prior deployment, not targeted, comes back).
+async fn complete_undeploy(hub: &Hub<'_>, rollout: &mut Rollout, key: &SecretKey) -> Result<()> {
+    for kv_key in &rollout.targets {
+        if hub.deployments.get(kv_key).await?.is_some() {
+            hub.deployments
+                .delete(kv_key)
+                .await
+                .with_context(|| format!("cannot delete {kv_key}"))?;
+        }
+    }
+    for wave in &rollout.waves {
+        for node in &wave.nodes {
+            let kv_key = Target::Node(node.clone()).key(&rollout.agent);
+            if rollout.targets.contains(&kv_key) {
+                continue; // deleted above
+            }
+            restore_node_key(hub, rollout, node, key).await?;
+        }
+    }
+    rollout.outcome = "completed".into();
+    hub.save(rollout).await
+}
+
 /// The report: one JSON object with `--json` (`outcome`, `reason`, `waves`), else
 /// a few lines.
 fn report(r: &Rollout, json: bool) {
     if json {
         let out = serde_json::json!({
             "agent": r.agent,
+            "undeploy": r.undeploy,
             "version": r.version,
             "outcome": r.outcome,
             "reason": r.reason,
@@ -692,7 +820,8 @@ fn report(r: &Rollout, json: bool) {
         return;
     }
     println!(
-        "rollout of {} version {}: {}{}",
+        "{} of {} version {}: {}{}",
+        if r.undeploy { "undeploy" } else { "rollout" },
         r.agent,
         r.version,
         r.outcome,

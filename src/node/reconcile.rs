@@ -454,6 +454,24 @@ impl Reconciler {
                 return;
             }
         };
+        if spec.absent {
+            // A tombstone: the agent goes (or stays away) on this node.
+            match current.as_ref() {
+                Some(cur) => self.remove(hub, name, cur).await,
+                None => {
+                    let _ = hub.status.delete(self.status_key(name)).await;
+                }
+            }
+            if let Err(e) =
+                self.deployments
+                    .set_accepted(&want.key, spec.version, &want.raw, want.revision)
+            {
+                tracing::error!(agent = %name, "cannot record the accepted version: {e}");
+            }
+            // Nothing more to do for these bytes.
+            self.settled_bad.insert(name.to_owned(), want.raw.clone());
+            return;
+        }
         let version = Some(spec.version);
         let module = match self.module(hub, &spec).await {
             ModuleState::Ready(m) => m,
@@ -546,9 +564,11 @@ impl Reconciler {
             ));
         }
         // Escaping subjects and the like: refused before the module is fetched.
-        spec.agent
-            .check(self.subjects.prefix())
-            .map_err(|e| Rejection::new(e.code, e.message))?;
+        if !spec.absent {
+            spec.agent
+                .check(self.subjects.prefix())
+                .map_err(|e| Rejection::new(e.code, e.message))?;
+        }
         if spec.module.size > self.max_module_size {
             return Err(Rejection::new(
                 "module_too_large",

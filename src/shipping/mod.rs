@@ -55,9 +55,35 @@ pub struct DeploymentSpec {
     /// config.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// A tombstone: the agent must not run on the nodes this key selects, whatever
+    /// broader keys say (`undeploy --waves` writes them per node). `module` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
 }
 
 impl DeploymentSpec {
+    /// A tombstone for `agent` under `target` (see [`Self::absent`]).
+    pub fn tombstone(agent: &str, version: u64, target: String, key: &SecretKey) -> Self {
+        Self {
+            absent: true,
+            ..Self::new(
+                AgentSpec {
+                    name: agent.to_owned(),
+                    ..Default::default()
+                },
+                ModuleRef {
+                    digest: String::new(),
+                    size: 0,
+                },
+                version,
+                target,
+                Some(key),
+                false,
+                Default::default(),
+            )
+        }
+    }
+
     /// A spec issued now: the issue time and a fresh nonce, and the publisher of
     /// `key` (`None`: unsigned).
     pub fn new(
@@ -79,6 +105,7 @@ impl DeploymentSpec {
             publisher: key.map(|k| k.public().to_string()),
             keep_kv,
             secrets,
+            absent: false,
         }
     }
 }
@@ -302,6 +329,7 @@ mod tests {
             publisher,
             keep_kv: false,
             secrets: Default::default(),
+            absent: false,
         }
     }
 

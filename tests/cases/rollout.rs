@@ -1,7 +1,8 @@
 //! Staged rollouts (`deploy --waves`) over three real nodes on one hub: a version
 //! that traps halts on the canary and is rolled back there, as does one the node
 //! rejects; a good one passes every wave and ends on the broad key; a rollout is
-//! followed and aborted from a second CLI.
+//! followed and aborted from a second CLI; an undeploy in waves is aborted (the
+//! canary runs the agent again) and then completes.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -315,10 +316,96 @@ async fn a_rollout_is_followed_and_aborted_elsewhere_and_a_good_one_completes() 
         assert_eq!(fleet.key_version(&format!("node.{id}.svc")).await, None);
         fleet.runs(id, version).await;
     }
-    let status = cli(&["rollout", "status", "svc", "-s", &fleet.hub_url]).await;
-    let text = String::from_utf8_lossy(&status.stdout);
+    let status_text = cli(&["rollout", "status", "svc", "-s", &fleet.hub_url]).await;
+    let text = String::from_utf8_lossy(&status_text.stdout);
     assert!(
         text.contains(&format!("rollout of svc version {version}: completed")),
         "{text}"
     );
+
+    // An undeploy in waves: the canary drops the agent, the others keep it, and an
+    // abort brings it back there.
+    let undeploy = |bake: &'static str| {
+        tokio::process::Command::new(BIN)
+            .args(["undeploy", "svc", "--tag", "site=lab", "--key", &fleet.key])
+            .args(["--waves", "1,100%", "--bake", bake, "--json"])
+            .args(["-s", &fleet.hub_url])
+            .env_remove("NATS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let gone = |id: &'static str| {
+        let hub = fleet.hub.clone();
+        async move {
+            eventually(
+                Duration::from_secs(20),
+                &format!("svc gone from {id}"),
+                || {
+                    let hub = hub.clone();
+                    async move { status(&hub, id, "svc").await.is_none().then_some(()) }
+                },
+            )
+            .await
+        }
+    };
+    let driver = undeploy("120s");
+    let baking = eventually(
+        Duration::from_secs(30),
+        "the undeploy's canary baking",
+        || async {
+            let r = status_now().await?;
+            (r["undeploy"] == true && r["waves"][0]["outcome"] == "baking").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(waves(&baking)[0].0, [canary]);
+    gone(canary).await;
+    for other in [b, c] {
+        fleet.runs(other, version).await;
+    }
+    let out = cli(&[
+        "rollout",
+        "abort",
+        "svc",
+        "--key",
+        &fleet.key,
+        "-s",
+        &fleet.hub_url,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let driven = tokio::time::timeout(Duration::from_secs(20), driver.wait_with_output())
+        .await
+        .expect("the driving CLI did not stop after the abort")
+        .unwrap();
+    assert!(!driven.status.success());
+    fleet.runs(canary, version).await;
+    assert_eq!(fleet.key_version("node.ro-1.svc").await, None);
+
+    // And one that completes: every node drops it, and no key is left.
+    let done = undeploy("1s").wait_with_output().await.unwrap();
+    let report: Value = serde_json::from_slice(&done.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&done.stderr)));
+    assert!(done.status.success(), "{report}");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(
+        waves(&report),
+        [
+            (vec![canary.to_owned()], "passed".to_owned()),
+            (vec![b.to_owned(), c.to_owned()], "passed".to_owned()),
+        ]
+    );
+    for id in fleet.ids {
+        gone(id).await;
+        assert_eq!(fleet.key_version(&format!("node.{id}.svc")).await, None);
+    }
+    assert_eq!(fleet.key_version("tag.site.lab.svc").await, None);
 }

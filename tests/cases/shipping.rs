@@ -538,6 +538,7 @@ async fn rejections_never_disturb_what_runs() {
         publisher: Some(secret.public().to_string()),
         keep_kv: false,
         secrets: Default::default(),
+        absent: false,
     };
     use base64::Engine as _;
     env.spec = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&spec).unwrap());

@@ -32,6 +32,7 @@ fn spec(name: &str, target: &str, version: u64, publisher: Option<String>) -> De
         publisher,
         keep_kv: false,
         secrets: Default::default(),
+        absent: false,
     }
 }
 
