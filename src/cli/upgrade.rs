@@ -216,6 +216,11 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             None => "rollback".into(),
         };
         eprintln!("announced {what} under {}", keys.join(", "));
+        if watched.is_empty() {
+            eprintln!(
+                "no targeted node of that architecture has sent a heartbeat yet; they take it when they see it"
+            );
+        }
     }
     let nodes = wait(&js, conn, &watched, &version, &before, args.wait).await?;
     let failed = nodes.iter().any(|n| n.outcome == "failed");
