@@ -349,6 +349,10 @@ pub struct UpgradeInfo {
 pub struct UpgradeOutcome {
     /// The version it tried to run.
     pub version: String,
+    /// The sha256 of that binary, when it was downloaded (not for a rollback to,
+    /// or a start of, the installed binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// The version it ran before.
     pub from: String,
     /// `succeeded`, `failed` (the previous binary runs again), `rolled_back`

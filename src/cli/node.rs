@@ -75,8 +75,21 @@ pub async fn run(args: Args, conn: &super::ConnOpts) -> Result<()> {
     }
     // The installed binary hands over to an accepted upgrade here (exec: no return).
     crate::node::upgrade::launch(&config.node.state_dir)?;
-    match crate::node::run_upgradable(config.clone(), crate::shutdown::signal()).await? {
-        Some(trial) => crate::node::upgrade::try_binary(&config, trial).await,
+    // One signal handler for the node's whole life: a SIGTERM while the node stops
+    // for an upgrade, or during the trial, is not lost.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    match crate::node::run_upgradable(config.clone(), stopped).await? {
+        Some(trial) => crate::node::upgrade::try_binary(&config, trial, stop_rx).await,
         None => Ok(()),
     }
 }

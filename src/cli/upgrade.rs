@@ -14,7 +14,7 @@ use super::ConnOpts;
 use super::deploy::TargetOpts;
 use crate::config::parse_duration;
 use crate::hub;
-use crate::protocol::{NodeRow, NodeStatus, UPGRADES_BUCKET};
+use crate::protocol::{NodeRow, NodeStatus, UPGRADES_BUCKET, UpgradeOutcome};
 use crate::shipping::upgrade::{UpgradeSpec, elf_arch};
 use crate::shipping::{ModuleRef, SecretKey, Target};
 use async_nats::jetstream::kv;
@@ -24,7 +24,8 @@ pub struct Args {
     /// The edgeleaf binary for one architecture (its ELF header says which).
     #[arg(required_unless_present = "rollback", conflicts_with = "rollback")]
     binary: Option<PathBuf>,
-    /// The version the binary reports (`BINARY --version` prints `edgeleaf V`).
+    /// The version the binary reports (`BINARY --version` prints `edgeleaf V`). With
+    /// --rollback: only nodes that run V go back.
     #[arg(
         long = "version",
         value_name = "V",
@@ -168,10 +169,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             (String::new(), arches, None)
         }
     };
-    let before: BTreeMap<String, String> = targeted
-        .iter()
-        .map(|n| (n.node_id.clone(), n.heartbeat.version.clone()))
-        .collect();
+    let before = snapshot(&targeted);
     let watched: Vec<&NodeRow> = targeted
         .into_iter()
         .filter(|n| arches.contains(&n.heartbeat.arch))
@@ -202,18 +200,25 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             .roll(&mut report, module, waves, args.bake, &watched)
             .await;
     }
+    let expect = Expect {
+        version: &version,
+        digest: module.as_ref().map(|m| m.digest.as_str()),
+        rollback_of: args.version.as_deref().filter(|_| args.rollback),
+    };
+    let announced = expect.rollback_of.unwrap_or(&version);
     let mut keys = Vec::new();
     for arch in &arches {
         for target in &targets {
             let k = target.key(arch);
-            announce(&bucket, &key, &version, arch, module.as_ref(), &k).await?;
+            announce(&bucket, &key, announced, arch, module.as_ref(), &k).await?;
             keys.push(k);
         }
     }
     if !args.json {
-        let what = match &module {
-            Some(_) => format!("edgeleaf {version}"),
-            None => "rollback".into(),
+        let what = match (&module, &args.version) {
+            (Some(_), _) => format!("edgeleaf {version}"),
+            (None, Some(v)) => format!("rollback of {v}"),
+            (None, None) => "rollback".into(),
         };
         eprintln!("announced {what} under {}", keys.join(", "));
         if watched.is_empty() {
@@ -222,7 +227,7 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
             );
         }
     }
-    let nodes = wait(&js, conn, &watched, &version, &before, args.wait).await?;
+    let nodes = wait(&js, conn, &watched, &expect, &before, args.wait).await?;
     let failed = nodes.iter().any(|n| n.outcome == "failed");
     let report = Report {
         version,
@@ -279,7 +284,7 @@ struct Hub<'a> {
     conn: &'a ConnOpts,
     bucket: &'a kv::Store,
     key: &'a SecretKey,
-    before: &'a BTreeMap<String, String>,
+    before: &'a Before,
     wait: Duration,
     json: bool,
 }
@@ -336,7 +341,12 @@ impl Hub<'_> {
                 prior.insert(k.clone(), self.bucket.get(&k).await?);
                 announce(self.bucket, self.key, &version, &arch, Some(module), &k).await?;
             }
-            let outcomes = wait(self.js, self.conn, wave, &version, self.before, self.wait).await?;
+            let expect = Expect {
+                version: &version,
+                digest: Some(&module.digest),
+                rollback_of: None,
+            };
+            let outcomes = wait(self.js, self.conn, wave, &expect, self.before, self.wait).await?;
             let bad = outcomes
                 .iter()
                 .find(|o| o.outcome != "upgraded" && o.outcome != "unchanged");
@@ -355,7 +365,7 @@ impl Hub<'_> {
             report.nodes.extend(outcomes);
             let waves = report.waves.as_mut().expect("set above");
             if let Some(why) = why {
-                self.send_back(wave, &arch, prior).await?;
+                self.send_back(wave, &arch, &version, prior).await?;
                 waves[i].outcome = "rolled_back".into();
                 report.outcome = Some("halted".into());
                 report.reason = Some(format!("wave {}: {why}", i + 1));
@@ -412,30 +422,42 @@ impl Hub<'_> {
         }
     }
 
-    /// A halted wave's nodes: those on the new binary roll back to the one they
-    /// kept, then every node key of the wave is put back as it was.
+    /// A halted wave's nodes: those on the new binary (or on their way to it) roll
+    /// back to the one they kept, then every node key of the wave is put back as it
+    /// was.
     async fn send_back(
         &self,
         wave: &[&NodeRow],
         arch: &str,
+        version: &str,
         prior: BTreeMap<String, Option<bytes::Bytes>>,
     ) -> Result<()> {
         let fleet = hub::fleet::nodes(self.js, &self.conn.subjects()).await?;
-        let mut moved = Vec::new();
-        for n in wave {
-            let now = fleet.iter().find(|r| r.node_id == n.node_id);
-            if now.is_some_and(|r| Some(&r.heartbeat.version) != self.before.get(&n.node_id)) {
-                let k = Target::Node(n.node_id.clone()).key(arch);
-                announce(self.bucket, self.key, "", arch, None, &k).await?;
-                moved.push(*n);
-            }
-        }
-        let current: BTreeMap<String, String> = fleet
+        let now: Vec<&NodeRow> = fleet
             .iter()
-            .map(|r| (r.node_id.clone(), r.heartbeat.version.clone()))
+            .filter(|r| wave.iter().any(|n| n.node_id == r.node_id))
             .collect();
-        for o in wait(self.js, self.conn, &moved, "", &current, self.wait).await? {
-            if o.outcome != "rolled_back" {
+        // A rollback of this version only: a node that never ran it stays.
+        for n in wave {
+            let k = Target::Node(n.node_id.clone()).key(arch);
+            announce(self.bucket, self.key, version, arch, None, &k).await?;
+        }
+        let expect = Expect {
+            version: "",
+            digest: None,
+            rollback_of: Some(version),
+        };
+        for o in wait(
+            self.js,
+            self.conn,
+            &now,
+            &expect,
+            &snapshot(&now),
+            self.wait,
+        )
+        .await?
+        {
+            if o.outcome != "rolled_back" && o.outcome != "unchanged" {
                 eprintln!(
                     "warning: {} did not roll back ({}); see `edgeleaf nodes`",
                     o.node_id, o.outcome
@@ -519,14 +541,39 @@ async fn check_binary(
     ))
 }
 
+/// Each node's version and last upgrade outcome when the CLI started: a later
+/// outcome is one that differs.
+type Before = BTreeMap<String, (String, Option<UpgradeOutcome>)>;
+
+fn snapshot(nodes: &[&NodeRow]) -> Before {
+    nodes
+        .iter()
+        .map(|n| {
+            let hb = &n.heartbeat;
+            (
+                n.node_id.clone(),
+                (hb.version.clone(), hb.upgrade.last.clone()),
+            )
+        })
+        .collect()
+}
+
+/// What the CLI waits for: `version` running (its binary: `digest`), or, with
+/// `version` empty, a rollback (of nodes running `rollback_of`, when given).
+struct Expect<'a> {
+    version: &'a str,
+    digest: Option<&'a str>,
+    rollback_of: Option<&'a str>,
+}
+
 /// Follows the nodes' heartbeats until each online one reported its outcome, or
 /// `wait` ran out.
 async fn wait(
     js: &async_nats::jetstream::Context,
     conn: &ConnOpts,
     nodes: &[&NodeRow],
-    version: &str,
-    before: &BTreeMap<String, String>,
+    expect: &Expect<'_>,
+    before: &Before,
     wait: Duration,
 ) -> Result<Vec<NodeOutcome>> {
     let deadline = Instant::now() + wait;
@@ -542,7 +589,7 @@ async fn wait(
             if !nodes.iter().any(|t| t.node_id == n.node_id) || out.contains_key(&n.node_id) {
                 continue;
             }
-            if let Some(done) = settled(n, version, before.get(&n.node_id)) {
+            if let Some(done) = settled(n, expect, before.get(&n.node_id)) {
                 out.insert(n.node_id.clone(), done);
             }
         }
@@ -567,37 +614,61 @@ fn outcome(n: &NodeRow, what: &str, reason: Option<String>) -> NodeOutcome {
     }
 }
 
-/// The node's outcome, once its heartbeat shows one: for an upgrade, the announced
-/// version running with the last outcome `succeeded`, or that version `failed`;
-/// for a rollback (`version` empty), another version than before, rolled back, or
-/// nothing kept to roll back to.
-fn settled(n: &NodeRow, version: &str, before: Option<&String>) -> Option<NodeOutcome> {
+/// The node's outcome, once its heartbeat shows one. Never while a binary is on
+/// trial there. An upgrade: the version running (`upgraded`, or `unchanged` if it
+/// ran before), or a failed outcome for it, new since the CLI started or for this
+/// very binary (refused earlier). A rollback: a new `rolled_back` or `failed`
+/// outcome, or `unchanged` for a node not running the version rolled back, or with
+/// nothing kept.
+fn settled(
+    n: &NodeRow,
+    expect: &Expect<'_>,
+    before: Option<&(String, Option<UpgradeOutcome>)>,
+) -> Option<NodeOutcome> {
     let hb = &n.heartbeat;
+    if hb.upgrade.staged.is_some() {
+        return None;
+    }
     let last = hb.upgrade.last.as_ref();
-    if version.is_empty() {
-        let moved = before.is_some_and(|b| *b != hb.version);
-        return match last {
-            Some(l) if moved && l.outcome == "rolled_back" => Some(outcome(n, "rolled_back", None)),
-            Some(l) if moved && l.outcome == "failed" => {
-                Some(outcome(n, "failed", l.reason.clone()))
-            }
-            _ if !moved && hb.upgrade.previous.is_none() && hb.upgrade.staged.is_none() => Some(
-                outcome(n, "unchanged", Some("nothing to roll back to".into())),
-            ),
-            _ => None,
+    let (before_version, before_last) = match before {
+        Some((v, l)) => (Some(v.as_str()), l.as_ref()),
+        None => (None, None),
+    };
+    let new_last = last.filter(|l| Some(*l) != before_last);
+    if expect.version.is_empty() {
+        return match new_last {
+            Some(l) if l.outcome == "rolled_back" => Some(outcome(n, "rolled_back", None)),
+            Some(l) if l.outcome == "failed" => Some(outcome(n, "failed", l.reason.clone())),
+            _ => match expect.rollback_of {
+                Some(v) if hb.version != v => Some(outcome(
+                    n,
+                    "unchanged",
+                    Some(format!("runs {}, not {v}", hb.version)),
+                )),
+                _ if hb.upgrade.previous.is_none() => Some(outcome(
+                    n,
+                    "unchanged",
+                    Some("nothing to roll back to".into()),
+                )),
+                _ => None,
+            },
         };
     }
+    if hb.version == expect.version {
+        let already = before_version == Some(expect.version);
+        return Some(outcome(
+            n,
+            if already { "unchanged" } else { "upgraded" },
+            None,
+        ));
+    }
     match last {
-        Some(l) if l.version == version && l.outcome == "failed" && hb.version != version => {
+        Some(l)
+            if l.version == expect.version
+                && l.outcome == "failed"
+                && (new_last.is_some() || l.digest.as_deref() == expect.digest) =>
+        {
             Some(outcome(n, "failed", l.reason.clone()))
-        }
-        _ if hb.version == version && hb.upgrade.staged.is_none() => {
-            let already = before.is_some_and(|b| b == version);
-            Some(outcome(
-                n,
-                if already { "unchanged" } else { "upgraded" },
-                None,
-            ))
         }
         _ => None,
     }

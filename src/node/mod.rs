@@ -317,13 +317,24 @@ async fn run_node(
     prepare_state_dir(&config)?;
     // The sled lock comes first: a second node on the same state dir must fail
     // before it touches the first one's leaf server.
-    let store = Store::open(
-        &config.node.state_dir,
-        StoreOptions {
-            cache_capacity: config.store.cache_capacity,
-            flush_every: config.store.flush_every,
-        },
-    )?;
+    let open = || {
+        Store::open(
+            &config.node.state_dir,
+            StoreOptions {
+                cache_capacity: config.store.cache_capacity,
+                flush_every: config.store.flush_every,
+            },
+        )
+    };
+    let mut store = open();
+    // A binary on trial starts right after the node it replaces stopped; a task of
+    // that one may let go of the database a moment late.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while store.is_err() && upgrade::on_trial() && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store = open();
+    }
+    let store = store?;
     let incarnation = store.incarnation()?;
     let node_key = Arc::new(NodeKey::load_or_create(&config.node.state_dir)?);
     NodeFile::write(&config)?;
@@ -539,7 +550,7 @@ async fn run_node(
     systemd::notify("READY=1");
     let trial = tokio::select! {
         _ = shutdown => None,
-        trial = plan_rx.recv() => trial,
+        Some(trial) = plan_rx.recv() => Some(trial),
         // A task that ends on its own is a bug or a lost subscription: stop
         // cleanly rather than run half a node; the service manager restarts us.
         _ = futures::future::select_all(tasks) => {

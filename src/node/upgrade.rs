@@ -83,6 +83,9 @@ pub struct Trial {
     /// Agents running before: the new binary must run as many to be healthy.
     pub expect_agents: u64,
     pub started: String,
+    /// The process running the trial (0: not started yet).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 /// `<state_dir>/upgrade/state.json`.
@@ -160,6 +163,7 @@ impl UpgradeState {
         self.trial = None;
         self.last = Some(UpgradeOutcome {
             version: trial.to.version.clone(),
+            digest: trial.to.digest.clone(),
             from: trial.from.version.clone(),
             outcome: outcome.to_owned(),
             reason,
@@ -168,21 +172,23 @@ impl UpgradeState {
         self.reported = false;
     }
 
-    /// Removes downloaded binaries that neither `current` nor `previous` names.
+    /// Removes downloaded binaries (and partial downloads) that neither `current`
+    /// nor `previous` names. By file name: the state dir may be reached through
+    /// another path than the one recorded.
     fn prune(&self, state_dir: &Path) {
-        let keep: Vec<&Path> = [&self.current, &self.previous]
+        let keep: Vec<&std::ffi::OsStr> = [&self.current, &self.previous]
             .into_iter()
             .flatten()
-            .map(|b| b.path.as_path())
+            .filter_map(|b| b.path.file_name())
             .collect();
         let Ok(entries) = std::fs::read_dir(dir(state_dir)) else {
             return;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with("edgeleaf-") && !keep.contains(&path.as_path()) {
-                let _ = std::fs::remove_file(&path);
+            if name.to_string_lossy().starts_with("edgeleaf-") && !keep.contains(&name.as_os_str())
+            {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
@@ -221,19 +227,47 @@ pub fn launch(state_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let mut state = UpgradeState::load(state_dir);
+    // A trial another process runs right now (a second node started on this state
+    // dir by mistake): not ours to settle; the sled lock stops this one anyway.
+    if let Some(t) = &state.trial
+        && t.pid != 0
+        && t.pid != std::process::id()
+        && alive(t.pid)
+    {
+        return Ok(());
+    }
     let before = state.clone();
     let start = state.on_start(&Binary::this()?, SystemTime::now());
     if state != before {
         state.save(state_dir)?;
         state.prune(state_dir);
     }
-    match start {
-        Start::Run => Ok(()),
-        Start::Exec(path) => {
-            tracing::info!("running the upgraded binary {}", path.display());
-            Err(exec(&path))
-        }
+    let Start::Exec(path) = start else {
+        return Ok(());
+    };
+    tracing::info!("running the upgraded binary {}", path.display());
+    let e = exec(&path);
+    // It cannot run any more (deleted, a noexec mount): this binary runs instead,
+    // rather than a service that fails at every start.
+    tracing::error!(
+        "{e:#}; running {} instead, and dropping the upgrade",
+        crate::version::version()
+    );
+    if let Some(current) = state.current.take()
+        && let Some(digest) = current.digest
+    {
+        state.refused.push(digest);
     }
+    state.previous = None;
+    state.installed = None;
+    state.save(state_dir)?;
+    Ok(())
+}
+
+/// Does a process with this pid exist?
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the pid exists and may be signalled.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 /// What a starting binary does: run, or hand over to the accepted upgrade.
@@ -279,12 +313,17 @@ impl UpgradeState {
             "{} is not the binary upgraded from; it runs, and the staged upgrade is dropped",
             me.path.display()
         );
+        // Not to be downloaded again from the announcement that still names it.
+        if let Some(digest) = &current.digest {
+            self.refused.push(digest.clone());
+        }
         let trial = Trial {
             to: me.clone(),
             from: current,
             rollback: false,
             expect_agents: 0,
             started: super::rfc3339(now),
+            pid: 0,
         };
         self.finish(
             &trial,
@@ -450,7 +489,10 @@ impl Follower {
         let expect_agents = self.state.agents.counts().running;
         let started = super::rfc3339(SystemTime::now());
         if spec.rollback {
-            if state.rollbacks.contains(&spec.nonce) {
+            // A rollback of one version only concerns the nodes that run it.
+            if state.rollbacks.contains(&spec.nonce)
+                || (!spec.version.is_empty() && spec.version != me.version)
+            {
                 return Ok(None);
             }
             state.rollbacks.push(spec.nonce.clone());
@@ -467,6 +509,7 @@ impl Follower {
                 rollback: true,
                 expect_agents,
                 started,
+                pid: 0,
             }));
         }
         let Some(module) = spec.binary else {
@@ -484,7 +527,17 @@ impl Follower {
             crate::shipping::modules::fetch(&store, &module.digest, MAX_BINARY.min(module.size))
                 .await
                 .map_err(Refusal::Later)?;
-        let path = dir(&state_dir).join(format!("edgeleaf-{}", spec.version));
+        // Named by version and digest, so that a re-announced version never lands on
+        // the binary kept for a rollback; in the directory's real path, which is
+        // what this process's own path reads as once it runs from there.
+        let staging = dir(&state_dir);
+        super::private_dir(&staging, "node.state_dir/upgrade").map_err(Refusal::Later)?;
+        let staging = std::fs::canonicalize(&staging).unwrap_or(staging);
+        let path = staging.join(format!(
+            "edgeleaf-{}-{}",
+            spec.version,
+            module.digest.get(..12).unwrap_or(&module.digest)
+        ));
         let to = Binary {
             version: spec.version.clone(),
             path: path.clone(),
@@ -499,6 +552,7 @@ impl Follower {
                 rollback: false,
                 expect_agents,
                 started,
+                pid: 0,
             };
             state.finish(&trial, "failed", Some(format!("{e:#}")));
             state.reported = true;
@@ -511,6 +565,7 @@ impl Follower {
             rollback: false,
             expect_agents,
             started,
+            pid: 0,
         }))
     }
 
@@ -543,7 +598,9 @@ async fn stage(path: &Path, bytes: &[u8], version: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         super::private_dir(dir, "node.state_dir/upgrade")?;
     }
-    let tmp = path.with_extension("part");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
     {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new()
@@ -596,10 +653,24 @@ enum TrialEnd {
     Stopped,
 }
 
-/// Tries `trial.to` (see the module's text). Returns `Ok` when the node was asked
-/// to stop during the trial, and an error when no binary could be exec'd.
-pub async fn try_binary(config: &crate::config::Config, trial: Trial) -> Result<()> {
+/// Tries `trial.to` (see the module's text). `stop` turns true on SIGTERM or
+/// SIGINT, whenever it came since the node started. Returns `Ok` when the node
+/// was asked to stop (the outcome so far is recorded; the next start goes on from
+/// it), and an error when no binary could be exec'd.
+pub async fn try_binary(
+    config: &crate::config::Config,
+    mut trial: Trial,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let state_dir = &config.node.state_dir;
+    if *stop.borrow() {
+        tracing::info!(
+            "stopped before the trial of edgeleaf {}; tried again at the next start",
+            trial.to.version
+        );
+        return Ok(());
+    }
+    trial.pid = std::process::id();
     let mut state = UpgradeState::load(state_dir);
     state.trial = Some(trial.clone());
     if let Err(e) = state.save(state_dir) {
@@ -614,7 +685,7 @@ pub async fn try_binary(config: &crate::config::Config, trial: Trial) -> Result<
         trial.to.version
     ));
     tracing::info!(from = %trial.from.version, to = %trial.to.version, "trying edgeleaf {}", trial.to.version);
-    let outcome = run_trial(config, &trial).await;
+    let outcome = run_trial(config, &trial, &mut stop).await;
     let mut state = UpgradeState::load(state_dir);
     let next = match outcome {
         Ok(()) => {
@@ -666,17 +737,27 @@ pub async fn try_binary(config: &crate::config::Config, trial: Trial) -> Result<
         tracing::error!("cannot record the upgrade's outcome: {e:#}");
     }
     state.prune(state_dir);
+    if *stop.borrow() {
+        // Asked to stop meanwhile: the outcome is recorded, and the next start
+        // runs the binary it chose.
+        super::systemd::notify("STOPPING=1");
+        return Ok(());
+    }
     Err(exec(&next))
 }
 
 /// Runs `trial.to` as a child until it is healthy (`Ok`), exits or runs out of
 /// time (`Failed`, with why), or this process is asked to stop. The child is
 /// stopped either way.
-async fn run_trial(config: &crate::config::Config, trial: &Trial) -> Result<(), TrialEnd> {
+async fn run_trial(
+    config: &crate::config::Config,
+    trial: &Trial,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), TrialEnd> {
     use tokio::io::AsyncBufReadExt as _;
     let mark = healthy_mark(&config.node.state_dir);
     let _ = std::fs::remove_file(&mark);
-    let stop = crate::shutdown::signal();
+    let stop = stop.wait_for(|stopped| *stopped);
     tokio::pin!(stop);
     let mut command = tokio::process::Command::new(&trial.to.path);
     // SAFETY: prctl is async-signal-safe and touches no memory of ours. The child
@@ -742,7 +823,7 @@ async fn run_trial(config: &crate::config::Config, trial: &Trial) -> Result<(), 
                 break Err(TrialEnd::Failed(anyhow::anyhow!("it stopped ({status}) before it was healthy{}", if said.is_empty() { String::new() } else { format!(": {said}") })));
             }
             _ = &mut stop => break Err(TrialEnd::Stopped),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     };
     stop_child(&mut child).await;
@@ -846,7 +927,10 @@ mod tests {
     /// that says so.
     fn upgraded(dir: &Path) -> (Binary, Binary, UpgradeState) {
         let installed = binary("1.0.0", Path::new("/usr/bin/edgeleaf"));
-        let staged = binary("1.1.0", &dir.join("edgeleaf-1.1.0"));
+        let staged = Binary {
+            digest: Some("d11".into()),
+            ..binary("1.1.0", &dir.join("edgeleaf-1.1.0"))
+        };
         std::fs::write(&staged.path, b"").unwrap();
         let state = UpgradeState {
             current: Some(staged.clone()),
@@ -878,6 +962,7 @@ mod tests {
         assert_eq!(state.on_start(&apt, SystemTime::now()), Start::Run);
         assert_eq!(state.current, None);
         assert_eq!(state.previous, None);
+        assert_eq!(state.refused, ["d11"], "not downloaded again");
         let last = state.last.unwrap();
         assert_eq!(
             (
@@ -907,6 +992,7 @@ mod tests {
                 rollback: false,
                 expect_agents: 1,
                 started: "2026-12-04T08:00:00Z".into(),
+                pid: 0,
             }),
             ..Default::default()
         };
