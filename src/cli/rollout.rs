@@ -205,6 +205,13 @@ impl<'a> Hub<'a> {
         Ok(())
     }
 
+    async fn status(&self) -> Result<kv::Store> {
+        self.js
+            .get_key_value(STATUS_BUCKET)
+            .await
+            .context("no status bucket on the hub")
+    }
+
     /// Someone else ended the rollout (`rollout abort`)?
     async fn ended_elsewhere(&self, name: &str) -> Option<Rollout> {
         self.load(name)
@@ -579,11 +586,7 @@ async fn unhealthy(
     version: u64,
     undeploy: bool,
 ) -> Result<Option<String>> {
-    let status = hub
-        .js
-        .get_key_value(STATUS_BUCKET)
-        .await
-        .context("no status bucket on the hub")?;
+    let status = hub.status().await?;
     for node in nodes {
         let raw = status.get(format!("{node}.{agent}")).await?;
         if undeploy {
@@ -647,11 +650,7 @@ async fn wait_removed(
     version: u64,
     wait: Duration,
 ) -> Result<Option<String>> {
-    let status = hub
-        .js
-        .get_key_value(STATUS_BUCKET)
-        .await
-        .context("no status bucket on the hub")?;
+    let status = hub.status().await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let mut pending = None;

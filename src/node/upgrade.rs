@@ -538,35 +538,27 @@ impl Follower {
             spec.version,
             module.digest.get(..12).unwrap_or(&module.digest)
         ));
-        let to = Binary {
-            version: spec.version.clone(),
-            path: path.clone(),
-            digest: Some(module.digest.clone()),
-        };
-        if let Err(e) = stage(&path, &bytes, &spec.version).await {
-            let _ = std::fs::remove_file(&path);
-            state.refused.push(module.digest.clone());
-            let trial = Trial {
-                to,
-                from: me,
-                rollback: false,
-                expect_agents,
-                started,
-                pid: 0,
-            };
-            state.finish(&trial, "failed", Some(format!("{e:#}")));
-            state.reported = true;
-            self.state.save_upgrade(&state);
-            return Err(Refusal::Now("bad_binary", format!("{e:#}")));
-        }
-        Ok(Some(Trial {
-            to,
+        let trial = Trial {
+            to: Binary {
+                version: spec.version.clone(),
+                path: path.clone(),
+                digest: Some(module.digest.clone()),
+            },
             from: me,
             rollback: false,
             expect_agents,
             started,
             pid: 0,
-        }))
+        };
+        if let Err(e) = stage(&path, &bytes, &spec.version).await {
+            let _ = std::fs::remove_file(&path);
+            state.refused.push(module.digest.clone());
+            state.finish(&trial, "failed", Some(format!("{e:#}")));
+            state.reported = true;
+            self.state.save_upgrade(&state);
+            return Err(Refusal::Now("bad_binary", format!("{e:#}")));
+        }
+        Ok(Some(trial))
     }
 
     async fn event(&self, kind: &str, code: Option<&str>, message: String) {
