@@ -673,3 +673,161 @@ fn settled(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::UpgradeInfo;
+
+    fn row(version: &str, upgrade: UpgradeInfo) -> NodeRow {
+        let mut heartbeat: crate::protocol::Heartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": "n1", "name": "n1", "version": version, "os": "linux", "arch": "x86_64",
+            "tags": {}, "started_at": "2026-12-04T00:00:00Z", "uptime_s": 1, "seq": 1,
+            "interval_s": 1.0, "cpu_pct": 0.0, "load1": 0.0, "mem_used": 0, "mem_total": 0,
+            "disk_free": 0, "agents": {"running": 1, "failed": 0}, "invocations": 0,
+            "outbox": {"depth": 0, "oldest_age_s": 0, "dropped": 0},
+            "hub_link": {"state": "up", "since": "2026-12-04T00:00:00Z"},
+            "wasm_compiler": "cranelift"
+        }))
+        .unwrap();
+        heartbeat.upgrade = upgrade;
+        NodeRow {
+            node_id: "n1".into(),
+            status: NodeStatus::Online,
+            last_seen: String::new(),
+            age_s: 0.0,
+            heartbeat,
+        }
+    }
+
+    fn last(version: &str, digest: &str, outcome: &str, at: &str) -> Option<UpgradeOutcome> {
+        Some(UpgradeOutcome {
+            version: version.into(),
+            digest: Some(digest.into()),
+            from: "1.0".into(),
+            outcome: outcome.into(),
+            reason: Some("why".into()),
+            at: at.into(),
+        })
+    }
+
+    fn of(o: Option<NodeOutcome>) -> Option<String> {
+        o.map(|o| o.outcome)
+    }
+
+    const UP: Expect = Expect {
+        version: "2.0",
+        digest: Some("d2"),
+        rollback_of: None,
+    };
+
+    #[test]
+    fn an_upgrade_settles_on_the_version_or_on_a_failure_of_this_binary() {
+        let before = ("1.0".to_owned(), None);
+        let quiet = UpgradeInfo::default();
+        assert_eq!(
+            of(settled(&row("1.0", quiet.clone()), &UP, Some(&before))),
+            None
+        );
+        assert_eq!(
+            of(settled(&row("2.0", quiet.clone()), &UP, Some(&before))).as_deref(),
+            Some("upgraded")
+        );
+        let again = ("2.0".to_owned(), None);
+        assert_eq!(
+            of(settled(&row("2.0", quiet), &UP, Some(&again))).as_deref(),
+            Some("unchanged")
+        );
+        // On trial: not yet, whatever the version says.
+        let trial = UpgradeInfo {
+            staged: Some("2.0".into()),
+            ..Default::default()
+        };
+        assert_eq!(of(settled(&row("2.0", trial), &UP, Some(&before))), None);
+        // A failure: of this binary (even one from before), or a new one.
+        let failed = UpgradeInfo {
+            last: last("2.0", "d2", "failed", "t1"),
+            ..Default::default()
+        };
+        let old_failure = ("1.0".to_owned(), failed.last.clone());
+        assert_eq!(
+            of(settled(
+                &row("1.0", failed.clone()),
+                &UP,
+                Some(&old_failure)
+            ))
+            .as_deref(),
+            Some("failed")
+        );
+        // An old failure of another build of 2.0 says nothing about this one.
+        let other_build = UpgradeInfo {
+            last: last("2.0", "d-old", "failed", "t0"),
+            ..Default::default()
+        };
+        let before_other = ("1.0".to_owned(), other_build.last.clone());
+        assert_eq!(
+            of(settled(&row("1.0", other_build), &UP, Some(&before_other))),
+            None
+        );
+        assert_eq!(
+            of(settled(&row("1.0", failed), &UP, Some(&before_other))).as_deref(),
+            Some("failed")
+        );
+    }
+
+    #[test]
+    fn a_rollback_settles_on_a_new_outcome_or_on_nothing_to_do() {
+        let back = Expect {
+            version: "",
+            digest: None,
+            rollback_of: Some("2.0"),
+        };
+        let kept = UpgradeInfo {
+            previous: Some("1.0".into()),
+            last: last("2.0", "d2", "succeeded", "t1"),
+            ..Default::default()
+        };
+        let before = ("2.0".to_owned(), kept.last.clone());
+        assert_eq!(
+            of(settled(&row("2.0", kept.clone()), &back, Some(&before))),
+            None
+        );
+        let rolled = UpgradeInfo {
+            last: last("1.0", "d1", "rolled_back", "t2"),
+            ..Default::default()
+        };
+        assert_eq!(
+            of(settled(&row("1.0", rolled), &back, Some(&before))).as_deref(),
+            Some("rolled_back")
+        );
+        let failed = UpgradeInfo {
+            previous: Some("1.0".into()),
+            last: last("1.0", "d1", "failed", "t2"),
+            ..Default::default()
+        };
+        assert_eq!(
+            of(settled(&row("2.0", failed), &back, Some(&before))).as_deref(),
+            Some("failed")
+        );
+        // A node on another version, or with nothing kept, stays as it is.
+        let elsewhere = ("1.5".to_owned(), None);
+        assert_eq!(
+            of(settled(&row("1.5", kept), &back, Some(&elsewhere))).as_deref(),
+            Some("unchanged")
+        );
+        let any = Expect {
+            rollback_of: None,
+            ..back
+        };
+        let nothing = ("2.0".to_owned(), None);
+        assert_eq!(
+            of(settled(
+                &row("2.0", UpgradeInfo::default()),
+                &any,
+                Some(&nothing)
+            ))
+            .as_deref(),
+            Some("unchanged")
+        );
+    }
+}
