@@ -95,12 +95,13 @@ impl DeploymentSpec {
         keep_kv: bool,
         secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
     ) -> Self {
+        let (issued_at, nonce) = issue_stamp();
         Self {
             agent,
             module,
             version,
-            issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            nonce: format!("{:032x}", rand::random::<u128>()),
+            issued_at,
+            nonce,
             target,
             publisher: key.map(|k| k.public().to_string()),
             keep_kv,
@@ -165,7 +166,7 @@ impl TrustPolicy {
 
 impl SignedDeployment {
     /// Signs the exact bytes of `spec` (unsigned when `key` is `None`).
-    pub fn seal(spec: &DeploymentSpec, key: Option<&SecretKey>) -> Self {
+    pub fn seal(spec: &impl Serialize, key: Option<&SecretKey>) -> Self {
         let bytes = serde_json::to_vec(spec).unwrap_or_default();
         Self {
             spec: B64.encode(&bytes),
@@ -213,7 +214,7 @@ impl SignedDeployment {
     /// The spec bytes of the envelope found under `key`, once its signature verifies
     /// against `policy`, and the publisher it names. Deployments and upgrade
     /// announcements travel in the same envelope.
-    pub(crate) fn verified_bytes(
+    fn verified_bytes(
         raw: &[u8],
         key: &str,
         policy: &TrustPolicy,
@@ -281,20 +282,32 @@ impl SignedDeployment {
     /// Verifies the envelope found under `key` against `policy` and returns the
     /// spec it carries.
     pub fn open(raw: &[u8], key: &str, policy: &TrustPolicy) -> Result<DeploymentSpec, Rejection> {
+        Self::open_as(raw, key, policy, "deployment")
+    }
+
+    /// Verifies the envelope found under `key` against `policy` and parses the spec
+    /// it carries (`what` names it in errors), which must name that key and the
+    /// envelope's publisher.
+    pub(crate) fn open_as<T: Issued>(
+        raw: &[u8],
+        key: &str,
+        policy: &TrustPolicy,
+        what: &str,
+    ) -> Result<T, Rejection> {
         let (bytes, publisher) = Self::verified_bytes(raw, key, policy)?;
-        let spec: DeploymentSpec = serde_json::from_slice(&bytes).map_err(|e| {
+        let spec: T = serde_json::from_slice(&bytes).map_err(|e| {
             Rejection::new(
                 "malformed",
-                format!("deployment under {key}: spec does not parse: {e}"),
+                format!("{what} under {key}: spec does not parse: {e}"),
             )
         })?;
-        if spec.target != key {
+        if spec.target() != key {
             return Err(Rejection::new(
                 "wrong_target",
-                format!("spec was issued for {}, found under {key}", spec.target),
+                format!("spec was issued for {}, found under {key}", spec.target()),
             ));
         }
-        if spec.publisher != publisher {
+        if spec.publisher() != publisher.as_deref() {
             return Err(Rejection::new(
                 "bad_signature",
                 "spec and envelope name different publishers",
@@ -302,6 +315,31 @@ impl SignedDeployment {
         }
         Ok(spec)
     }
+}
+
+/// A spec that travels in a [`SignedDeployment`] envelope: it names the key it was
+/// issued for and its publisher, and both are checked against the envelope.
+pub(crate) trait Issued: serde::de::DeserializeOwned {
+    fn target(&self) -> &str;
+    fn publisher(&self) -> Option<&str>;
+}
+
+impl Issued for DeploymentSpec {
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn publisher(&self) -> Option<&str> {
+        self.publisher.as_deref()
+    }
+}
+
+/// When a spec is issued, and a random nonce so two specs never sign the same
+/// bytes.
+pub(crate) fn issue_stamp() -> (String, String) {
+    (
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        format!("{:032x}", rand::random::<u128>()),
+    )
 }
 
 #[cfg(test)]

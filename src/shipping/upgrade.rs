@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ModuleRef, Rejection, SecretKey, SignedDeployment, TrustPolicy};
+use super::{Issued, ModuleRef, Rejection, SecretKey, SignedDeployment, TrustPolicy};
 
 /// What a publisher signs to move nodes to another edgeleaf binary, or back to
 /// the one they kept.
@@ -32,6 +32,15 @@ pub struct UpgradeSpec {
     pub publisher: Option<String>,
 }
 
+impl Issued for UpgradeSpec {
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn publisher(&self) -> Option<&str> {
+        self.publisher.as_deref()
+    }
+}
+
 impl UpgradeSpec {
     pub fn new(
         version: String,
@@ -40,13 +49,14 @@ impl UpgradeSpec {
         target: String,
         key: &SecretKey,
     ) -> Self {
+        let (issued_at, nonce) = super::issue_stamp();
         Self {
             version,
             arch,
             rollback: binary.is_none(),
             binary,
-            issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            nonce: format!("{:032x}", rand::random::<u128>()),
+            issued_at,
+            nonce,
             target,
             publisher: Some(key.public().to_string()),
         }
@@ -54,16 +64,7 @@ impl UpgradeSpec {
 
     /// The envelope to store.
     pub fn seal(&self, key: &SecretKey) -> Vec<u8> {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        SignedDeployment {
-            spec: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
-            signature: Some(base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                key.sign(&bytes),
-            )),
-            publisher: Some(key.public().to_string()),
-        }
-        .to_bytes()
+        SignedDeployment::seal(self, Some(key)).to_bytes()
     }
 
     /// Verifies the envelope under `key`. Unlike agents, the runtime is never
@@ -73,25 +74,7 @@ impl UpgradeSpec {
             allow_unsigned: false,
             ..policy.clone()
         };
-        let (bytes, publisher) = SignedDeployment::verified_bytes(raw, key, &strict)?;
-        let spec: Self = serde_json::from_slice(&bytes).map_err(|e| {
-            Rejection::new(
-                "malformed",
-                format!("upgrade under {key}: spec does not parse: {e}"),
-            )
-        })?;
-        if spec.target != key {
-            return Err(Rejection::new(
-                "wrong_target",
-                format!("upgrade was issued for {}, found under {key}", spec.target),
-            ));
-        }
-        if spec.publisher != publisher {
-            return Err(Rejection::new(
-                "bad_signature",
-                "spec and envelope name different publishers",
-            ));
-        }
+        let spec: Self = SignedDeployment::open_as(raw, key, &strict, "upgrade")?;
         if spec.rollback != spec.binary.is_none()
             || (!spec.rollback && !crate::version::valid(&spec.version))
         {
