@@ -99,6 +99,16 @@ pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Replaces `path` with an owner-only file in one step (written beside it, then
+/// renamed): a reader sees the old file or the whole new one.
+pub(crate) fn replace_private(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    write_private(&tmp, text)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Quotes a string for the nats-server config format.
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -421,23 +431,7 @@ fn spawn(spec: &ServerSpec) -> Result<Child> {
         // server in order, instead of it dying under us and being "restarted".
         .process_group(0)
         .kill_on_drop(true);
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The kernel sends SIGTERM when the thread that forked us exits. Tokio's
-            // worker threads live as long as the runtime, and this is never called
-            // from a blocking-pool thread (those exit when idle).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", spec.binary.display()))?;
@@ -493,18 +487,47 @@ pub async fn greets(addr: SocketAddr, server_name: &str) -> bool {
 }
 
 async fn terminate(spec: &ServerSpec, child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        if tokio::time::timeout(STOP_GRACE, child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(role = %spec.role, pid, "nats-server ignored SIGTERM; killing it");
-            let _ = child.kill().await;
-        }
+    let pid = child.id();
+    if stop_child(child, STOP_GRACE).await {
+        tracing::warn!(role = %spec.role, pid, "nats-server ignored SIGTERM; killing it");
     }
     let _ = std::fs::remove_file(spec.files.pid());
+}
+
+/// Makes a child the kernel sends SIGTERM once we are gone (should we die without
+/// stopping it). The kernel sends it when the thread that forked the child exits:
+/// tokio's worker threads live as long as the runtime, and this is never called
+/// from a blocking-pool thread (those exit when idle).
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL after `grace`. Returns whether it had to
+/// be killed.
+pub(crate) async fn stop_child(child: &mut Child, grace: Duration) -> bool {
+    let Some(pid) = child.id() else {
+        return false;
+    };
+    // SAFETY: signalling our own child by pid, not yet reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        return false;
+    }
+    let _ = child.kill().await;
+    true
 }
 
 /// Stops a server that an earlier run of ours left behind (we were `kill -9`ed and

@@ -246,10 +246,10 @@ async fn become_ready(up: &UpFile, domain: &str) -> Result<()> {
 /// Writes up.json in one step: a reader sees the whole file or none. Owner-only:
 /// `leaf_url` holds the local user's password.
 fn write_up_file(state_dir: &Path, up: &UpFile) -> Result<()> {
-    let tmp = state_dir.join("up.json.tmp");
-    natsd::write_private(&tmp, &serde_json::to_string_pretty(up)?)?;
-    std::fs::rename(&tmp, state_dir.join("up.json"))?;
-    Ok(())
+    natsd::replace_private(
+        &state_dir.join("up.json"),
+        &serde_json::to_string_pretty(up)?,
+    )
 }
 
 fn print_welcome(up: &UpFile) {

@@ -144,10 +144,10 @@ impl UpgradeState {
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         let dir = dir(state_dir);
         super::private_dir(&dir, "node.state_dir/upgrade")?;
-        let tmp = dir.join("state.json.tmp");
-        crate::natsd::write_private(&tmp, &serde_json::to_string_pretty(self)?)?;
-        std::fs::rename(&tmp, dir.join("state.json"))
-            .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
+        crate::natsd::replace_private(
+            &dir.join("state.json"),
+            &serde_json::to_string_pretty(self)?,
+        )
     }
 
     /// For heartbeats and `ctl.<node>.info`.
@@ -752,14 +752,7 @@ async fn run_trial(
     let stop = stop.wait_for(|stopped| *stopped);
     tokio::pin!(stop);
     let mut command = tokio::process::Command::new(&trial.to.path);
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours. The child
-    // gets SIGTERM should this process die without stopping it.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    crate::natsd::die_with_parent(&mut command);
     let mut child = command
         .args(std::env::args_os().skip(1))
         .env(TRIAL_ENV, "1")
@@ -818,24 +811,9 @@ async fn run_trial(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     };
-    stop_child(&mut child).await;
+    crate::natsd::stop_child(&mut child, CHILD_STOP).await;
     let _ = std::fs::remove_file(&mark);
     result
-}
-
-/// SIGTERM, then SIGKILL after [`CHILD_STOP`].
-async fn stop_child(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill has no memory preconditions; the pid is our own child's,
-        // not yet reaped.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
-    if tokio::time::timeout(CHILD_STOP, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
 }
 
 /// In a binary on trial: creates the healthy mark once the node sent a heartbeat
