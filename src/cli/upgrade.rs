@@ -518,18 +518,7 @@ async fn check_binary(
     }
     // Where the binary runs here, check what it says before a fleet does.
     if arch == std::env::consts::ARCH {
-        let out = std::process::Command::new(path)
-            .arg("--version")
-            .env_clear()
-            .output()
-            .with_context(|| format!("cannot run `{} --version`", path.display()))?;
-        let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if printed != format!("edgeleaf {version}") {
-            bail!(
-                "`{} --version` prints {printed:?}, not \"edgeleaf {version}\"",
-                path.display()
-            );
-        }
+        crate::shipping::upgrade::check_runs(path, version).await?;
     }
     let digest = super::deploy::upload_module(js, &bytes).await?;
     Ok((

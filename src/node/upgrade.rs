@@ -46,8 +46,6 @@ pub const TRIAL_ENV: &str = "EDGELEAF_ON_TRIAL";
 const MAX_BINARY: u64 = 256 << 20;
 /// Full re-read of the announcements even without a change notification.
 const RESYNC: Duration = Duration::from_secs(30);
-/// How long `BINARY --version` may take.
-const VERSION_CHECK: Duration = Duration::from_secs(20);
 /// How long a stopped child gets before SIGKILL.
 const CHILD_STOP: Duration = Duration::from_secs(30);
 
@@ -587,9 +585,6 @@ enum Refusal {
 /// prints `edgeleaf <version>`.
 async fn stage(path: &Path, bytes: &[u8], version: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        super::private_dir(dir, "node.state_dir/upgrade")?;
-    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);
@@ -606,35 +601,7 @@ async fn stage(path: &Path, bytes: &[u8], version: &str) -> Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    let out = tokio::time::timeout(
-        VERSION_CHECK,
-        tokio::process::Command::new(path)
-            .arg("--version")
-            .env_clear()
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "`{} --version` did not finish within {VERSION_CHECK:?}",
-            path.display()
-        )
-    })?
-    .with_context(|| {
-        format!(
-            "the binary does not run here (`{} --version`)",
-            path.display()
-        )
-    })?;
-    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let want = format!("edgeleaf {version}");
-    anyhow::ensure!(
-        out.status.success() && printed == want,
-        "`--version` printed {printed:?} ({}), not {want:?}",
-        out.status
-    );
-    Ok(())
+    crate::shipping::upgrade::check_runs(path, version).await
 }
 
 /// How a trial ended without a healthy binary.
@@ -677,8 +644,9 @@ pub async fn try_binary(
         trial.to.version
     ));
     tracing::info!(from = %trial.from.version, to = %trial.to.version, "trying edgeleaf {}", trial.to.version);
+    // Nothing else writes the state meanwhile: the node has stopped, and a binary
+    // on trial only reads it.
     let outcome = run_trial(config, &trial, &mut stop).await;
-    let mut state = UpgradeState::load(state_dir);
     let next = match outcome {
         Ok(()) => {
             if state.current.is_none() {

@@ -87,6 +87,49 @@ impl UpgradeSpec {
     }
 }
 
+/// How long `BINARY --version` may take.
+const VERSION_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs `path --version` (clean environment, at most [`VERSION_CHECK`]) and checks
+/// that it prints `edgeleaf <version>`: the CLI before it ships a binary, the node
+/// before it tries one.
+pub async fn check_runs(path: &std::path::Path, version: &str) -> anyhow::Result<()> {
+    let out = tokio::time::timeout(
+        VERSION_CHECK,
+        tokio::process::Command::new(path)
+            .arg("--version")
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "`{} --version` did not finish within {VERSION_CHECK:?}",
+            path.display()
+        )
+    })?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "the binary does not run here (`{} --version`): {e}",
+            path.display()
+        )
+    })?;
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let want = format!("edgeleaf {version}");
+    anyhow::ensure!(
+        out.status.success() && printed == want,
+        "`{} --version` prints {printed:?}, not {want:?}{}",
+        path.display(),
+        if out.status.success() {
+            String::new()
+        } else {
+            format!(" ({})", out.status)
+        }
+    );
+    Ok(())
+}
+
 /// The architecture an ELF executable is built for, named like
 /// `std::env::consts::ARCH`.
 pub fn elf_arch(bytes: &[u8]) -> Result<&'static str, String> {
