@@ -154,6 +154,18 @@ pub fn wave_sizes(spec: &str, total: usize) -> Result<Vec<usize>> {
     Ok(sizes)
 }
 
+/// `items` (sorted) cut into the waves of `spec` (see [`wave_sizes`]).
+pub fn split_waves<T: Clone>(spec: &str, items: &[T]) -> Result<Vec<Vec<T>>> {
+    let mut rest = items;
+    let mut waves = Vec::new();
+    for size in wave_sizes(spec, items.len())? {
+        let (wave, after) = rest.split_at(size);
+        waves.push(wave.to_vec());
+        rest = after;
+    }
+    Ok(waves)
+}
+
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -212,6 +224,17 @@ impl<'a> Hub<'a> {
             .context("no status bucket on the hub")
     }
 
+    /// Deletes a deployment key, if it holds one.
+    async fn delete_deployment(&self, kv_key: &str) -> Result<()> {
+        if self.deployments.get(kv_key).await?.is_some() {
+            self.deployments
+                .delete(kv_key)
+                .await
+                .with_context(|| format!("cannot delete {kv_key}"))?;
+        }
+        Ok(())
+    }
+
     /// Someone else ended the rollout (`rollout abort`)?
     async fn ended_elsewhere(&self, name: &str) -> Option<Rollout> {
         self.load(name)
@@ -267,16 +290,13 @@ pub async fn start(
             "no online node is targeted: a rollout needs nodes to watch (deploy without --waves writes for offline ones)"
         );
     }
-    let mut rest = online.as_slice();
-    let mut planned = Vec::new();
-    for size in wave_sizes(waves, online.len())? {
-        let (wave, after) = rest.split_at(size);
-        planned.push(Wave {
-            nodes: wave.to_vec(),
+    let planned: Vec<Wave> = split_waves(waves, &online)?
+        .into_iter()
+        .map(|nodes| Wave {
+            nodes,
             outcome: "pending".into(),
-        });
-        rest = after;
-    }
+        })
+        .collect();
     let agent = spec.name.clone();
     let version = match set_version {
         Some(v) => v,
@@ -538,7 +558,11 @@ async fn run_wave(
     let digest = rollout.module.digest.clone();
     let bake = Duration::from_millis(rollout.bake_ms);
     let started = tokio::time::Instant::now();
-    let baseline = failures(hub, &nodes, &agent, &digest).await;
+    // Nothing runs to fail in an undeploy: its bake watches that the agent stays away.
+    let baseline = match rollout.undeploy {
+        true => BTreeMap::new(),
+        false => failures(hub, &nodes, &agent, &digest).await,
+    };
     loop {
         if let Some(other) = hub.ended_elsewhere(&agent).await {
             return Ok(WaveEnd::EndedElsewhere(Box::new(other)));
@@ -546,29 +570,23 @@ async fn run_wave(
         if let Some(why) = unhealthy(hub, &nodes, &agent, version, rollout.undeploy).await? {
             return Ok(WaveEnd::Failed(why));
         }
-        if rollout.undeploy {
-            // Nothing runs to fail: the bake watches that the agent stays away.
-            if started.elapsed() >= bake {
-                return Ok(WaveEnd::Passed);
+        if !rollout.undeploy {
+            let now = failures(hub, &nodes, &agent, &digest).await;
+            let failed: u64 = nodes
+                .iter()
+                .map(|n| {
+                    now.get(n)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(baseline.get(n).copied().unwrap_or(0))
+                })
+                .sum();
+            if failed > rollout.max_failures {
+                return Ok(WaveEnd::Failed(format!(
+                    "{failed} failed invocation(s) during the bake (at most {} allowed)",
+                    rollout.max_failures
+                )));
             }
-            tokio::time::sleep(BAKE_POLL.min(bake.saturating_sub(started.elapsed()))).await;
-            continue;
-        }
-        let now = failures(hub, &nodes, &agent, &digest).await;
-        let failed: u64 = nodes
-            .iter()
-            .map(|n| {
-                now.get(n)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(baseline.get(n).copied().unwrap_or(0))
-            })
-            .sum();
-        if failed > rollout.max_failures {
-            return Ok(WaveEnd::Failed(format!(
-                "{failed} failed invocation(s) during the bake (at most {} allowed)",
-                rollout.max_failures
-            )));
         }
         if started.elapsed() >= bake {
             return Ok(WaveEnd::Passed);
@@ -710,14 +728,7 @@ async fn restore_node_key(
                 .await
                 .with_context(|| format!("cannot put {kv_key} back"))?;
         }
-        None => {
-            if hub.deployments.get(&kv_key).await?.is_some() {
-                hub.deployments
-                    .delete(&kv_key)
-                    .await
-                    .with_context(|| format!("cannot delete {kv_key}"))?;
-            }
-        }
+        None => hub.delete_deployment(&kv_key).await?,
     }
     Ok(())
 }
@@ -779,12 +790,7 @@ async fn complete(hub: &Hub<'_>, rollout: &mut Rollout, key: &SecretKey) -> Resu
 /// (a node's own prior deployment, not targeted, comes back).
 async fn complete_undeploy(hub: &Hub<'_>, rollout: &mut Rollout, key: &SecretKey) -> Result<()> {
     for kv_key in &rollout.targets {
-        if hub.deployments.get(kv_key).await?.is_some() {
-            hub.deployments
-                .delete(kv_key)
-                .await
-                .with_context(|| format!("cannot delete {kv_key}"))?;
-        }
+        hub.delete_deployment(kv_key).await?;
     }
     for wave in &rollout.waves {
         for node in &wave.nodes {

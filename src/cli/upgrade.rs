@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::ConnOpts;
 use super::deploy::TargetOpts;
+use super::rollout::Wave;
 use crate::config::parse_duration;
 use crate::hub;
 use crate::protocol::{NodeRow, NodeStatus, UPGRADES_BUCKET, UpgradeOutcome};
@@ -94,14 +95,6 @@ struct Report {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     waves: Option<Vec<Wave>>,
-}
-
-/// One wave of `--waves`.
-#[derive(Debug, Clone, Serialize)]
-struct Wave {
-    nodes: Vec<String>,
-    /// `pending`, `passed`, `failed` or `rolled_back`.
-    outcome: String,
 }
 
 /// Writes the signed announcement for `arch` under `kv_key`.
@@ -311,13 +304,7 @@ impl Hub<'_> {
                 "no online node is targeted: --waves needs nodes to watch (without it, offline nodes converge when they return)"
             );
         }
-        let mut rest = online.as_slice();
-        let mut waves = Vec::new();
-        for size in super::rollout::wave_sizes(spec, online.len())? {
-            let (wave, after) = rest.split_at(size);
-            waves.push(wave.to_vec());
-            rest = after;
-        }
+        let waves = super::rollout::split_waves(spec, &online)?;
         report.waves = Some(
             waves
                 .iter()
