@@ -367,6 +367,8 @@ impl Default for NodeSection {
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSection {
     /// Defaults to `nats://<leaf.listen>` (the leaf the node runs, or the usual local one).
+    /// Several servers: an array, or one string separated by commas.
+    #[serde(deserialize_with = "de_url_list")]
     pub url: Option<String>,
     pub creds: Option<PathBuf>,
     pub user: Option<String>,
@@ -429,6 +431,9 @@ pub struct LeafSection {
     /// Client address of the leaf server (loopback: it serves local clients only).
     pub listen: String,
     /// The hub's leafnode URL the spawned leaf dials out to (`nats-leaf://host:7422`).
+    /// Several servers of a hub cluster: a TOML array, or one string with the URLs
+    /// separated by commas (kept here in that form; see [`LeafSection::hub_urls`]).
+    #[serde(deserialize_with = "de_url_list")]
     pub hub_url: Option<String>,
     /// JetStream domain of the hub, used to reach it through the leaf.
     pub domain: String,
@@ -447,6 +452,22 @@ pub struct LeafSection {
     pub local_publish: Vec<String>,
     /// Subjects the local user may subscribe to (same rule).
     pub local_subscribe: Vec<String>,
+}
+
+impl LeafSection {
+    /// Each server of `hub_url`, in order: one, or several of a hub cluster.
+    pub fn hub_urls(&self) -> Vec<String> {
+        self.hub_url.as_deref().map(split_urls).unwrap_or_default()
+    }
+}
+
+/// The servers of a comma-separated URL list, trimmed, empty items dropped.
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl std::fmt::Debug for LeafSection {
@@ -1061,16 +1082,28 @@ pub fn default_node_id() -> String {
     protocol::tokenize(&sysinfo::System::host_name().unwrap_or_default())
 }
 
-fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
-    let scheme = url.split_once("://").map(|(s, _)| s);
-    match scheme {
-        Some(s) if schemes.contains(&s) => Ok(()),
-        _ => Err(format!(
-            "{:?} is not a URL with scheme {}",
-            crate::connect::redact_url(url),
-            schemes.join("://, ") + "://"
-        )),
+/// Checks every server of a URL list (`a,b,c`) for one of `schemes`.
+fn check_url(list: &str, schemes: &[&str]) -> Result<(), String> {
+    if list.split(',').any(|u| u.trim().is_empty()) {
+        return Err(format!(
+            "{:?} has an empty server in its list (separate URLs with single commas)",
+            crate::connect::redact_url(list)
+        ));
     }
+    for url in split_urls(list) {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some(s) if schemes.contains(&s) => {}
+            _ => {
+                return Err(format!(
+                    "{:?} is not a URL with scheme {}",
+                    crate::connect::redact_url(&url),
+                    schemes.join("://, ") + "://"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes every `EDGELEAF_<SECTION>_<KEY>` variable into `table` and returns which
@@ -1192,6 +1225,25 @@ fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// One URL, several in one string separated by commas, or an array of URLs; kept
+/// as one comma-separated string (the form NATS clients and `-s` take).
+fn de_url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d).map_err(|_| {
+        D::Error::custom("want a URL, or an array of URLs (the servers of a hub cluster)")
+    })? {
+        OneOrMany::One(s) => Ok(Some(s)),
+        OneOrMany::Many(v) if v.is_empty() => Err(D::Error::custom("the array of URLs is empty")),
+        OneOrMany::Many(v) => Ok(Some(v.join(","))),
+    }
+}
+
 /// `"10s"`, `"250ms"`, `"1m 30s"`, or a number of seconds.
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     use serde::de::Error;
@@ -1291,6 +1343,41 @@ mod tests {
         let text = include_str!("../config/edgeleaf.toml");
         let c = parse(text).expect("config/edgeleaf.toml must stay valid");
         assert!(c.leaf.spawn);
+    }
+
+    #[test]
+    fn hub_url_takes_the_servers_of_a_hub_cluster() {
+        let one = "[leaf]\nspawn = true\nhub_url = \"nats-leaf://a:7422\"\n";
+        assert_eq!(parse(one).unwrap().leaf.hub_urls(), ["nats-leaf://a:7422"]);
+        let three = "[leaf]\nspawn = true\nhub_url = [\"nats-leaf://a:7422\", \"tls://b:7422\", \"nats-leaf://c:7422\"]\n";
+        let c = parse(three).unwrap();
+        assert_eq!(
+            c.leaf.hub_urls(),
+            ["nats-leaf://a:7422", "tls://b:7422", "nats-leaf://c:7422"]
+        );
+        let listed = "[leaf]\nspawn = true\nhub_url = \"nats-leaf://a:7422, nats-leaf://b:7422\"\n";
+        assert_eq!(parse(listed).unwrap().leaf.hub_urls().len(), 2);
+        let e = err("[leaf]\nspawn = true\nhub_url = [\"nats-leaf://a:7422\", \"b:7422\"]\n");
+        assert!(
+            e.contains("leaf.hub_url") && e.contains("\"b:7422\""),
+            "{e}"
+        );
+        let e = err("[leaf]\nspawn = true\nhub_url = \"nats-leaf://a:7422,,nats-leaf://b:7422\"\n");
+        assert!(
+            e.contains("leaf.hub_url") && e.contains("empty server"),
+            "{e}"
+        );
+        let e = err("[leaf]\nspawn = true\nhub_url = []\n");
+        assert!(e.contains("leaf.hub_url") && e.contains("empty"), "{e}");
+        let e = err("[leaf]\nspawn = true\nhub_url = 7422\n");
+        assert!(
+            e.contains("leaf.hub_url") && e.contains("array of URLs"),
+            "{e}"
+        );
+        let c = parse("[nats]\nurl = [\"nats://a:4222\", \"nats://b:4222\"]\n").unwrap();
+        assert_eq!(c.nats_url(), "nats://a:4222,nats://b:4222");
+        let servers = crate::connect::server_addrs(&c.nats_url()).unwrap();
+        assert_eq!(servers.len(), 2);
     }
 
     #[test]

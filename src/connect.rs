@@ -60,12 +60,13 @@ impl NatsTarget {
     /// right away; then it keeps trying in the background and returns at once.
     pub async fn connect(&self, name: &str, persistence: Persistence) -> Result<Client> {
         let url = redact_url(&self.url);
+        let servers = server_addrs(&self.url)?;
         if persistence == Persistence::Forever {
             let once = self
                 .options(name, Duration::from_secs(5))
                 .await?
                 .max_reconnects(None);
-            match once.connect(self.url.as_str()).await {
+            match once.connect(servers.as_slice()).await {
                 Ok(client) => return Ok(client),
                 Err(e) => {
                     let reason = error_chain(&e);
@@ -81,10 +82,10 @@ impl NatsTarget {
                 .await?
                 .retry_on_initial_connect()
                 .max_reconnects(None);
-            return Ok(opts.connect(self.url.as_str()).await?);
+            return Ok(opts.connect(servers.as_slice()).await?);
         }
         let opts = self.options(name, Duration::from_secs(5)).await?;
-        opts.connect(self.url.as_str()).await.map_err(|e| {
+        opts.connect(servers.as_slice()).await.map_err(|e| {
             let reason = error_chain(&e);
             anyhow::anyhow!(
                 "cannot connect to NATS at {url}: {reason}{}",
@@ -228,6 +229,20 @@ fn hint(kind: &ConnectErrorKind, message: &str) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// The servers of a URL list (`nats://a:4222,nats://b:4222`): a client tries them
+/// in turn and reconnects to any of them (one hub cluster, several servers).
+pub fn server_addrs(list: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    let servers: Vec<async_nats::ServerAddr> = crate::config::split_urls(list)
+        .iter()
+        .map(|one| {
+            one.parse()
+                .map_err(|e| anyhow::anyhow!("{:?} is not a NATS URL: {e}", redact_url(one)))
+        })
+        .collect::<Result<_>>()?;
+    anyhow::ensure!(!servers.is_empty(), "no NATS server URL given");
+    Ok(servers)
 }
 
 /// `url` with the password (or token) of any `user:password@` part replaced by

@@ -149,7 +149,9 @@ fn tls_block(out: &mut String, indent: &str, tls: &TlsFiles) {
 /// The leaf's link to the hub.
 #[derive(Debug, Clone)]
 pub struct LeafRemote {
-    pub url: String,
+    /// The hub's servers: one, or each server of a hub cluster (the leaf moves to
+    /// another when its link drops).
+    pub urls: Vec<String>,
     pub creds: Option<PathBuf>,
     pub tls: TlsFiles,
 }
@@ -233,7 +235,8 @@ pub fn render_leaf(
     let _ = writeln!(out, "leafnodes {{");
     let _ = writeln!(out, "  reconnect: 1");
     let _ = writeln!(out, "  remotes = [ {{");
-    let _ = writeln!(out, "    url: {}", quote(&remote.url));
+    let urls: Vec<String> = remote.urls.iter().map(|u| quote(u)).collect();
+    let _ = writeln!(out, "    urls: [{}]", urls.join(", "));
     if let Some(creds) = &remote.creds {
         let _ = writeln!(out, "    credentials: {}", quote_path(creds));
     }
@@ -690,7 +693,7 @@ mod tests {
                 },
             ],
             &LeafRemote {
-                url: "nats-leaf://hub:7422".into(),
+                urls: vec!["nats-leaf://hub:7422".into()],
                 creds: Some("/etc/leaf.creds".into()),
                 tls: TlsFiles {
                     ca: Some("/etc/ca.pem".into()),
@@ -698,7 +701,7 @@ mod tests {
                 },
             },
         );
-        assert!(text.contains("url: \"nats-leaf://hub:7422\""), "{text}");
+        assert!(text.contains("urls: [\"nats-leaf://hub:7422\"]"), "{text}");
         assert!(text.contains("credentials: \"/etc/leaf.creds\""), "{text}");
         assert!(text.contains("ca_file: \"/etc/ca.pem\""), "{text}");
         assert!(!text.contains("jetstream"), "{text}");

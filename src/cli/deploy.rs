@@ -311,7 +311,7 @@ impl Release<'_> {
         let bucket = js
             .get_key_value(DEPLOYMENTS_BUCKET)
             .await
-            .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
+            .map_err(|e| hub::opening("deployments bucket", e))?;
         let version = match self.set_version {
             Some(v) => v,
             None => {
@@ -374,7 +374,7 @@ pub(crate) async fn upload_module(
     let modules = js
         .get_object_store(MODULES_BUCKET)
         .await
-        .context("no module store on the hub; run `edgeleaf hub init` first")?;
+        .map_err(|e| hub::opening("module store", e))?;
     let digest = shipping::modules::digest(wasm);
     let bar = progress_bar(wasm.len() as u64);
     let uploaded = shipping::modules::upload(&modules, wasm, |n| bar.set_position(n)).await?;
@@ -446,7 +446,7 @@ pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
     let bucket = js
         .get_key_value(DEPLOYMENTS_BUCKET)
         .await
-        .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
+        .map_err(|e| hub::opening("deployments bucket", e))?;
     for target in args.target.targets()? {
         let kv_key = target.key(&args.name);
         if bucket.get(&kv_key).await?.is_none() {
@@ -577,8 +577,7 @@ pub(crate) async fn highest_version(
     let version = |raw: &[u8]| SignedDeployment::verified_version(raw, unsigned_too);
     let mut highest = 0;
     for kv_key in kv_keys {
-        let mut history = bucket
-            .history(kv_key)
+        let mut history = crate::hub::patiently(|| bucket.history(kv_key))
             .await
             .with_context(|| format!("cannot read the history of {kv_key}"))?;
         while let Some(entry) = history.next().await {
@@ -587,7 +586,9 @@ pub(crate) async fn highest_version(
             }
         }
     }
-    let mut keys = bucket.keys().await.context("cannot list deployments")?;
+    let mut keys = crate::hub::patiently(|| bucket.keys())
+        .await
+        .context("cannot list deployments")?;
     while let Some(key) = keys.next().await {
         let key = key?;
         if Target::parse_key(&key).is_none_or(|(_, name)| name != agent) {

@@ -114,14 +114,15 @@ pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
         },
         None => DeliverPolicy::All,
     };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: filter,
+    let consumer = crate::hub::patiently(|| {
+        stream.create_consumer(OrderedConfig {
+            filter_subject: filter.clone(),
             deliver_policy,
             ..Default::default()
         })
-        .await
-        .context("cannot read the log stream")?;
+    })
+    .await
+    .context("cannot read the log stream")?;
     let mut history = consumer.cached_info().num_pending;
     if history == 0 && !args.follow {
         return Ok(());

@@ -52,7 +52,8 @@ pub struct ConnOpts {
     /// files, JetStream domain and inbox prefix, wherever no flag gives them.
     #[arg(long, global = true, env = "NATS_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
-    /// NATS server URL [default: nats://127.0.0.1:4222]. For `node`, this and the
+    /// NATS server URL [default: nats://127.0.0.1:4222]; the servers of a hub cluster
+    /// as one list, `nats://a:4222,nats://b:4222`. For `node`, this and the
     /// other connection flags override the config's [nats] section.
     #[arg(short = 's', long = "server", global = true, env = "NATS_URL")]
     pub server: Option<String>,

@@ -189,7 +189,7 @@ impl<'a> Hub<'a> {
         let deployments = js
             .get_key_value(DEPLOYMENTS_BUCKET)
             .await
-            .context("no deployments bucket on the hub; run `edgeleaf hub init` first")?;
+            .map_err(|e| hub::opening("deployments bucket", e))?;
         Ok(Self {
             js,
             client,

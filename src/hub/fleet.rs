@@ -23,20 +23,22 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every node that ever sent a heartbeat, sorted by node id.
 pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
-    let mut stream = js.get_stream(HEARTBEAT_STREAM).await.with_context(|| {
-        format!("no stream {HEARTBEAT_STREAM} on the hub; run `edgeleaf hub init` first")
-    })?;
+    let mut stream = js
+        .get_stream(HEARTBEAT_STREAM)
+        .await
+        .map_err(|e| super::opening(&format!("stream {HEARTBEAT_STREAM}"), e))?;
     if stream.info().await?.state.messages == 0 {
         return Ok(Vec::new());
     }
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    let consumer = super::patiently(|| {
+        stream.create_consumer(OrderedConfig {
             filter_subject: subjects.heartbeats(),
             deliver_policy: DeliverPolicy::LastPerSubject,
             ..Default::default()
         })
-        .await
-        .context("cannot read the heartbeat stream")?;
+    })
+    .await
+    .context("cannot read the heartbeat stream")?;
     let mut messages = consumer.messages().await?;
     let now = SystemTime::now();
     let mut rows = Vec::new();
@@ -155,7 +157,7 @@ pub async fn agents(
     let mut asked: BTreeSet<String> = BTreeSet::new();
 
     if let Ok(status) = js.get_key_value(STATUS_BUCKET).await
-        && let Ok(mut keys) = status.keys().await
+        && let Ok(mut keys) = super::patiently(|| status.keys()).await
     {
         while let Some(Ok(key)) = keys.next().await {
             let Ok(Some(raw)) = status.get(&key).await else {
@@ -283,16 +285,17 @@ pub async fn recent(
         .first_sequence
         .max(state.last_sequence.saturating_sub(RECENT_SCAN))
         .max(1);
-    let consumer = s
-        .create_consumer(OrderedConfig {
-            filter_subject: filter,
+    let consumer = super::patiently(|| {
+        s.create_consumer(OrderedConfig {
+            filter_subject: filter.clone(),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
             ..Default::default()
         })
-        .await
-        .with_context(|| format!("cannot read stream {stream}"))?;
+    })
+    .await
+    .with_context(|| format!("cannot read stream {stream}"))?;
     let mut kept = std::collections::VecDeque::with_capacity(limit.min(1024));
     if consumer.cached_info().num_pending == 0 {
         return Ok(Vec::new());

@@ -30,9 +30,10 @@ pub async fn check_and_pin(
     nodes: &[(String, String)],
     accept_new: &[String],
 ) -> Result<Vec<(String, Pin)>> {
-    let bucket = js.get_key_value(NODE_KEYS_BUCKET).await.with_context(|| {
-        format!("no {NODE_KEYS_BUCKET} bucket on the hub; run `edgeleaf hub init` first")
-    })?;
+    let bucket = js
+        .get_key_value(NODE_KEYS_BUCKET)
+        .await
+        .map_err(|e| super::opening(&format!("{NODE_KEYS_BUCKET} bucket"), e))?;
     let mut plan = Vec::new();
     let mut changed = Vec::new();
     for (id, key) in nodes {

@@ -292,14 +292,15 @@ impl Forwarder {
         let mut last = 0u64;
         for kind in self.carries.kinds() {
             let filter = format!("{}.{kind}.{}.>", self.subjects.prefix(), self.node_id);
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: filter,
+            let consumer = crate::hub::patiently(|| {
+                stream.create_consumer(OrderedConfig {
+                    filter_subject: filter.clone(),
                     deliver_policy: DeliverPolicy::Last,
                     ..Default::default()
                 })
-                .await
-                .context("reconcile consumer")?;
+            })
+            .await
+            .context("reconcile consumer")?;
             if consumer.cached_info().num_pending == 0 {
                 continue;
             }

@@ -175,11 +175,11 @@ pub async fn start(config: &Config, logins: &LeafLogins) -> Result<Supervisor> {
         .listen
         .parse()
         .context("leaf.listen is not IP:PORT")?;
-    let hub_url = config
-        .leaf
-        .hub_url
-        .clone()
-        .context("leaf.hub_url is required when leaf.spawn = true")?;
+    let hub_urls = config.leaf.hub_urls();
+    anyhow::ensure!(
+        !hub_urls.is_empty(),
+        "leaf.hub_url is required when leaf.spawn = true"
+    );
     let files = files(config);
     let server_name = format!("edgeleaf-leaf-{}", config.node.id);
     let text = natsd::render_leaf(
@@ -188,7 +188,7 @@ pub async fn start(config: &Config, logins: &LeafLogins) -> Result<Supervisor> {
         listen,
         &logins.users(config),
         &LeafRemote {
-            url: hub_url,
+            urls: hub_urls,
             creds: config.leaf.creds.clone(),
             tls: config.leaf.tls.clone(),
         },

@@ -233,7 +233,11 @@ impl Reconciler {
         // tag) costs this one nothing, however large the fleet.
         let mut watches = Vec::new();
         for filter in self.key_filters() {
-            watches.push(bucket.watch(&filter).await.context("watch deployments")?);
+            watches.push(
+                crate::hub::patiently(|| bucket.watch(&filter))
+                    .await
+                    .context("watch deployments")?,
+            );
         }
         let mut watch = futures::stream::select_all(watches);
         let hub = Hub {
@@ -276,45 +280,40 @@ impl Reconciler {
     }
 
     /// The latest value of every live key under the filters of [`Self::key_filters`],
-    /// read straight from the bucket's stream (last per subject), so the rest of the
-    /// bucket is never read.
+    /// read straight from the bucket's stream, so the rest of the bucket is never
+    /// read: the stream's leader names the keys (stream info with a subject filter),
+    /// and any server of the stream gives each one's last value (direct get). No
+    /// consumer is made for it: on a clustered hub a consumer is a decision of the
+    /// whole cluster, and each node reconciles often.
     async fn targeting_entries(&self, hub: &Hub) -> Result<Vec<(String, Vec<u8>, u64)>> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let stream = &hub.bucket.stream;
         let mut out = Vec::new();
         for filter in self.key_filters() {
-            let consumer = hub
-                .bucket
-                .stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: format!("{}{filter}", hub.bucket.prefix),
-                    deliver_policy: DeliverPolicy::LastPerSubject,
-                    ..Default::default()
-                })
+            let mut subjects = stream
+                .info_with_subjects(format!("{}{filter}", hub.bucket.prefix))
                 .await
                 .context("list deployments")?;
-            let mut left = consumer.cached_info().num_pending;
-            if left == 0 {
-                continue;
+            let mut keys = Vec::new();
+            while let Some(subject) = subjects.next().await {
+                keys.push(subject.context("list deployments")?.0);
             }
-            let mut messages = consumer.messages().await.context("list deployments")?;
-            while left > 0 {
-                let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                    .await
-                    .context("listing deployments stalled")?
-                    .context("deployments listing ended early")?
-                    .map_err(|e| anyhow::anyhow!("list deployments: {e}"))?;
-                left -= 1;
-                let revision = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            for subject in keys {
+                let msg = match stream.direct_get_last_for_subject(subject.as_str()).await {
+                    Ok(msg) => msg,
+                    // Gone since it was listed (a purge, the bucket's age limit).
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).with_context(|| format!("read {subject}")),
+                };
                 let deleted = msg
                     .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
+                    .get("KV-Operation")
                     .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                let Some(key) = msg.subject.strip_prefix(hub.bucket.prefix.as_str()) else {
+                let Some(key) = subject.strip_prefix(hub.bucket.prefix.as_str()) else {
                     continue;
                 };
                 if !deleted {
-                    out.push((key.to_owned(), msg.payload.to_vec(), revision));
+                    out.push((key.to_owned(), msg.payload.to_vec(), msg.sequence));
                 }
             }
         }

@@ -414,7 +414,11 @@ impl Follower {
             .context("upgrades bucket")?;
         let mut watches = Vec::new();
         for key in self.keys() {
-            watches.push(bucket.watch(&key).await.context("watch upgrades")?);
+            watches.push(
+                crate::hub::patiently(|| bucket.watch(&key))
+                    .await
+                    .context("watch upgrades")?,
+            );
         }
         let mut watch = futures::stream::select_all(watches);
         loop {

@@ -58,9 +58,14 @@ pub async fn upload(
 /// `digest`.
 pub async fn fetch(store: &ObjectStore, digest_hex: &str, max_size: u64) -> Result<Vec<u8>> {
     let whole = STALL + Duration::from_secs(max_size / MIN_RATE);
-    tokio::time::timeout(whole, fetch_unbounded(store, digest_hex, max_size))
-        .await
-        .map_err(|_| anyhow::anyhow!("module {digest_hex}: download took over {whole:?}"))?
+    // Each try has the whole time: a try that timed out creating its consumer (a
+    // hub cluster that lost a server) has used up to a request timeout of it.
+    crate::hub::patiently(|| async {
+        tokio::time::timeout(whole, fetch_unbounded(store, digest_hex, max_size))
+            .await
+            .map_err(|_| anyhow::anyhow!("module {digest_hex}: download took over {whole:?}"))?
+    })
+    .await
 }
 
 async fn fetch_unbounded(store: &ObjectStore, digest_hex: &str, max_size: u64) -> Result<Vec<u8>> {

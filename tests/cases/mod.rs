@@ -9,6 +9,7 @@ mod discovery;
 mod faults;
 mod fleet;
 mod heartbeat;
+mod hub_cluster;
 mod hub_limits;
 mod leaf;
 mod local_leaf;

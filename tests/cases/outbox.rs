@@ -18,14 +18,16 @@ pub(crate) async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, Resul
     let client = async_nats::connect(hub_url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("EDGELEAF_TELEMETRY").await.unwrap();
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    // Patiently: on a hub cluster with a server down, a create can time out.
+    let consumer = edgeleaf::hub::patiently(|| {
+        stream.create_consumer(OrderedConfig {
             filter_subject: format!("edgeleaf.res.{node}.>"),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
-        .await
-        .unwrap();
+    })
+    .await
+    .unwrap();
     let mut pending = consumer.cached_info().num_pending;
     let mut out = Vec::new();
     if pending == 0 {
@@ -74,7 +76,7 @@ pub(crate) async fn connect_when_up(url: &str) -> async_nats::Client {
     .await
 }
 
-async fn served(client: &async_nats::Client) {
+pub(crate) async fn served(client: &async_nats::Client) {
     eventually(Duration::from_secs(30), "echo serving", || async {
         let msg = tokio::time::timeout(
             Duration::from_secs(1),

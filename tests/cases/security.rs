@@ -927,28 +927,31 @@ async fn shipped_hub_config_is_current_and_valid() {
 
     // hub.conf with this machine's paths (certificates from a test PKI) passes
     // nats-server's own check.
+    // So do hub.conf and hub-cluster.conf (one server of a three-server hub).
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let hub = std::fs::read_to_string(root.join("hub.conf"))
-        .unwrap()
-        .replace("/etc/nats/hub.pem", &pki.path("server.pem"))
-        .replace("/etc/nats/hub-key.pem", &pki.path("server-key.pem"))
-        .replace("/etc/nats/ca.pem", &pki.path("ca.pem"))
-        .replace("/var/lib/nats", &dir.path().display().to_string());
-    std::fs::write(dir.path().join("hub.conf"), hub).unwrap();
     std::fs::write(dir.path().join("hub-accounts.conf"), shipped).unwrap();
-    let check = std::process::Command::new(crate::harness::nats_server_bin())
-        .arg("-c")
-        .arg(dir.path().join("hub.conf"))
-        .arg("-t")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    for name in ["hub.conf", "hub-cluster.conf"] {
+        let hub = std::fs::read_to_string(root.join(name))
+            .unwrap()
+            .replace("/etc/nats/hub.pem", &pki.path("server.pem"))
+            .replace("/etc/nats/hub-key.pem", &pki.path("server-key.pem"))
+            .replace("/etc/nats/ca.pem", &pki.path("ca.pem"))
+            .replace("/var/lib/nats", &dir.path().display().to_string());
+        std::fs::write(dir.path().join(name), hub).unwrap();
+        let check = std::process::Command::new(crate::harness::nats_server_bin())
+            .arg("-c")
+            .arg(dir.path().join(name))
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "config/{name}: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
 }
 
 #[tokio::test]
