@@ -183,8 +183,9 @@ pub struct InitArgs {
     /// Total size of the module store.
     #[arg(long, default_value = "8GiB", value_parser = crate::config::parse_size)]
     modules_max_bytes: u64,
-    /// Consumers per stream and bucket, set when it is created (each node keeps
-    /// about one on the deployments bucket: leave room for the fleet).
+    /// Consumers per stream and bucket, set when it is created (each node keeps one
+    /// per key that can select it, its own, `all` and one per tag, on the
+    /// deployments and on the upgrades bucket: leave room for the fleet).
     #[arg(long, default_value_t = 16_384)]
     max_consumers: i32,
     /// Print what was done as JSON.

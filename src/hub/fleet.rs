@@ -39,9 +39,13 @@ pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
     })
     .await
     .context("cannot read the heartbeat stream")?;
+    // Heartbeats keep arriving while this reads (a large fleet sends hundreds a
+    // second), and the consumer delivers them too, after the last heartbeat of each
+    // node it started with: read those, and keep one row per node, its latest.
+    let mut left = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await?;
     let now = SystemTime::now();
-    let mut rows = Vec::new();
+    let mut rows = BTreeMap::new();
     loop {
         let msg = tokio::time::timeout(READ_TIMEOUT, messages.next())
             .await
@@ -59,13 +63,16 @@ pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
                     .duration_since(received)
                     .unwrap_or_default()
                     .as_secs_f64();
-                rows.push(NodeRow {
-                    node_id: heartbeat.node_id.clone(),
-                    status: NodeStatus::judge(age_s, heartbeat.interval_s),
-                    last_seen: humantime::format_rfc3339_millis(received).to_string(),
-                    age_s,
-                    heartbeat,
-                });
+                rows.insert(
+                    heartbeat.node_id.clone(),
+                    NodeRow {
+                        node_id: heartbeat.node_id.clone(),
+                        status: NodeStatus::judge(age_s, heartbeat.interval_s),
+                        last_seen: humantime::format_rfc3339_millis(received).to_string(),
+                        age_s,
+                        heartbeat,
+                    },
+                );
             }
             // A heartbeat under another node's subject, or not a heartbeat at all:
             // skip it, and say so, rather than show a wrong row.
@@ -74,12 +81,12 @@ pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
             }
             Err(e) => tracing::warn!(subject = %msg.subject, "unreadable heartbeat skipped: {e}"),
         }
-        if pending == 0 {
+        left = left.saturating_sub(1);
+        if pending == 0 || left == 0 {
             break;
         }
     }
-    rows.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    Ok(rows)
+    Ok(rows.into_values().collect())
 }
 
 /// One row: one agent on one node.

@@ -43,7 +43,8 @@ pub struct HubOptions {
     pub deployments_max_bytes: i64,
     /// Total size of the module store.
     pub modules_max_bytes: i64,
-    /// Consumers per stream (each node keeps about one on the deployments bucket):
+    /// Consumers per stream (each node keeps one per key that can select it on the
+    /// deployments and the upgrades bucket: its own, `all`, each tag):
     /// bounds what a node can make the hub hold.
     pub max_consumers: i32,
 }

@@ -35,6 +35,53 @@ async fn nodes_marks_a_stopped_node_offline() {
     }
     assert_eq!(online["heartbeat"]["node_id"], "fleet-a");
 
+    // With heartbeats pouring in while it reads (500 more nodes, this one's
+    // heartbeat under their names, sent without pause), `nodes` still lists each
+    // node once.
+    let client = async_nats::connect(&hub).await.unwrap();
+    let template = online["heartbeat"].clone();
+    let publish = move |round: u64| {
+        let (client, mut hb) = (client.clone(), template.clone());
+        async move {
+            for i in 0..500 {
+                let id = format!("crowd{i:03}");
+                hb["node_id"] = id.clone().into();
+                hb["name"] = id.clone().into();
+                hb["seq"] = round.into();
+                let body = serde_json::to_vec(&hb).unwrap();
+                client
+                    .publish(format!("edgeleaf.hb.{id}"), body.into())
+                    .await
+                    .unwrap();
+            }
+            client.flush().await.unwrap();
+        }
+    };
+    publish(1).await;
+    let crowd = tokio::spawn({
+        let publish = publish.clone();
+        async move {
+            for round in 2.. {
+                publish(round).await;
+            }
+        }
+    });
+    for _ in 0..3 {
+        let rows = cli_json(&["nodes", "--json", "-s", &hub]).await;
+        let mut ids: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node_id"].as_str().unwrap())
+            .collect();
+        let listed = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), listed, "a node listed twice");
+        assert_eq!(ids.iter().filter(|id| id.starts_with("crowd")).count(), 500);
+    }
+    crowd.abort();
+
     let status = node.stop_with(libc::SIGTERM);
     assert!(status.success(), "node exit on SIGTERM: {status}");
     let stopped_at = std::time::Instant::now();
