@@ -10,7 +10,7 @@ use crate::cases::outbox::{connect_when_up, served, stored_results};
 use crate::cases::shipping::{status, wait_node};
 use crate::harness::{
     Node, NodeSpec, Server, agent_toml, agent_wasm, cli, eventually, free_port, publisher,
-    trusting, try_control,
+    serving_within, trusting, try_control,
 };
 
 /// Three hub servers routed to each other, each with JetStream (domain `hub`), a
@@ -225,21 +225,7 @@ async fn a_hub_server_dies_under_load_and_nothing_is_lost_or_duplicated() {
     );
     // nats-server 2.9 (Debian's) may place the node's new consumers on the dead
     // server (each such try times out and is tried again), so this can take a while.
-    eventually(
-        Duration::from_secs(120),
-        "svc answers on the node",
-        || async {
-            let reply = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.request("ha.svc", "after".into()),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            (reply.payload.as_ref() == b"after").then_some(())
-        },
-    )
-    .await;
+    serving_within(&client, "ha.svc", "after", Duration::from_secs(120)).await;
     let running = eventually(Duration::from_secs(60), "svc reported running", || async {
         status(&client, "ha", "svc")
             .await

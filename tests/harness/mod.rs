@@ -772,20 +772,26 @@ pub fn agent_wasm(name: &str) -> PathBuf {
 /// Waits (30 s at most) until a request on `subject` with `body` is answered with
 /// `body` itself: an echoing agent is serving there.
 pub async fn serving(client: &async_nats::Client, subject: &str, body: &str) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{subject} serving"),
-        || async {
-            let msg = tokio::time::timeout(
-                Duration::from_secs(1),
-                client.request(subject.to_owned(), body.to_owned().into()),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            (msg.payload.as_ref() == body.as_bytes()).then_some(())
-        },
-    )
+    serving_within(client, subject, body, Duration::from_secs(30)).await
+}
+
+/// [`serving`], waiting up to `timeout`.
+pub async fn serving_within(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+    timeout: Duration,
+) {
+    eventually(timeout, &format!("{subject} serving"), || async {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.request(subject.to_owned(), body.to_owned().into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        (msg.payload.as_ref() == body.as_bytes()).then_some(())
+    })
     .await;
 }
 
