@@ -66,8 +66,8 @@ impl TimedOut for jetstream::stream::ConsumerError {
 }
 
 impl TimedOut for anyhow::Error {
-    /// Whether any cause in the chain is a timeout: a consumer create, or an object
-    /// read whose consumer create timed out.
+    /// Whether any cause in the chain is a timeout of an object download (a module
+    /// or binary fetch): the object lookup, or a read whose consumer create timed out.
     fn timed_out(&self) -> bool {
         self.chain().any(|cause| {
             cause
@@ -76,12 +76,6 @@ impl TimedOut for anyhow::Error {
                 || cause
                     .downcast_ref::<jetstream::object_store::GetError>()
                     .is_some_and(|e| e.kind() == jetstream::object_store::GetErrorKind::TimedOut)
-                || cause
-                    .downcast_ref::<jetstream::kv::WatchError>()
-                    .is_some_and(TimedOut::timed_out)
-                || cause
-                    .downcast_ref::<jetstream::stream::ConsumerError>()
-                    .is_some_and(TimedOut::timed_out)
         })
     }
 }
