@@ -573,11 +573,18 @@ pub struct LimitsSection {
 /// smaller defaults there.
 const IS_32_BIT: bool = cfg!(target_pointer_width = "32");
 
+/// `limits.max_memory` by default on 32-bit hosts (it is 64 MiB on 64-bit ones).
+pub const DEFAULT_MAX_MEMORY_32_BIT: u64 = 32 << 20;
+
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_agents: 32,
-            max_memory: if IS_32_BIT { 32 << 20 } else { 64 << 20 },
+            max_memory: if IS_32_BIT {
+                DEFAULT_MAX_MEMORY_32_BIT
+            } else {
+                64 << 20
+            },
             max_timeout: Duration::from_secs(30),
             max_concurrency: 16,
             max_module_size: 32 << 20,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::runtime::precompiled::EngineProfile;
+
 /// Version of the subject layout and payloads below.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -285,8 +287,13 @@ pub struct Heartbeat {
     #[serde(default)]
     pub logs: OutboxStats,
     pub hub_link: HubLink,
-    /// `cranelift` or `pulley`.
+    /// `cranelift`, `pulley` (compiles for wasmtime's interpreter, e.g. armv7), or
+    /// `none` (a runtime-only build: runs precompiled artifacts only).
     pub wasm_compiler: String,
+    /// What precompiled code must be made for to run here; `deploy` precompiles
+    /// for the nodes with `wasm_compiler: none` by it.
+    #[serde(default)]
+    pub engine: EngineProfile,
     /// Where workloads reach this node (`edge.<location>.workloads`).
     #[serde(default)]
     pub location: String,
@@ -314,8 +321,12 @@ pub struct NodeInfo {
     pub hub_link: HubLink,
     /// The local nats-server this node talks through.
     pub leaf: LeafInfo,
-    /// How agents run here: `cranelift` (compiled) or `pulley` (interpreted, e.g. armv7).
+    /// How agents run here: `cranelift` (compiled), `pulley` (interpreted, e.g.
+    /// armv7) or `none` (precompiled artifacts only).
     pub wasm_compiler: String,
+    /// What precompiled code must be made for to run here.
+    #[serde(default)]
+    pub engine: EngineProfile,
     pub agents: AgentCounts,
     /// Compiled-code cache counters since start.
     pub compiled_cache: CacheCounters,
@@ -372,6 +383,10 @@ pub struct CacheCounters {
     pub misses: u64,
     /// Entries refused (bad checksum, unloadable) and recompiled.
     pub rejected: u64,
+    /// Agents loaded from precompiled artifacts (`deploy` made them for this node's
+    /// engine): no compile on the node at all.
+    #[serde(default)]
+    pub precompiled: u64,
 }
 
 /// What the node knows of its leaf server.

@@ -96,6 +96,8 @@ pub struct DeployArgs {
     json: bool,
     #[command(flatten)]
     waves: super::rollout::WaveOpts,
+    #[command(flatten)]
+    precompile: super::precompile::PrecompileOpts,
 }
 
 /// One node's outcome, for `--json`.
@@ -152,6 +154,15 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
 
     let client = conn.connect().await?;
     let js = hub::jetstream(client.clone(), conn.domain.as_deref());
+    // The reported nodes: whom secrets are sealed to, and which engines need the
+    // module precompiled.
+    let fleet = if secrets.is_empty() && args.precompile.no_precompile {
+        Vec::new()
+    } else {
+        hub::fleet::nodes(&js, &conn.subjects()).await?
+    };
+    let engines = super::precompile::engines(&args.precompile, &targets, &fleet, key.is_some())?;
+    let artifacts = super::precompile::build_and_upload(&js, &engines, &agent, &wasm).await?;
     if args.waves.waves.is_some() {
         let Some(key) = &key else {
             bail!("--waves needs a signed deployment (--key)");
@@ -168,7 +179,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
             conn,
             &args.waves,
             agent,
-            module,
+            (module, artifacts),
             &targets,
             key,
             args.set_version,
@@ -184,7 +195,6 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
     let recipients = match secrets.is_empty() {
         true => Vec::new(),
         false => {
-            let fleet = hub::fleet::nodes(&js, &conn.subjects()).await?;
             let recipients = targets
                 .iter()
                 .map(|t| recipients(t, &fleet))
@@ -224,6 +234,7 @@ pub async fn deploy(args: DeployArgs, conn: &ConnOpts) -> Result<()> {
         set_version: args.set_version,
         keep_kv: args.keep_kv,
         sealed,
+        artifacts,
         quiet: args.json,
     };
     let Written {
@@ -284,6 +295,8 @@ pub(crate) struct Release<'a> {
     pub keep_kv: bool,
     /// Each target's sealed secrets (empty, or one map per target, in order).
     pub sealed: Vec<SealedSecrets>,
+    /// The module precompiled, by engine (see [`DeploymentSpec::artifacts`]).
+    pub artifacts: BTreeMap<String, ModuleRef>,
     /// Print nothing on stdout (for `--json`).
     pub quiet: bool,
 }
@@ -336,15 +349,18 @@ impl Release<'_> {
                 size: wasm.len() as u64,
             };
             let secrets = self.sealed.get(i).cloned().unwrap_or_default();
-            let spec = DeploymentSpec::new(
-                agent.clone(),
-                module,
-                version,
-                kv_key.clone(),
-                key,
-                self.keep_kv,
-                secrets,
-            );
+            let spec = DeploymentSpec {
+                artifacts: self.artifacts.clone(),
+                ..DeploymentSpec::new(
+                    agent.clone(),
+                    module,
+                    version,
+                    kv_key.clone(),
+                    key,
+                    self.keep_kv,
+                    secrets,
+                )
+            };
             let sealed = SignedDeployment::seal(&spec, key).to_bytes();
             envelopes.insert(shipping::modules::digest(&sealed));
             bucket
@@ -371,6 +387,16 @@ pub(crate) async fn upload_module(
     js: &async_nats::jetstream::Context,
     wasm: &[u8],
 ) -> Result<String> {
+    upload_object(js, "module", wasm).await
+}
+
+/// Puts `bytes` (a module, an artifact, a binary: `what`, for messages) in the
+/// hub's object store unless it is there, and returns their digest.
+pub(crate) async fn upload_object(
+    js: &async_nats::jetstream::Context,
+    what: &str,
+    wasm: &[u8],
+) -> Result<String> {
     let modules = js
         .get_object_store(MODULES_BUCKET)
         .await
@@ -380,7 +406,7 @@ pub(crate) async fn upload_module(
     let uploaded = shipping::modules::upload(&modules, wasm, |n| bar.set_position(n)).await?;
     bar.finish_and_clear();
     eprintln!(
-        "module {} ({} bytes) {}",
+        "{what} {} ({} bytes) {}",
         &digest[..12],
         wasm.len(),
         if uploaded {
@@ -430,7 +456,7 @@ pub async fn undeploy(args: UndeployArgs, conn: &ConnOpts) -> Result<()> {
             conn,
             &args.waves,
             agent,
-            module,
+            (module, BTreeMap::new()),
             &targets,
             &key,
             None,

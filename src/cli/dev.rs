@@ -144,6 +144,7 @@ async fn cycle(
         set_version: None,
         keep_kv: false,
         sealed: Vec::new(),
+        artifacts: Default::default(),
         quiet: false,
     }
     .write(js)

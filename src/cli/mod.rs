@@ -15,6 +15,7 @@ mod node;
 mod nodes;
 mod outbox;
 mod ping;
+mod precompile;
 mod project;
 mod rollout;
 mod run_agent;
@@ -199,6 +200,9 @@ pub enum Command {
     /// Build, deploy to a node (`edgeleaf up`'s by default), and rebuild and redeploy
     /// on every change, printing results and log lines until Ctrl-C.
     Dev(dev::Args),
+    /// Compile an agent for another node's engine into a .cwasm file, for the
+    /// `[[agents]]` of a node built without a compiler (`deploy` precompiles itself).
+    Precompile(precompile::PrecompileArgs),
 }
 
 /// Runs the parsed command.
@@ -234,6 +238,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::New(args) => project::new(args),
         Command::Build(args) => project::build(args),
         Command::Dev(args) => dev::run(args, &cli.conn).await,
+        Command::Precompile(args) => precompile::run(args),
         Command::Rollout(cmd) => rollout::run(cmd, &cli.conn).await,
         Command::Upgrade(args) => upgrade::run(args, &cli.conn).await,
     }

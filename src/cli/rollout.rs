@@ -48,6 +48,9 @@ pub struct Rollout {
     pub targets: Vec<String>,
     pub spec: AgentSpec,
     pub module: ModuleRef,
+    /// The module precompiled, by engine (see `DeploymentSpec::artifacts`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, ModuleRef>,
     pub keep_kv: bool,
     pub bake_ms: u64,
     pub max_failures: u64,
@@ -251,7 +254,7 @@ pub async fn start(
     conn: &ConnOpts,
     opts: &WaveOpts,
     spec: AgentSpec,
-    module: ModuleRef,
+    (module, artifacts): (ModuleRef, BTreeMap<String, ModuleRef>),
     targets: &[Target],
     key: &SecretKey,
     set_version: Option<u64>,
@@ -328,6 +331,7 @@ pub async fn start(
         targets: targets.iter().map(|t| t.key(&spec.name)).collect(),
         spec,
         module,
+        artifacts,
         keep_kv,
         bake_ms: opts.bake.as_millis() as u64,
         max_failures: opts.max_failures,
@@ -482,15 +486,18 @@ fn envelope(rollout: &Rollout, target: &Target, version: u64, key: &SecretKey) -
             DeploymentSpec::tombstone(&rollout.agent, version, target.key(&rollout.agent), key);
         return SignedDeployment::seal(&spec, Some(key)).to_bytes();
     }
-    let spec = DeploymentSpec::new(
-        rollout.spec.clone(),
-        rollout.module.clone(),
-        version,
-        target.key(&rollout.agent),
-        Some(key),
-        rollout.keep_kv,
-        Default::default(),
-    );
+    let spec = DeploymentSpec {
+        artifacts: rollout.artifacts.clone(),
+        ..DeploymentSpec::new(
+            rollout.spec.clone(),
+            rollout.module.clone(),
+            version,
+            target.key(&rollout.agent),
+            Some(key),
+            rollout.keep_kv,
+            Default::default(),
+        )
+    };
     SignedDeployment::seal(&spec, Some(key)).to_bytes()
 }
 
@@ -713,15 +720,18 @@ async fn restore_node_key(
         .and_then(|raw| SignedDeployment::peek_spec(raw))
     {
         Some(prior) => {
-            let spec = DeploymentSpec::new(
-                prior.agent,
-                prior.module,
-                rollout.version + 1,
-                prior.target,
-                Some(key),
-                prior.keep_kv,
-                prior.secrets,
-            );
+            let spec = DeploymentSpec {
+                artifacts: prior.artifacts,
+                ..DeploymentSpec::new(
+                    prior.agent,
+                    prior.module,
+                    rollout.version + 1,
+                    prior.target,
+                    Some(key),
+                    prior.keep_kv,
+                    prior.secrets,
+                )
+            };
             let raw = SignedDeployment::seal(&spec, Some(key)).to_bytes();
             hub.deployments
                 .put(&kv_key, raw.into())

@@ -507,7 +507,7 @@ async fn check_binary(
     if arch == std::env::consts::ARCH {
         crate::shipping::upgrade::check_runs(path, version).await?;
     }
-    let digest = super::deploy::upload_module(js, &bytes).await?;
+    let digest = super::deploy::upload_object(js, "binary", &bytes).await?;
     Ok((
         arch.to_owned(),
         ModuleRef {

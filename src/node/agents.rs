@@ -433,6 +433,7 @@ impl AgentPool {
                 hits: c.stats.hits.load(Relaxed),
                 misses: c.stats.misses.load(Relaxed),
                 rejected: c.stats.rejected.load(Relaxed),
+                precompiled: c.stats.precompiled.load(Relaxed),
             })
             .unwrap_or_default()
     }

@@ -67,6 +67,7 @@ fn heartbeat(state: &NodeState, metrics: &mut Metrics, seq: u64) -> Heartbeat {
         logs: state.log_store.stats(),
         hub_link: info.hub_link,
         wasm_compiler: info.wasm_compiler,
+        engine: info.engine,
         location: info.location,
         enc_key: info.enc_key,
         upgrade: info.upgrade,

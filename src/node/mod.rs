@@ -136,6 +136,7 @@ impl NodeState {
                 restarts: leaf.restarts,
             },
             wasm_compiler: self.agents.runtime().compiler().to_owned(),
+            engine: self.agents.runtime().profile().clone(),
             agents: self.agents.counts(),
             compiled_cache: self.agents.cache_counters(),
             location: c.location().to_owned(),

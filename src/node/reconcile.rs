@@ -20,6 +20,7 @@ use crate::hub;
 use crate::protocol::{
     AgentSpec, DEPLOYMENTS_BUCKET, DeployStatus, ErrorBody, MODULES_BUCKET, STATUS_BUCKET, Subjects,
 };
+use crate::runtime::precompiled::Artifact;
 use crate::shipping::secrets::NodeKey;
 use crate::shipping::{self, DeploymentSpec, Rejection, SignedDeployment, Target, TrustPolicy};
 use crate::shutdown::Shutdown;
@@ -70,6 +71,9 @@ pub struct Reconciler {
 /// First wait before a failed module download is tried again; doubles up to
 /// [`FETCH_BACKOFF_MAX`].
 const FETCH_BACKOFF: Duration = Duration::from_secs(2);
+/// Precompiled code is larger than its module (3x for a small Rust component on x86_64, 7x on aarch64):
+/// it may be this many times `limits.max_module_size`.
+const ARTIFACT_SIZE_FACTOR: u64 = 8;
 const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 enum Fetch {
@@ -171,10 +175,10 @@ impl Reconciler {
             }
         };
         for (name, record) in records {
-            let agent = match SignedDeployment::open(&record.envelope, &record.key, &self.policy)
-                .and_then(|spec| self.agent_spec(&spec))
-            {
-                Ok(agent) => agent,
+            let opened = SignedDeployment::open(&record.envelope, &record.key, &self.policy)
+                .and_then(|spec| Ok((self.agent_spec(&spec)?, spec)));
+            let (agent, spec) = match opened {
+                Ok(both) => both,
                 Err(rej) => {
                     // Not trusted any more (a revoked publisher, a lost node key):
                     // dropped, so that the hub's copy is judged afresh and the
@@ -196,6 +200,15 @@ impl Reconciler {
                 continue;
             }
             match self.deployments.module(&record.digest) {
+                Ok(Some(bytes)) if let Err(why) = self.runnable(&spec, &bytes) => {
+                    // Code precompiled for the engine this node had before an
+                    // upgrade: dropped, so that the hub's deployment is judged afresh
+                    // (and its artifact for today's engine fetched).
+                    tracing::warn!(agent = %name, "local copy cannot run here any more ({why}); dropped, the hub's deployment is applied again");
+                    if let Err(e) = self.deployments.remove(&name) {
+                        tracing::error!(agent = %name, "cannot drop the local deployment record: {e}");
+                    }
+                }
                 Ok(Some(bytes)) => {
                     if self
                         .pool
@@ -577,6 +590,20 @@ impl Reconciler {
                 ),
             ));
         }
+        if !spec.absent {
+            let code = self.code_ref(&spec)?;
+            if code.size > self.max_module_size.saturating_mul(ARTIFACT_SIZE_FACTOR) {
+                return Err(Rejection::new(
+                    "module_too_large",
+                    format!(
+                        "precompiled code of {} bytes is above this node's maximum of {} bytes \
+                         ({ARTIFACT_SIZE_FACTOR} x limits.max_module_size)",
+                        code.size,
+                        self.max_module_size.saturating_mul(ARTIFACT_SIZE_FACTOR)
+                    ),
+                ));
+            }
+        }
         // Versions only compare within one key: when a more specific deployment is
         // removed, the node falls back to the broader one whatever its version.
         if let Some(cur) = current
@@ -702,16 +729,96 @@ impl Reconciler {
         Ok(agent)
     }
 
-    /// The module bytes: the local copy if there is one, else a download from the
-    /// hub, started in the background; its end wakes the loop.
-    async fn module(&mut self, hub: &Hub, spec: &DeploymentSpec) -> ModuleState {
-        let digest = &spec.module.digest;
-        if let Ok(Some(bytes)) = self.deployments.module(digest) {
-            return ModuleState::Ready(bytes);
+    /// What this node runs of a deployment: the code precompiled for its engine
+    /// when the (signed) spec lists some, else the module. A node without a
+    /// compiler needs the former.
+    fn code_ref<'s>(&self, spec: &'s DeploymentSpec) -> Result<&'s shipping::ModuleRef, Rejection> {
+        let runtime = self.pool.runtime();
+        let profile = runtime.profile();
+        let key = profile.artifact_key(spec.agent.limits.fuel.is_some());
+        if spec.publisher.is_some()
+            && let Some(artifact) = spec.artifacts.get(&key)
+        {
+            return Ok(artifact);
         }
+        if runtime.compiler() != "none" {
+            return Ok(&spec.module);
+        }
+        let why = if spec.publisher.is_none() && !spec.artifacts.is_empty() {
+            "it is unsigned, and precompiled code is loaded from signed deployments only".to_owned()
+        } else if spec.artifacts.is_empty() {
+            "it holds no precompiled code".to_owned()
+        } else {
+            let engines: Vec<&str> = spec.artifacts.keys().map(String::as_str).collect();
+            format!(
+                "it has code for other engines only ({})",
+                engines.join(", ")
+            )
+        };
+        Err(Rejection::new(
+            "no_artifact",
+            format!(
+                "this node has no compiler (a runtime-only build) and needs the module \
+                 precompiled for its engine {key} ({} wasmtime {}), but {why}: deploy it again \
+                 signed while the node is online, or with --precompile for its target",
+                profile.target, profile.wasmtime
+            ),
+        ))
+    }
+
+    /// Whether `bytes` (a local copy, or a download) can run `spec` here: an artifact
+    /// must be of this module and for this node's engine, plain wasm needs a compiler.
+    fn runnable(&self, spec: &DeploymentSpec, bytes: &[u8]) -> Result<(), String> {
+        let runtime = self.pool.runtime();
+        if !Artifact::is_artifact(bytes) {
+            return match runtime.compiler() {
+                "none" => Err("plain wasm, and this node has no compiler".into()),
+                _ => Ok(()),
+            };
+        }
+        let header = Artifact::parse(bytes).map_err(|e| format!("{e:#}"))?.header;
+        let key = runtime
+            .profile()
+            .artifact_key(spec.agent.limits.fuel.is_some());
+        if header.module != spec.module.digest {
+            return Err(format!(
+                "precompiled from module {}, the deployment runs {}",
+                header.module, spec.module.digest
+            ));
+        }
+        if header.engine != key {
+            return Err(format!(
+                "precompiled for engine {}, this node's is {key}",
+                header.engine
+            ));
+        }
+        Ok(())
+    }
+
+    /// The code to run: the local copy if there is a usable one, else a download
+    /// from the hub (the module, or the artifact for this node's engine), started in
+    /// the background; its end wakes the loop.
+    async fn module(&mut self, hub: &Hub, spec: &DeploymentSpec) -> ModuleState {
+        if let Ok(Some(bytes)) = self.deployments.module(&spec.module.digest) {
+            match self.runnable(spec, &bytes) {
+                Ok(()) => return ModuleState::Ready(bytes),
+                Err(why) => {
+                    tracing::info!(agent = %spec.agent.name, "local copy not used ({why}); fetching from the hub")
+                }
+            }
+        }
+        let code = match self.code_ref(spec) {
+            Ok(code) => code.clone(),
+            Err(rej) => return ModuleState::Failed(anyhow::anyhow!("{rej}")),
+        };
+        let digest = &code.digest;
         let backoff = match self.fetches.remove(digest) {
             None => FETCH_BACKOFF,
-            Some(Fetch::Done { outcome, backoff }) => match outcome {
+            Some(Fetch::Done { outcome, backoff }) => match outcome.and_then(|bytes| {
+                self.runnable(spec, &bytes)
+                    .map(|()| bytes)
+                    .map_err(anyhow::Error::msg)
+            }) {
                 Ok(bytes) => return ModuleState::Ready(bytes),
                 Err(e) => {
                     self.fetch_failed(digest, backoff);
@@ -730,7 +837,7 @@ impl Reconciler {
             }
         };
         let (store, done) = (hub.modules.clone(), self.fetched_tx.clone());
-        let (name, size) = (digest.clone(), spec.module.size);
+        let (name, size) = (digest.clone(), code.size);
         let task = tokio::spawn(async move {
             let outcome = shipping::modules::fetch(&store, &name, size).await;
             let _ = done.send(Fetched {

@@ -21,6 +21,8 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Entries found but refused (bad checksum, failed to load).
     pub rejected: AtomicU64,
+    /// Agents loaded from precompiled artifacts (nothing compiled, nothing cached).
+    pub precompiled: AtomicU64,
 }
 
 /// The cache of one state dir, for every engine of the node: each entry is named by

@@ -15,6 +15,7 @@ use super::ModuleKind;
 use super::agent::AgentError;
 use super::cache::CompiledCache;
 use super::component::{self, ComponentState};
+use super::precompiled::{Artifact, EngineProfile};
 use super::wasi_command::{self, CommandState};
 
 /// How often the epoch advances: the granularity of deadlines, and how often a
@@ -93,27 +94,14 @@ impl Flavor {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(fuel)
-            .memory_init_cow(true);
+        let mut config = compile_config(host_memory_reservation(opts), fuel);
+        config.memory_init_cow(true);
         if fuel && cfg!(target_pointer_width = "32") {
             // A second pool would double the address space reserved up front, which
             // a 32-bit process has little of: fuel-metered agents allocate on demand.
             config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
         } else {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        if cfg!(target_pointer_width = "32") {
-            // wasmtime reserves 4 GiB (+ guards) of address space per memory slot on
-            // 64-bit hosts, which a 32-bit process cannot: reserve only what an
-            // instance may use, and let bounds checks do the rest.
-            config
-                .memory_reservation(opts.max_memory)
-                .memory_guard_size(64 << 10)
-                .memory_reservation_for_growth(0);
         }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
@@ -124,7 +112,7 @@ impl Flavor {
         let mut command_linker = wasmtime::Linker::new(&engine);
         wasi_command::add_to_linker(&mut command_linker)?;
         Ok(Self {
-            key: engine_key(&engine),
+            key: engine_key(&engine, fuel, opts),
             engine,
             component_linker,
             command_linker,
@@ -142,18 +130,25 @@ pub struct Runtime {
     making_fueled: std::sync::Mutex<()>,
     opts: EngineOptions,
     cache: Option<CompiledCache>,
-    /// "cranelift" or "pulley" (the interpreter used where Cranelift has no backend).
+    /// "cranelift", "pulley" (the interpreter used where Cranelift has no backend),
+    /// or "none" (a `--runtime-only` build: precompiled artifacts only).
     compiler: &'static str,
+    /// What precompiled code must match to load here.
+    profile: EngineProfile,
 }
 
 impl Runtime {
     pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
         let plain = Flavor::new(opts, false)?;
-        let compiler = if plain.engine.is_pulley() {
-            "pulley"
-        } else {
-            "cranelift"
+        let compiler = match (cfg!(feature = "compiler"), plain.engine.is_pulley()) {
+            (false, _) => "none",
+            (true, true) => "pulley",
+            (true, false) => "cranelift",
         };
+        let profile = EngineProfile::new(
+            &host_code_target(&plain.engine),
+            host_memory_reservation(opts),
+        );
         Ok(Arc::new(Self {
             plain,
             fueled: std::sync::OnceLock::new(),
@@ -161,6 +156,7 @@ impl Runtime {
             cache: opts.cache_dir.clone().map(CompiledCache::new),
             opts: opts.clone(),
             compiler,
+            profile,
         }))
     }
 
@@ -171,6 +167,11 @@ impl Runtime {
 
     pub fn compiler(&self) -> &'static str {
         self.compiler
+    }
+
+    /// What precompiled code must have been made for to load here.
+    pub fn profile(&self) -> &EngineProfile {
+        &self.profile
     }
 
     pub fn cache(&self) -> Option<&CompiledCache> {
@@ -198,10 +199,25 @@ impl Runtime {
         Ok(self.fueled.get_or_init(|| made))
     }
 
-    /// Validates, compiles (or loads from the cache) and links module bytes.
-    /// With `fuel`, on the engine that meters it.
+    /// Validates, compiles (or loads from the cache) and links module bytes, or
+    /// loads a precompiled [`Artifact`] made for this engine. With `fuel`, on the
+    /// engine that meters it.
+    ///
+    /// An artifact is native code that wasmtime cannot check: callers hand over
+    /// only artifacts from a trusted source (a signed deployment's listed digest,
+    /// the node's own state, a local file the operator configured).
     pub fn prepare(&self, bytes: &[u8], fuel: bool) -> Result<Loaded, AgentError> {
         let flavor = self.flavor(fuel)?;
+        if Artifact::is_artifact(bytes) {
+            return self.load_artifact(flavor, bytes, fuel);
+        }
+        if !cfg!(feature = "compiler") {
+            return Err(AgentError::new(
+                "no_compiler",
+                "this node is built without a compiler (runtime-only) and runs precompiled \
+                 artifacts only: a signed `edgeleaf deploy` precompiles for it",
+            ));
+        }
         let kind = ModuleKind::detect(bytes).ok_or_else(|| {
             AgentError::invalid_module(format!(
                 "not a WebAssembly module or component ({} bytes, starting {:02x?})",
@@ -215,7 +231,7 @@ impl Runtime {
                 let (c, hit) = self.compiled(
                     &digest,
                     &flavor.key,
-                    || wasmtime::component::Component::new(&flavor.engine, bytes),
+                    || compile_component(&flavor.engine, bytes),
                     |c| c.serialize(),
                     // SAFETY: the cache hands back only bytes whose checksum matches
                     // what we wrote from `serialize` (see cache.rs).
@@ -232,8 +248,8 @@ impl Runtime {
                 let (m, hit) = self.compiled(
                     &digest,
                     &flavor.key,
-                    || wasmtime::Module::new(&flavor.engine, bytes),
-                    |m| m.serialize(),
+                    || compile_module(&flavor.engine, bytes),
+                    serialize_module,
                     // SAFETY: as above.
                     |bytes| unsafe { wasmtime::Module::deserialize(&flavor.engine, bytes) },
                 )?;
@@ -248,6 +264,63 @@ impl Runtime {
             digest,
             prepared,
             cache_hit,
+        })
+    }
+
+    /// Loads and links a precompiled artifact made for this engine.
+    fn load_artifact(
+        &self,
+        flavor: &Flavor,
+        bytes: &[u8],
+        fuel: bool,
+    ) -> Result<Loaded, AgentError> {
+        let artifact = Artifact::parse(bytes)
+            .map_err(|e| AgentError::new("invalid_artifact", format!("{e:#}")))?;
+        let want = self.profile.artifact_key(fuel);
+        if artifact.header.engine != want {
+            return Err(AgentError::new(
+                "artifact_mismatch",
+                format!(
+                    "precompiled for engine {} ({}), this node's is {want} ({})",
+                    artifact.header.engine, artifact.header.target, self.profile.target
+                ),
+            ));
+        }
+        let mismatch = |e: wasmtime::Error| {
+            AgentError::new(
+                "artifact_mismatch",
+                format!("precompiled code does not load on this engine: {e:#}"),
+            )
+        };
+        let prepared = match artifact.kind {
+            // SAFETY: wasmtime checks the code was made for this engine's target and
+            // settings; that the code is what the compiler made is the caller's
+            // trust (see `prepare`).
+            ModuleKind::Component => {
+                let c = unsafe {
+                    wasmtime::component::Component::deserialize(&flavor.engine, artifact.code)
+                }
+                .map_err(mismatch)?;
+                Prepared::Component(component::prepare(&flavor.component_linker, &c)?)
+            }
+            ModuleKind::WasiCommand => {
+                // SAFETY: as above.
+                let m = unsafe { wasmtime::Module::deserialize(&flavor.engine, artifact.code) }
+                    .map_err(mismatch)?;
+                Prepared::Command(wasi_command::prepare(&flavor.command_linker, &m)?)
+            }
+        };
+        if let Some(cache) = &self.cache {
+            cache
+                .stats
+                .precompiled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Loaded {
+            kind: artifact.kind,
+            digest: artifact.header.module,
+            prepared,
+            cache_hit: false,
         })
     }
 
@@ -298,9 +371,91 @@ impl Runtime {
     }
 }
 
+/// The settings that decide compiled code, shared by the node's engines and by
+/// `deploy`'s precompiling for other nodes (so they must stay equal on both sides;
+/// a change here bumps [`precompiled::ENGINE_SETTINGS`]). `memory_reservation`:
+/// the 32-bit layout (see [`host_memory_reservation`]).
+pub(crate) fn compile_config(memory_reservation: Option<u64>, fuel: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(fuel);
+    if let Some(bytes) = memory_reservation {
+        config
+            .memory_reservation(bytes)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
+    }
+    config
+}
+
+/// wasmtime reserves 4 GiB (+ guards) of address space per memory slot on 64-bit
+/// hosts, which a 32-bit process cannot: there it reserves only what an instance
+/// may use, and bounds checks do the rest.
+fn host_memory_reservation(opts: &EngineOptions) -> Option<u64> {
+    cfg!(target_pointer_width = "32").then_some(opts.max_memory)
+}
+
+/// The code target of `engine` on this host, as [`EngineProfile::target`] names it.
+fn host_code_target(engine: &Engine) -> String {
+    match (engine.is_pulley(), cfg!(target_pointer_width = "32")) {
+        (true, true) => "pulley32".to_owned(),
+        (true, false) => "pulley64".to_owned(),
+        (false, _) => format!(
+            "{}-unknown-{}",
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        ),
+    }
+}
+
+#[cfg(feature = "compiler")]
+fn compile_component(
+    engine: &Engine,
+    wasm: &[u8],
+) -> wasmtime::Result<wasmtime::component::Component> {
+    wasmtime::component::Component::new(engine, wasm)
+}
+
+#[cfg(feature = "compiler")]
+fn compile_module(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<wasmtime::Module> {
+    wasmtime::Module::new(engine, wasm)
+}
+
+#[cfg(feature = "compiler")]
+fn serialize_module(module: &wasmtime::Module) -> wasmtime::Result<Vec<u8>> {
+    module.serialize()
+}
+
+// A runtime-only build never gets here (`prepare` refuses plain wasm first).
+#[cfg(not(feature = "compiler"))]
+fn compile_component(_: &Engine, _: &[u8]) -> wasmtime::Result<wasmtime::component::Component> {
+    Err(wasmtime::Error::msg("this build has no compiler"))
+}
+
+#[cfg(not(feature = "compiler"))]
+fn compile_module(_: &Engine, _: &[u8]) -> wasmtime::Result<wasmtime::Module> {
+    Err(wasmtime::Error::msg("this build has no compiler"))
+}
+
+#[cfg(not(feature = "compiler"))]
+fn serialize_module(_: &wasmtime::Module) -> wasmtime::Result<Vec<u8>> {
+    Err(wasmtime::Error::msg("this build has no compiler"))
+}
+
+/// Names compiled code by the engine that made it: wasmtime version, settings and
+/// target all feed its compatibility hash. (A build without a compiler caches
+/// nothing; its engines are named by their profile.)
+#[cfg(not(feature = "compiler"))]
+fn engine_key(engine: &Engine, fuel: bool, opts: &EngineOptions) -> String {
+    EngineProfile::new(&host_code_target(engine), host_memory_reservation(opts)).artifact_key(fuel)
+}
+
 /// Names compiled code by the engine that made it: wasmtime version, settings and
 /// target all feed its compatibility hash.
-fn engine_key(engine: &Engine) -> String {
+#[cfg(feature = "compiler")]
+fn engine_key(engine: &Engine, _fuel: bool, _opts: &EngineOptions) -> String {
     struct ShaHasher(Sha256);
     impl std::hash::Hasher for ShaHasher {
         fn finish(&self) -> u64 {

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cache;
 pub mod component;
 pub mod engine;
+pub mod precompiled;
 pub mod wasi_command;
 
 pub use agent::{Agent, AgentError, Invocation};

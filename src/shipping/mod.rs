@@ -59,6 +59,13 @@ pub struct DeploymentSpec {
     /// broader keys say (`undeploy --waves` writes them per node). `module` is empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub absent: bool,
+    /// The module precompiled, by engine ([`crate::runtime::precompiled::EngineProfile::artifact_key`]):
+    /// a node whose engine has an entry loads that artifact instead of compiling,
+    /// and a node without a compiler needs one. Objects in `EDGELEAF_MODULES` like
+    /// the module. Honoured in signed deployments only: loading one trusts it as
+    /// native code.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub artifacts: std::collections::BTreeMap<String, ModuleRef>,
 }
 
 impl DeploymentSpec {
@@ -107,6 +114,7 @@ impl DeploymentSpec {
             keep_kv,
             secrets,
             absent: false,
+            artifacts: Default::default(),
         }
     }
 }
@@ -368,6 +376,7 @@ mod tests {
             keep_kv: false,
             secrets: Default::default(),
             absent: false,
+            artifacts: Default::default(),
         }
     }
 

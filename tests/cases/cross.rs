@@ -10,25 +10,13 @@ use std::time::Duration;
 use edgeleaf::protocol::Heartbeat;
 
 use crate::harness::{
-    Node, NodeSpec, Server, agent_toml, agent_wasm, cli, free_port, hub_init, next_json,
+    Node, NodeSpec, Server, agent_toml, agent_wasm, cli_ok, free_port, hub_init, next_json,
 };
 
 fn required(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run this test with scripts/cross-smoke.sh TARGET")
     })
-}
-
-/// Runs `edgeleaf ARGS -s HUB` and returns stdout, asserting success.
-async fn cli_ok(args: &[&str]) -> String {
-    let out = cli(args).await;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "edgeleaf {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod leaf;
 mod local_leaf;
 mod logs;
 mod outbox;
+mod precompiled;
 mod robust_runtime;
 mod rollout;
 mod security;

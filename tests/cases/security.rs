@@ -554,6 +554,7 @@ async fn subjects_that_escape_the_agent_namespace_are_refused_at_deploy() {
             keep_kv: false,
             secrets: Default::default(),
             absent: false,
+            artifacts: Default::default(),
         };
         let sealed = edgeleaf::shipping::SignedDeployment::seal(&spec, Some(&secret));
         kv.put("node.esc.esc", sealed.to_bytes().into())

@@ -539,6 +539,7 @@ async fn rejections_never_disturb_what_runs() {
         keep_kv: false,
         secrets: Default::default(),
         absent: false,
+        artifacts: Default::default(),
     };
     use base64::Engine as _;
     env.spec = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&spec).unwrap());

@@ -33,6 +33,7 @@ fn spec(name: &str, target: &str, version: u64, publisher: Option<String>) -> De
         keep_kv: false,
         secrets: Default::default(),
         absent: false,
+        artifacts: Default::default(),
     }
 }
 

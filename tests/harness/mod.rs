@@ -357,6 +357,18 @@ pub async fn cli(args: &[&str]) -> std::process::Output {
         .expect("cannot run edgeleaf")
 }
 
+/// Runs `edgeleaf ARGS` and returns its stdout, asserting success.
+pub async fn cli_ok(args: &[&str]) -> String {
+    let out = cli(args).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "edgeleaf {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Runs the CLI and parses its stdout as JSON.
 pub async fn cli_json(args: &[&str]) -> serde_json::Value {
     let out = cli(args).await;
@@ -421,12 +433,44 @@ pub fn node_command() -> Command {
     }
 }
 
+/// The edgeleaf node built without a compiler (`--no-default-features`):
+/// `$EDGELEAF_RUNTIME_ONLY_BIN` as `scripts/test.sh` builds it, or else built here
+/// once into a target dir of its own (slow: a second build of the dependencies).
+pub fn runtime_only_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("EDGELEAF_RUNTIME_ONLY_BIN") {
+                return PathBuf::from(bin);
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let dir = root.join("target/runtime-only-tests");
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--locked",
+                    "--no-default-features",
+                    "--bin",
+                    "edgeleaf",
+                ])
+                .arg("--target-dir")
+                .arg(&dir)
+                .current_dir(root)
+                .status()
+                .expect("cannot run cargo");
+            assert!(status.success(), "the runtime-only build failed");
+            dir.join("debug/edgeleaf")
+        })
+        .clone()
+}
+
 /// A running `edgeleaf node`, with its config and state in a temp dir. Killed on drop.
 pub struct Node {
     child: Option<Child>,
     pub dir: TempDir,
     pub id: String,
     env: Vec<(String, String)>,
+    bin: Option<PathBuf>,
 }
 
 /// What a test node needs to know; the rest of the config is written by `Node::start`.
@@ -449,6 +493,8 @@ pub struct NodeSpec<'a> {
     pub extra: String,
     /// Extra environment for the node process.
     pub env: &'a [(&'a str, &'a str)],
+    /// Another edgeleaf binary for this node (e.g. [`runtime_only_bin`]).
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for NodeSpec<'_> {
@@ -464,6 +510,7 @@ impl Default for NodeSpec<'_> {
             leaf: String::new(),
             extra: String::new(),
             env: &[],
+            bin: None,
         }
     }
 }
@@ -514,6 +561,7 @@ impl Node {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            bin: spec.bin,
         };
         node.spawn();
         node
@@ -527,7 +575,11 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("node.log"))
             .unwrap();
-        let child = node_command()
+        let mut command = match &self.bin {
+            Some(bin) => Command::new(bin),
+            None => node_command(),
+        };
+        let child = command
             .args(["node", "-c"])
             .arg(self.dir.path().join("node.toml"))
             .env("EDGELEAF_LOG", "info,edgeleaf=debug")
