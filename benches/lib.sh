@@ -152,6 +152,7 @@ class Nats:
             if m == "PONG":
                 break
         self.n = 0
+        self.last_headers = {}
 
     def send(self, data):
         self.sock.sendall(data)
@@ -192,6 +193,7 @@ class Nats:
         while True:
             line = self.line(deadline)
             if line.startswith(b"MSG "):
+                self.last_headers = {}
                 p = line.split()
                 payload = self.exact(int(p[-1]), deadline)
                 return p[1].decode(), payload, None
@@ -202,8 +204,11 @@ class Nats:
                 hdr, payload = data[:hlen].decode(errors="replace"), data[hlen:]
                 lines = hdr.split("\r\n")
                 status = lines[0][8:].strip().split(" ")[0] or "hdr"
+                self.last_headers = {}
                 for h in lines[1:]:
                     k, _, v = h.partition(":")
+                    if k.strip():
+                        self.last_headers[k.strip().lower()] = v.strip()
                     if k.strip().lower() == "edgeleaf-error":
                         status = "edgeleaf-error:" + v.strip()
                 return p[1].decode(), payload, status

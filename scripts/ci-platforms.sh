@@ -5,7 +5,9 @@
 #      checked (scripts/check-deb.sh);
 #   2. the aarch64 node, cross-built and run under qemu against real nats-servers
 #      (scripts/cross-smoke.sh);
-#   3. the same for armv7 (Pulley), unless EDGELEAF_CI_ARMV7=0.
+#   3. the aarch64 node built without a compiler (--runtime-only), running agents
+#      precompiled by this host's build (after 2: it replaces that binary);
+#   4. the same as 2 for armv7 (Pulley), unless EDGELEAF_CI_ARMV7=0.
 # A cross toolchain that cannot be installed (a Debian mirror mid-sync) skips that
 # target with a warning; every other failure fails CI.
 set -uo pipefail
@@ -51,6 +53,8 @@ cross_check() { # TARGET DEB_ARCH ELF_MACHINE
 
 step "deb amd64: build, dpkg -i, check, remove, purge" deb_check
 step "aarch64 node under qemu, arm64 .deb" cross_check aarch64-unknown-linux-gnu arm64 AArch64
+step "aarch64 runtime-only node under qemu (precompiled agents)" \
+  scripts/cross-smoke.sh aarch64-unknown-linux-gnu --runtime-only
 if [ "${EDGELEAF_CI_ARMV7:-1}" != 0 ]; then
   step "armv7 node under qemu (Pulley), armhf .deb" cross_check armv7-unknown-linux-gnueabihf armhf ARM
 fi

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds edgeleaf for another target on a plain Debian machine, without Docker:
 #
-#   scripts/cross-build.sh TARGET [--release] [--profile NAME] [--print-runner] [-- CARGO ARGS...]
+#   scripts/cross-build.sh TARGET [--release] [--profile NAME] [--runtime-only] [--print-runner] [-- CARGO ARGS...]
 #
 # The binary lands where cargo puts it: target/TARGET/{debug,release}/edgeleaf.
+# --runtime-only leaves Cranelift out (cargo --no-default-features): a node a third
+# the size that runs only code precompiled for it, which a signed `edgeleaf deploy`
+# from a full build makes (BENCHMARKS.md "Small boards").
 # TARGET is one of
 #   x86_64-unknown-linux-gnu         the host
 #   aarch64-unknown-linux-gnu        64-bit ARM (Raspberry Pi 3/4/5 with a 64-bit OS, most gateways)
@@ -27,17 +30,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/apt.sh
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 target=""
 profile=""
 print_runner=0
+runtime_only=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release ;;
     --profile) profile="${2:?--profile needs a name}"; shift ;;
     --print-runner) print_runner=1 ;;
+    --runtime-only) runtime_only=1 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     -*) echo "cross-build: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -123,6 +128,7 @@ if [ -n "$gcc" ]; then
   [ -z "$runner" ] || export "CARGO_TARGET_${env_name}_RUNNER=$runner"
 fi
 
+[ "$runtime_only" = 0 ] || cargo_flags+=(--no-default-features)
 profile_flags=()
 case "$profile" in
   "") ;;

@@ -306,6 +306,10 @@ pub struct Heartbeat {
     pub upgrade: UpgradeInfo,
 }
 
+/// On a `ctl.<node>.agents` reply with more agents after it: the last agent name on
+/// it. The next page is asked for with the body `{"after": "<that name>"}`.
+pub const AGENTS_NEXT_HEADER: &str = "Edgeleaf-Next";
+
 /// The answer to `ctl.ping` and (inside `{"ok": …}`) to `ctl.<node>.info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {

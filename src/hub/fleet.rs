@@ -133,21 +133,40 @@ fn status_matches_key(key: &str, status: &DeployStatus) -> bool {
         .is_some_and(|(node, agent)| node == status.node_id && agent == status.agent)
 }
 
-/// What `node` answers on `ctl.<node>.agents` within 2 s: its agents with their live
-/// counters, or `None` when it does not answer (or not with a list).
+/// What `node` answers on `ctl.<node>.agents` within 2 s a page: its agents with
+/// their live counters (every page of them), or `None` when it does not answer (or
+/// not with a list).
 pub async fn live_agents(
     client: &Client,
     subjects: &Subjects,
     node: &str,
 ) -> Option<Vec<AgentInfo>> {
-    let request = client.request(subjects.agents(node), "".into());
-    let msg = tokio::time::timeout(Duration::from_secs(2), request)
-        .await
-        .ok()?
-        .ok()?;
-    match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload) {
-        Ok(ControlReply::Ok(infos)) => Some(infos),
-        _ => None,
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let body = match &after {
+            Some(a) => serde_json::to_vec(&serde_json::json!({ "after": a })).ok()?,
+            None => Vec::new(),
+        };
+        let request = client.request(subjects.agents(node), body.into());
+        let msg = tokio::time::timeout(Duration::from_secs(2), request)
+            .await
+            .ok()?
+            .ok()?;
+        match serde_json::from_slice::<ControlReply<Vec<AgentInfo>>>(&msg.payload) {
+            Ok(ControlReply::Ok(infos)) => all.extend(infos),
+            _ => return None,
+        }
+        let next = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::protocol::AGENTS_NEXT_HEADER))
+            .map(|v| v.as_str().to_owned());
+        match next {
+            // A node that repeats itself would never end: only forward.
+            Some(n) if after.as_ref().is_none_or(|a| n > *a) => after = Some(n),
+            _ => return Some(all),
+        }
     }
 }
 

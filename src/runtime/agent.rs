@@ -71,7 +71,7 @@ pub struct Agent {
     pub digest: String,
     /// Whether the compiled code came from the cache when this agent was loaded.
     pub cache_hit: bool,
-    prepared: Prepared,
+    prepared: Arc<Prepared>,
     caps: Arc<Capabilities>,
     /// Bounds concurrent instances to `limits.max_concurrency`.
     permits: Arc<Semaphore>,
@@ -140,7 +140,7 @@ impl Agent {
 
     async fn try_instantiate(&self) -> Result<(), AgentError> {
         let limits = self.limits();
-        let result = match &self.prepared {
+        let result = match &*self.prepared {
             Prepared::Component(pre) => component::instantiate_only(pre, &self.caps, &limits).await,
             Prepared::Command(pre) => wasi_command::instantiate_only(pre, &limits).await,
         };
@@ -224,7 +224,7 @@ impl Agent {
         if let Some(deadline) = inv.deadline {
             limits.timeout = limits.timeout.min(deadline);
         }
-        match &self.prepared {
+        match &*self.prepared {
             Prepared::Component(pre) if self.spec.instances == Instances::Warm => {
                 let kept = self.kept().pop();
                 if kept.is_none() {

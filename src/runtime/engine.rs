@@ -43,6 +43,7 @@ pub struct EngineOptions {
 }
 
 /// A module or component compiled and linked, ready to instantiate per invocation.
+/// Shared by every agent of the same module on the same engine.
 pub enum Prepared {
     Component(component::Pre),
     Command(wasi_command::Pre),
@@ -53,7 +54,7 @@ pub struct Loaded {
     pub kind: ModuleKind,
     /// sha256 of the module bytes, hex.
     pub digest: String,
-    pub prepared: Prepared,
+    pub prepared: Arc<Prepared>,
     /// True when the compiled code came from the cache.
     pub cache_hit: bool,
 }
@@ -71,7 +72,8 @@ struct Flavor {
 }
 
 impl Flavor {
-    fn new(opts: &EngineOptions, fuel: bool) -> Result<Self> {
+    /// `memory_reservation`: see [`host_memory_reservation`].
+    fn new(opts: &EngineOptions, fuel: bool, memory_reservation: Option<u64>) -> Result<Self> {
         let slots = opts.pool_slots.max(1);
         let max_memory = usize::try_from(opts.max_memory).unwrap_or(usize::MAX);
         let mut pool = PoolingAllocationConfig::new();
@@ -94,7 +96,7 @@ impl Flavor {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = compile_config(host_memory_reservation(opts), fuel);
+        let mut config = compile_config(memory_reservation, fuel);
         config.memory_init_cow(true);
         if fuel && cfg!(target_pointer_width = "32") {
             // A second pool would double the address space reserved up front, which
@@ -112,12 +114,19 @@ impl Flavor {
         let mut command_linker = wasmtime::Linker::new(&engine);
         wasi_command::add_to_linker(&mut command_linker)?;
         Ok(Self {
-            key: engine_key(&engine, fuel, opts),
+            key: engine_key(&engine, fuel, memory_reservation),
             engine,
             component_linker,
             command_linker,
         })
     }
+}
+
+/// Code some agent uses (see `Runtime::in_use`).
+struct InUse {
+    kind: ModuleKind,
+    digest: String,
+    prepared: std::sync::Weak<Prepared>,
 }
 
 /// The engines and what every agent shares.
@@ -128,6 +137,10 @@ pub struct Runtime {
     fueled: std::sync::OnceLock<Flavor>,
     /// Serialises making `fueled` (an engine reserves its pool up front).
     making_fueled: std::sync::Mutex<()>,
+    /// Code in use, by engine and sha256 of the bytes it was made from: agents of
+    /// the same module share it (a thousand copies of one agent hold its code once).
+    /// Entries die with their last agent.
+    in_use: std::sync::Mutex<std::collections::HashMap<(String, String), InUse>>,
     opts: EngineOptions,
     cache: Option<CompiledCache>,
     /// "cranelift", "pulley" (the interpreter used where Cranelift has no backend),
@@ -139,20 +152,19 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
-        let plain = Flavor::new(opts, false)?;
+        let memory_reservation = host_memory_reservation(opts);
+        let plain = Flavor::new(opts, false, memory_reservation)?;
         let compiler = match (cfg!(feature = "compiler"), plain.engine.is_pulley()) {
             (false, _) => "none",
             (true, true) => "pulley",
             (true, false) => "cranelift",
         };
-        let profile = EngineProfile::new(
-            &host_code_target(&plain.engine),
-            host_memory_reservation(opts),
-        );
+        let profile = EngineProfile::new(&host_code_target(&plain.engine), memory_reservation);
         Ok(Arc::new(Self {
             plain,
             fueled: std::sync::OnceLock::new(),
             making_fueled: std::sync::Mutex::new(()),
+            in_use: Default::default(),
             cache: opts.cache_dir.clone().map(CompiledCache::new),
             opts: opts.clone(),
             compiler,
@@ -190,7 +202,7 @@ impl Runtime {
         if let Some(f) = self.fueled.get() {
             return Ok(f);
         }
-        let made = Flavor::new(&self.opts, true).map_err(|e| {
+        let made = Flavor::new(&self.opts, true, self.profile.memory_reservation).map_err(|e| {
             AgentError::new(
                 "engine",
                 format!("cannot set up the fuel-metered wasm engine: {e:#}"),
@@ -208,6 +220,41 @@ impl Runtime {
     /// the node's own state, a local file the operator configured).
     pub fn prepare(&self, bytes: &[u8], fuel: bool) -> Result<Loaded, AgentError> {
         let flavor = self.flavor(fuel)?;
+        let key = (flavor.key.clone(), hex::encode(Sha256::digest(bytes)));
+        let lock = || self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(used) = lock().get(&key)
+            && let Some(prepared) = used.prepared.upgrade()
+        {
+            return Ok(Loaded {
+                kind: used.kind,
+                digest: used.digest.clone(),
+                prepared,
+                // Not compiled for this agent: as good as a cache hit.
+                cache_hit: true,
+            });
+        }
+        let loaded = self.prepare_anew(flavor, bytes, fuel, &key.1)?;
+        let mut in_use = lock();
+        in_use.retain(|_, used| used.prepared.strong_count() > 0);
+        in_use.insert(
+            key,
+            InUse {
+                kind: loaded.kind,
+                digest: loaded.digest.clone(),
+                prepared: Arc::downgrade(&loaded.prepared),
+            },
+        );
+        Ok(loaded)
+    }
+
+    /// Compiles (or loads) and links `bytes`, whose sha256 is `digest`.
+    fn prepare_anew(
+        &self,
+        flavor: &Flavor,
+        bytes: &[u8],
+        fuel: bool,
+        digest: &str,
+    ) -> Result<Loaded, AgentError> {
         if Artifact::is_artifact(bytes) {
             return self.load_artifact(flavor, bytes, fuel);
         }
@@ -225,7 +272,7 @@ impl Runtime {
                 &bytes[..bytes.len().min(8)]
             ))
         })?;
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = digest.to_owned();
         let (prepared, cache_hit) = match kind {
             ModuleKind::Component => {
                 let (c, hit) = self.compiled(
@@ -262,7 +309,7 @@ impl Runtime {
         Ok(Loaded {
             kind,
             digest,
-            prepared,
+            prepared: Arc::new(prepared),
             cache_hit,
         })
     }
@@ -319,7 +366,7 @@ impl Runtime {
         Ok(Loaded {
             kind: artifact.kind,
             digest: artifact.header.module,
-            prepared,
+            prepared: Arc::new(prepared),
             cache_hit: false,
         })
     }
@@ -390,11 +437,62 @@ pub(crate) fn compile_config(memory_reservation: Option<u64>, fuel: bool) -> Con
     config
 }
 
-/// wasmtime reserves 4 GiB (+ guards) of address space per memory slot on 64-bit
-/// hosts, which a 32-bit process cannot: there it reserves only what an instance
-/// may use, and bounds checks do the rest.
+/// How much address space each linear memory reserves: `None` for wasmtime's
+/// default on 64-bit hosts (4 GiB plus guards, so that no access needs a bounds
+/// check), or the node's `limits.max_memory`, with bounds checks compiled into the
+/// code. The latter on 32-bit hosts, which have no such address space, and on 64-bit
+/// hosts that cannot reserve a pool of the default layout for both engines: many
+/// aarch64 boards (Raspberry Pi OS among them) run kernels with 39-bit addresses,
+/// 512 GiB a process, less than 64 slots of 2 memories of 4 GiB take.
 fn host_memory_reservation(opts: &EngineOptions) -> Option<u64> {
-    cfg!(target_pointer_width = "32").then_some(opts.max_memory)
+    if cfg!(target_pointer_width = "32") {
+        return Some(opts.max_memory);
+    }
+    let per_memory = (4u64 << 30) + (64 << 20);
+    let slots = u64::from(opts.pool_slots.max(1)) * u64::from(MEMORIES_PER_COMPONENT);
+    // Both engines (plain and fuel-metered), and a quarter more for tables, stacks
+    // and the rest of the process.
+    let needed = slots
+        .saturating_mul(per_memory)
+        .saturating_mul(2)
+        .saturating_mul(5)
+        / 4;
+    if can_reserve(needed) {
+        return None;
+    }
+    tracing::warn!(
+        needed_gib = needed >> 30,
+        "this host cannot reserve the address space of the default memory layout \
+         (a kernel with 39-bit addresses, or a ulimit -v); agents' memories reserve \
+         limits.max_memory each and are bounds-checked (slower). Lower \
+         limits.pool_slots to keep the default layout"
+    );
+    Some(opts.max_memory)
+}
+
+/// Whether this process can reserve `bytes` of address space: mapped without access
+/// or backing store, and unmapped at once.
+fn can_reserve(bytes: u64) -> bool {
+    let Ok(len) = usize::try_from(bytes) else {
+        return false;
+    };
+    // SAFETY: a fresh anonymous mapping that nothing else refers to, unmapped
+    // before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, len);
+    }
+    true
 }
 
 /// The code target of `engine` on this host, as [`EngineProfile::target`] names it.
@@ -448,14 +546,14 @@ fn serialize_module(_: &wasmtime::Module) -> wasmtime::Result<Vec<u8>> {
 /// target all feed its compatibility hash. (A build without a compiler caches
 /// nothing; its engines are named by their profile.)
 #[cfg(not(feature = "compiler"))]
-fn engine_key(engine: &Engine, fuel: bool, opts: &EngineOptions) -> String {
-    EngineProfile::new(&host_code_target(engine), host_memory_reservation(opts)).artifact_key(fuel)
+fn engine_key(engine: &Engine, fuel: bool, memory_reservation: Option<u64>) -> String {
+    EngineProfile::new(&host_code_target(engine), memory_reservation).artifact_key(fuel)
 }
 
 /// Names compiled code by the engine that made it: wasmtime version, settings and
 /// target all feed its compatibility hash.
 #[cfg(feature = "compiler")]
-fn engine_key(engine: &Engine, _fuel: bool, _opts: &EngineOptions) -> String {
+fn engine_key(engine: &Engine, _fuel: bool, _memory_reservation: Option<u64>) -> String {
     struct ShaHasher(Sha256);
     impl std::hash::Hasher for ShaHasher {
         fn finish(&self) -> u64 {

@@ -40,8 +40,10 @@ pub struct EngineProfile {
     pub wasmtime: String,
     /// [`ENGINE_SETTINGS`] of the edgeleaf that runs the engine.
     pub settings: u32,
-    /// Linear memory reserved per instance: set on 32-bit hosts only, where it is
-    /// the node's `limits.max_memory` and part of the compiled bounds checks.
+    /// Address space reserved per linear memory, when it is not wasmtime's 64-bit
+    /// default: the node's `limits.max_memory`, compiled into the code's bounds
+    /// checks. Set on 32-bit hosts, and on 64-bit hosts with too little address
+    /// space for the default layout (kernels with 39-bit addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<u64>,
     /// Names artifacts for this engine (agents without fuel; see

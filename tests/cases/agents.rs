@@ -416,3 +416,134 @@ async fn run_agent_serves_a_module_for_development() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn hundreds_of_agents_share_their_code_and_list_in_pages() {
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    const AGENTS: usize = 400;
+    let mut extra = format!("\n[limits]\nmax_agents = {AGENTS}\n");
+    for i in 0..AGENTS {
+        let name = format!("e{i:03}");
+        extra += &agent_toml(&name, &agent_wasm("echo"), &[&format!("many.{name}")], "");
+    }
+    let _node = Node::start(NodeSpec {
+        id: "many",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    let info: NodeInfo = eventually(Duration::from_secs(120), "all agents running", || async {
+        let info: NodeInfo = control(&hub, "many", "info").await;
+        (info.agents.running == AGENTS as u64).then_some(info)
+    })
+    .await;
+    // One module: compiled once and shared in memory, however many agents run it
+    // (not loaded again from the compiled-code cache per agent).
+    let cache = &info.compiled_cache;
+    assert_eq!((cache.misses, cache.hits), (1, 0), "{cache:?}");
+    assert_eq!(request_ok(&hub, "many.e399", "last").await, "last");
+
+    // The first page stays far below max_payload and says where to go on.
+    let page = hub
+        .request("edgeleaf.ctl.many.agents", "".into())
+        .await
+        .unwrap();
+    assert!(page.payload.len() <= 130 * 1024, "{}", page.payload.len());
+    let next = page
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Edgeleaf-Next"))
+        .map(|v| v.as_str().to_owned())
+        .expect("a first page with more after it");
+    let rows: Value = serde_json::from_slice(&page.payload).unwrap();
+    let first = rows["ok"].as_array().unwrap();
+    assert!(first.len() < AGENTS, "{}", first.len());
+    assert_eq!(first.last().unwrap()["name"], next.as_str());
+    let bad = hub
+        .request("edgeleaf.ctl.many.agents", "{\"page\": 2}".into())
+        .await
+        .unwrap();
+    let bad: Value = serde_json::from_slice(&bad.payload).unwrap();
+    assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+
+    // The CLI reads every page: each agent once, in order.
+    let rows = cli_json(&[
+        "agents",
+        "--node",
+        "many",
+        "--json",
+        "-s",
+        &cluster.hub.url(),
+    ])
+    .await;
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["agent"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..AGENTS).map(|i| format!("e{i:03}")).collect();
+    assert_eq!(names, want);
+    assert!(rows.as_array().unwrap().iter().all(|r| r["live"] == true));
+}
+
+#[tokio::test]
+async fn a_host_with_little_address_space_gets_bounds_checked_memories() {
+    // What a kernel with 39-bit addresses (Raspberry Pi OS on aarch64) gives a
+    // process is far below the default layout's pool; `ulimit -v` does the same here.
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let mut heartbeats = hub.subscribe("edgeleaf.hb.narrow").await.unwrap();
+    hub.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("edgeleaf-limited");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -v {}\nexec {} \"$@\"\n",
+            64 << 20, // KiB: 64 GiB
+            crate::harness::BIN
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let extra = [
+        agent_toml("counter", &agent_wasm("counter"), &["narrow.count"], ""),
+        agent_toml(
+            "metered",
+            &agent_wasm("echo"),
+            &["narrow.echo"],
+            "limits = { fuel = 100000000 }",
+        ),
+    ]
+    .concat();
+    let node = Node::start(NodeSpec {
+        id: "narrow",
+        url: Some(cluster.leaf.url()),
+        extra,
+        bin: Some(wrapper),
+        ..Default::default()
+    });
+    let hb: edgeleaf::protocol::Heartbeat =
+        serde_json::from_value(next_json(&mut heartbeats).await).unwrap();
+    assert_eq!(
+        hb.engine.memory_reservation,
+        Some(64 << 20),
+        "{hb:?}\n{}",
+        node.log()
+    );
+    assert!(
+        node.log().contains("cannot reserve the address space"),
+        "{}",
+        node.log()
+    );
+    crate::harness::serving(&hub, "narrow.echo", "fuel").await;
+    for expected in ["1", "2"] {
+        assert_eq!(request_ok(&hub, "narrow.count", "").await, expected);
+    }
+}

@@ -34,13 +34,30 @@ async fn foreign_node_serves_agents_and_reports_its_arch() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("pub.key");
     let public = cli_ok(&["keys", "gen", "--out", key.to_str().unwrap()]).await;
+    // A node without a compiler (`cross-smoke.sh TARGET --runtime-only`) runs its
+    // configured agent precompiled, for its target, by this host's build.
+    let configured = if compiler == "none" {
+        let cwasm = dir.path().join("echo.cwasm");
+        cli_ok(&[
+            "precompile",
+            agent_wasm("echo").to_str().unwrap(),
+            "--target",
+            &required("EDGELEAF_CROSS_TARGET"),
+            "-o",
+            cwasm.to_str().unwrap(),
+        ])
+        .await;
+        cwasm
+    } else {
+        agent_wasm("echo")
+    };
     let node = Node::start(NodeSpec {
         id: "cross-node",
         spawn_leaf: Some((free_port(), hub.leafnode_port.unwrap())),
         extra: format!(
             "\n[security]\ntrusted_publishers = [\"{}\"]\n{}",
             public.trim(),
-            agent_toml("echo", &agent_wasm("echo"), &["smoke.echo"], "")
+            agent_toml("echo", &configured, &["smoke.echo"], "")
         ),
         ..Default::default()
     });
@@ -72,7 +89,8 @@ async fn foreign_node_serves_agents_and_reports_its_arch() {
     assert_eq!(result["ok"], true, "{result}");
 
     // A signed deployment: fetched from the hub's object store, verified, compiled
-    // and served by the foreign node.
+    // (or, for a node without a compiler, precompiled by `deploy` for the engine its
+    // heartbeat reports) and served by the foreign node.
     let out = cli_ok(&[
         "deploy",
         agent_wasm("echo").to_str().unwrap(),
