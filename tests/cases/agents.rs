@@ -6,18 +6,9 @@ use edgeleaf::protocol::{EventRecord, NodeInfo, ResultRecord};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Node, NodeSpec, agent_toml, agent_wasm, cli, cli_json, control, eventually, next_json,
-    request_error, request_ok,
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, agents_settled, cli, cli_json, control,
+    eventually, next_json, request_error, request_ok,
 };
-
-/// Waits until a node has started (or failed) its static agents.
-async fn agents_settled(hub: &async_nats::Client, node: &str, count: usize) -> Vec<Value> {
-    eventually(Duration::from_secs(60), "agents loaded", || async {
-        let rows: Vec<Value> = control(hub, node, "agents").await;
-        (rows.len() == count).then_some(rows)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn components_and_wasi_commands_answer_through_the_leaf() {

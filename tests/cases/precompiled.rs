@@ -11,19 +11,11 @@ use edgeleaf::protocol::{Heartbeat, NodeInfo};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Node, NodeSpec, agent_toml, agent_wasm, cli, cli_ok, control, eventually, next_json,
-    publisher, request_ok, runtime_only_bin, serving, trusting,
+    Cluster, Node, NodeSpec, agent_toml, agent_wasm, agents_settled, cli, cli_ok, control,
+    eventually, next_json, publisher, request_ok, runtime_only_bin, serving, trusting,
 };
 
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-async fn agents_named(hub: &async_nats::Client, node: &str, count: usize) -> Vec<Value> {
-    eventually(Duration::from_secs(60), "agents listed", || async {
-        let rows: Vec<Value> = control(hub, node, "agents").await;
-        (rows.len() == count).then_some(rows)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_runtime_only_node_runs_precompiled_agents_and_refuses_plain_wasm() {
@@ -69,7 +61,7 @@ async fn a_runtime_only_node_runs_precompiled_agents_and_refuses_plain_wasm() {
     // The precompiled one runs; the plain one fails alone, saying why.
     serving(&hub, "small.local", "hi").await;
     assert_eq!(request_ok(&hub, "small.local", "hi").await, "hi");
-    let rows = agents_named(&hub, "small", 2).await;
+    let rows = agents_settled(&hub, "small", 2).await;
     let plain = rows
         .iter()
         .find(|r| r["name"] == "plain")

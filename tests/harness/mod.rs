@@ -357,6 +357,19 @@ pub async fn cli(args: &[&str]) -> std::process::Output {
         .expect("cannot run edgeleaf")
 }
 
+/// Waits until a node has started (or failed) its static agents.
+pub async fn agents_settled(
+    hub: &async_nats::Client,
+    node: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    eventually(Duration::from_secs(60), "agents loaded", || async {
+        let rows: Vec<serde_json::Value> = control(hub, node, "agents").await;
+        (rows.len() == count).then_some(rows)
+    })
+    .await
+}
+
 /// Runs `edgeleaf ARGS` and returns its stdout, asserting success.
 pub async fn cli_ok(args: &[&str]) -> String {
     let out = cli(args).await;
