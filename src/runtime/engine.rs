@@ -72,7 +72,7 @@ struct Flavor {
 }
 
 impl Flavor {
-    /// `memory_reservation`: see [`host_memory_reservation`].
+    /// `memory_reservation`: see [`plain_engine`].
     fn new(opts: &EngineOptions, fuel: bool, memory_reservation: Option<u64>) -> Result<Self> {
         let slots = opts.pool_slots.max(1);
         let max_memory = usize::try_from(opts.max_memory).unwrap_or(usize::MAX);
@@ -152,8 +152,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
-        let memory_reservation = host_memory_reservation(opts);
-        let plain = Flavor::new(opts, false, memory_reservation)?;
+        let (plain, memory_reservation) = plain_engine(opts)?;
         let compiler = match (cfg!(feature = "compiler"), plain.engine.is_pulley()) {
             (false, _) => "none",
             (true, true) => "pulley",
@@ -421,7 +420,7 @@ impl Runtime {
 /// The settings that decide compiled code, shared by the node's engines and by
 /// `deploy`'s precompiling for other nodes (so they must stay equal on both sides;
 /// a change here bumps [`precompiled::ENGINE_SETTINGS`]). `memory_reservation`:
-/// the 32-bit layout (see [`host_memory_reservation`]).
+/// the compact layout (see [`plain_engine`]).
 pub(crate) fn compile_config(memory_reservation: Option<u64>, fuel: bool) -> Config {
     let mut config = Config::new();
     config
@@ -437,62 +436,33 @@ pub(crate) fn compile_config(memory_reservation: Option<u64>, fuel: bool) -> Con
     config
 }
 
-/// How much address space each linear memory reserves: `None` for wasmtime's
-/// default on 64-bit hosts (4 GiB plus guards, so that no access needs a bounds
-/// check), or the node's `limits.max_memory`, with bounds checks compiled into the
-/// code. The latter on 32-bit hosts, which have no such address space, and on 64-bit
-/// hosts that cannot reserve a pool of the default layout for both engines: many
-/// aarch64 boards (Raspberry Pi OS among them) run kernels with 39-bit addresses,
-/// 512 GiB a process, less than 64 slots of 2 memories of 4 GiB take.
-fn host_memory_reservation(opts: &EngineOptions) -> Option<u64> {
+/// The plain engine, and how much address space each linear memory reserves:
+/// `None` for wasmtime's default on 64-bit hosts (4 GiB plus guards, so that no
+/// access needs a bounds check), or the node's `limits.max_memory`, with bounds
+/// checks compiled into the code. The latter on 32-bit hosts, which have no such
+/// address space, and on 64-bit hosts where the default layout's pool cannot be
+/// reserved: many aarch64 boards (Raspberry Pi OS among them) run kernels with
+/// 39-bit addresses, 512 GiB a process, less than 64 slots of 2 memories of 4 GiB
+/// take. (Trying is cheap where it fails; a probe of its own cost half a minute
+/// under qemu-user, which keeps flags for every page of a reservation.)
+fn plain_engine(opts: &EngineOptions) -> Result<(Flavor, Option<u64>)> {
     if cfg!(target_pointer_width = "32") {
-        return Some(opts.max_memory);
+        let compact = Some(opts.max_memory);
+        return Ok((Flavor::new(opts, false, compact)?, compact));
     }
-    let per_memory = (4u64 << 30) + (64 << 20);
-    let slots = u64::from(opts.pool_slots.max(1)) * u64::from(MEMORIES_PER_COMPONENT);
-    // Both engines (plain and fuel-metered), and a quarter more for tables, stacks
-    // and the rest of the process.
-    let needed = slots
-        .saturating_mul(per_memory)
-        .saturating_mul(2)
-        .saturating_mul(5)
-        / 4;
-    if can_reserve(needed) {
-        return None;
-    }
-    tracing::warn!(
-        needed_gib = needed >> 30,
-        "this host cannot reserve the address space of the default memory layout \
-         (a kernel with 39-bit addresses, or a ulimit -v); agents' memories reserve \
-         limits.max_memory each and are bounds-checked (slower). Lower \
-         limits.pool_slots to keep the default layout"
-    );
-    Some(opts.max_memory)
-}
-
-/// Whether this process can reserve `bytes` of address space: mapped without access
-/// or backing store, and unmapped at once.
-fn can_reserve(bytes: u64) -> bool {
-    let Ok(len) = usize::try_from(bytes) else {
-        return false;
-    };
-    // SAFETY: a fresh anonymous mapping that nothing else refers to, unmapped
-    // before returning.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return false;
+    match Flavor::new(opts, false, None) {
+        Ok(plain) => Ok((plain, None)),
+        Err(e) => {
+            tracing::warn!(
+                "this host cannot reserve the address space of the default memory layout \
+                 ({e:#}: a kernel with 39-bit addresses, or a ulimit -v); agents' memories \
+                 reserve limits.max_memory each and are bounds-checked (slower). Lower \
+                 limits.pool_slots to keep the default layout"
+            );
+            let compact = Some(opts.max_memory);
+            Ok((Flavor::new(opts, false, compact)?, compact))
         }
-        libc::munmap(p, len);
     }
-    true
 }
 
 /// The code target of `engine` on this host, as [`EngineProfile::target`] names it.
