@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    let cli = edgeleaf::cli::Cli::parse();
+    let cli = edgeleaf::cli::parse();
     let filter = EnvFilter::try_from_env("EDGELEAF_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));

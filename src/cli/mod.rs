@@ -3,23 +3,34 @@
 
 mod agents;
 mod context;
+#[cfg(feature = "operator")]
 mod dashboard;
+#[cfg(feature = "operator")]
 mod deploy;
+#[cfg(feature = "operator")]
 mod dev;
 mod discover;
+#[cfg(feature = "operator")]
 mod hub;
 mod invoke;
+#[cfg(feature = "operator")]
 mod keys;
 mod logs;
 mod node;
 mod nodes;
 mod outbox;
 mod ping;
+#[cfg(feature = "operator")]
 mod precompile;
+#[cfg(feature = "operator")]
 mod project;
+#[cfg(feature = "operator")]
 mod rollout;
+#[cfg(feature = "operator")]
 mod run_agent;
+#[cfg(feature = "operator")]
 mod up;
+#[cfg(feature = "operator")]
 mod upgrade;
 
 use std::path::PathBuf;
@@ -146,8 +157,10 @@ impl ConnOpts {
 pub enum Command {
     /// Run a node: the daemon that sends heartbeats and runs agents.
     Node(node::Args),
+    #[cfg(feature = "operator")]
     /// Start a local hub, a leaf and a node on loopback, to try edgeleaf on one machine.
     Up(up::Args),
+    #[cfg(feature = "operator")]
     /// Hub-side set-up.
     #[command(subcommand)]
     Hub(hub::HubCommand),
@@ -155,16 +168,20 @@ pub enum Command {
     Nodes(nodes::Args),
     /// Ask every node (optionally only those with given tags) to answer.
     Ping(ping::Args),
+    #[cfg(feature = "operator")]
     /// Run one agent against a NATS server, for local development.
     RunAgent(run_agent::Args),
     /// List the agents one node runs (or failed to start).
     Agents(agents::Args),
     /// Send one request to one node's agent and print the reply.
     Invoke(invoke::Args),
+    #[cfg(feature = "operator")]
     /// Ship an agent to a node, a tag or the whole fleet (signed desired state).
     Deploy(deploy::DeployArgs),
+    #[cfg(feature = "operator")]
     /// Remove a deployment; the targeted nodes stop the agent and drop its data.
     Undeploy(deploy::UndeployArgs),
+    #[cfg(feature = "operator")]
     /// Publisher keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -172,8 +189,10 @@ pub enum Command {
     Outbox(outbox::Args),
     /// Agent and node log lines kept on the hub (history, then -f to follow).
     Logs(logs::Args),
+    #[cfg(feature = "operator")]
     /// Serve a read-only web page of the fleet (and its JSON API) from the hub.
     Dashboard(dashboard::Args),
+    #[cfg(feature = "operator")]
     /// Print a shell completion script, e.g. `edgeleaf completions bash >
     /// /etc/bash_completion.d/edgeleaf`.
     Completions {
@@ -185,24 +204,75 @@ pub enum Command {
     Discover(discover::DiscoverArgs),
     /// Send a workload to a location; an agent there with the capability runs it.
     Work(discover::WorkArgs),
+    #[cfg(feature = "operator")]
     /// Write a new agent project (Rust, C, Python or JavaScript) that builds on its own.
     New(project::NewArgs),
+    #[cfg(feature = "operator")]
     /// Build the agent project in DIR into DIR/dist/<name>.wasm (its path is the last
     /// line printed).
     Build(project::BuildArgs),
+    #[cfg(feature = "operator")]
     /// A staged rollout (`deploy --waves`): its status, resume it, or abort it.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    #[cfg(feature = "operator")]
     /// Ship an edgeleaf binary to nodes (signed; each node checks it, tries it and
     /// keeps the previous one), or send them back with --rollback.
     #[command(disable_version_flag = true)]
     Upgrade(upgrade::Args),
+    #[cfg(feature = "operator")]
     /// Build, deploy to a node (`edgeleaf up`'s by default), and rebuild and redeploy
     /// on every change, printing results and log lines until Ctrl-C.
     Dev(dev::Args),
+    #[cfg(feature = "operator")]
     /// Compile an agent for another node's engine into a .cwasm file, for the
     /// `[[agents]]` of a node built without a compiler (`deploy` precompiles itself).
     Precompile(precompile::PrecompileArgs),
+}
+
+/// The commands of the `operator` feature, which a device build (`--runtime-only`)
+/// leaves out; `edgeleaf` names them when such a build is asked for one.
+pub const OPERATOR_COMMANDS: &[&str] = &[
+    "up",
+    "hub",
+    "run-agent",
+    "deploy",
+    "undeploy",
+    "keys",
+    "dashboard",
+    "completions",
+    "new",
+    "build",
+    "rollout",
+    "upgrade",
+    "dev",
+    "precompile",
+];
+
+/// Parses the command line like `Cli::parse`, but a command this build left out
+/// gets an error that says so instead of clap's "unrecognized subcommand".
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let missing = (e.kind() == clap::error::ErrorKind::InvalidSubcommand)
+                .then(|| e.get(clap::error::ContextKind::InvalidSubcommand))
+                .flatten()
+                .map(|name| name.to_string())
+                .filter(|name| OPERATOR_COMMANDS.contains(&name.as_str()));
+            match missing {
+                Some(name) => {
+                    eprintln!(
+                        "error: `edgeleaf {name}` is an operator command, and this edgeleaf \
+                         was built for devices without them (no `operator` feature, as \
+                         `--runtime-only` builds are); run it from a full build"
+                    );
+                    std::process::exit(2)
+                }
+                None => e.exit(),
+            }
+        }
+    }
 }
 
 /// Runs the parsed command.
@@ -210,19 +280,27 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     cli.conn = cli.conn.with_context()?;
     match cli.command {
         Command::Node(args) => node::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Up(args) => up::run(args).await,
+        #[cfg(feature = "operator")]
         Command::Hub(cmd) => hub::run(cmd, &cli.conn).await,
         Command::Nodes(args) => nodes::run(args, &cli.conn).await,
         Command::Ping(args) => ping::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::RunAgent(args) => run_agent::run(args, &cli.conn).await,
         Command::Agents(args) => agents::run(args, &cli.conn).await,
         Command::Invoke(args) => invoke::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Deploy(args) => deploy::deploy(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Undeploy(args) => deploy::undeploy(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Keys(cmd) => keys::run(cmd),
         Command::Outbox(args) => outbox::run(args, &cli.conn).await,
         Command::Logs(args) => logs::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Dashboard(args) => dashboard::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write as _;
@@ -235,11 +313,17 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         Command::Discover(args) => discover::discover(args, &cli.conn).await,
         Command::Work(args) => discover::work(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::New(args) => project::new(args),
+        #[cfg(feature = "operator")]
         Command::Build(args) => project::build(args),
+        #[cfg(feature = "operator")]
         Command::Dev(args) => dev::run(args, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Precompile(args) => precompile::run(args),
+        #[cfg(feature = "operator")]
         Command::Rollout(cmd) => rollout::run(cmd, &cli.conn).await,
+        #[cfg(feature = "operator")]
         Command::Upgrade(args) => upgrade::run(args, &cli.conn).await,
     }
 }
@@ -304,6 +388,19 @@ pub fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "operator")]
+    #[test]
+    fn operator_commands_are_the_ones_a_device_build_leaves_out() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        for name in super::OPERATOR_COMMANDS {
+            assert!(
+                cli.find_subcommand(name).is_some(),
+                "{name} is not a command"
+            );
+        }
+    }
+
     #[test]
     fn every_command_line_is_well_formed() {
         use clap::CommandFactory;

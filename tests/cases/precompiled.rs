@@ -167,6 +167,29 @@ async fn a_runtime_only_node_runs_precompiled_agents_and_refuses_plain_wasm() {
     serving(&hub, "small.shipped", "back").await;
     assert_eq!(request_ok(&hub, "small.shipped", "back").await, "back");
     assert_eq!(request_ok(&hub, "small.metered", "").await, "2");
+
+    // The device build keeps the commands that look at the fleet, and names the
+    // operator's commands it left out instead of calling them unknown.
+    let device_cli = |args: &[&str]| {
+        std::process::Command::new(runtime_only_bin())
+            .args(args)
+            .env_remove("NATS_URL")
+            .output()
+            .expect("cannot run the runtime-only edgeleaf")
+    };
+    let agents = device_cli(&["agents", "--node", "small", "--json", "-s", &hub_url]);
+    let stdout = String::from_utf8_lossy(&agents.stdout);
+    assert!(agents.status.success(), "{stdout}");
+    assert!(stdout.contains("\"shipped\""), "{stdout}");
+    for command in ["deploy", "hub", "dashboard"] {
+        let out = device_cli(&[command, "--help"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&format!("`edgeleaf {command}` is an operator command")),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]
