@@ -131,6 +131,14 @@ impl Subjects {
         format!("{}.ctl.ping", self.prefix)
     }
 
+    /// Where the hub republishes the changes of a KV bucket's keys (headers only:
+    /// `<prefix>.kv.<bucket>.<key>`), so that nodes hear of them with plain
+    /// subscriptions instead of a JetStream consumer each (`hub init` sets it up on
+    /// the buckets nodes follow; see `hub::key_changes`).
+    pub fn kv_changes(&self, bucket: &str) -> String {
+        format!("{}.kv.{bucket}.>", self.prefix)
+    }
+
     pub fn info(&self, node: &str) -> String {
         format!("{}.ctl.{node}.info", self.prefix)
     }

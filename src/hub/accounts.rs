@@ -160,6 +160,16 @@ fn jetstream_api(id: &str) -> Vec<String> {
     out
 }
 
+/// The changes of the buckets every node follows, as `hub init` republishes them
+/// (headers only; a node could read these keys anyway, see the known limits above).
+fn followed_buckets(prefix: &str) -> [String; 2] {
+    let subjects = crate::protocol::Subjects::new(prefix);
+    [
+        subjects.kv_changes(DEPLOYMENTS_BUCKET),
+        subjects.kv_changes(UPGRADES_BUCKET),
+    ]
+}
+
 /// The `accounts { }` block (with `system_account`), to include from the hub's
 /// nats-server config.
 pub fn render(spec: &AccountsSpec) -> String {
@@ -218,7 +228,10 @@ pub fn render(spec: &AccountsSpec) -> String {
         format!("{}.>", spec.broadcast),
         spec.discovery.query(">"),
         "$SRV.>".to_owned(),
-    ] {
+    ]
+    .into_iter()
+    .chain(followed_buckets(p))
+    {
         let _ = writeln!(w, "      {{ stream: {} }}", quote(&stream));
     }
     let _ = writeln!(w, "      # hub -> the nodes of one location");
@@ -307,7 +320,10 @@ pub fn render(spec: &AccountsSpec) -> String {
             format!("$SRV.*.{SERVICE_NAME}.{id}"),
             // JetStream push deliveries to the node's inbox (`_INBOX_<id>.…`).
             format!("{}.>", node_inbox(id)),
-        ] {
+        ]
+        .into_iter()
+        .chain(followed_buckets(p))
+        {
             let _ = writeln!(
                 w,
                 "      {{ stream: {{ account: {HUB_ACCOUNT}, subject: {} }} }}",

@@ -176,10 +176,21 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
             16 << 20,
         ),
     ] {
+        // The buckets every node follows republish their changes, headers only, so
+        // that a node listens with plain subscriptions rather than a consumer each
+        // (10,000 nodes would need more than a stream's consumer limit).
+        let republish = [DEPLOYMENTS_BUCKET, UPGRADES_BUCKET]
+            .contains(&bucket)
+            .then(|| stream::Republish {
+                source: format!("$KV.{bucket}.>"),
+                destination: subjects.kv_changes(bucket),
+                headers_only: true,
+            });
         let config = stream::Config {
             max_message_size: max_value,
             max_bytes,
             max_consumers: opts.max_consumers,
+            republish,
             ..kv_stream(bucket, history, description, opts.replicas)
         };
         done.push(Created {
@@ -216,24 +227,41 @@ pub async fn init(js: &Context, subjects: &Subjects, opts: &HubOptions) -> Resul
 
 /// Creates a stream, or brings an existing one to `config`, keeping its consumer
 /// limit (nats-server refuses to change one). Returns `created` or `updated`.
+///
+/// An existing stream keeps its RePublish too when the server refuses to change it
+/// (nats-server 2.9 does): a bucket made before edgeleaf republished its changes
+/// stays as it was, and nodes follow it with a KV watch each, as they did.
 async fn ensure_stream(js: &Context, mut config: stream::Config) -> Result<&'static str> {
     let name = config.name.clone();
     let existing = js.get_stream(&name).await.ok();
-    if let Some(mut s) = existing.clone() {
-        let current = s
-            .info()
+    let Some(mut stream) = existing else {
+        js.create_stream(config)
             .await
-            .with_context(|| format!("cannot read stream {name}"))?;
-        config.max_consumers = current.config.max_consumers;
-    }
-    js.create_or_update_stream(config)
+            .with_context(|| format!("cannot create stream {name}"))?;
+        return Ok("created");
+    };
+    let current = stream
+        .info()
         .await
-        .with_context(|| format!("cannot create or update stream {name}"))?;
-    Ok(if existing.is_some() {
-        "updated"
-    } else {
-        "created"
-    })
+        .with_context(|| format!("cannot read stream {name}"))?
+        .config
+        .clone();
+    config.max_consumers = current.max_consumers;
+    if config.republish != current.republish && js.update_stream(config.clone()).await.is_ok() {
+        return Ok("updated");
+    }
+    if config.republish != current.republish {
+        tracing::warn!(
+            "stream {name} was made without republishing its changes and this server \
+             cannot add it: its nodes follow it with a consumer each (see README, \
+             \"Fleets of thousands\")"
+        );
+        config.republish = current.republish;
+    }
+    js.update_stream(config)
+        .await
+        .with_context(|| format!("cannot update stream {name}"))?;
+    Ok("updated")
 }
 
 /// The stream behind a KV bucket, as `create_key_value` would make it.

@@ -104,3 +104,83 @@ where
         }
     }
 }
+
+/// Changes to the keys of `bucket` under `filters` (KV key patterns such as
+/// `node.gw1.*`): an item for each change, for a follower that re-reads what it
+/// needs (a node's deployments and upgrade announcements).
+///
+/// When `hub init` made the bucket republish its changes (headers only, under
+/// [`crate::protocol::Subjects::kv_changes`]), these are plain subscriptions: the hub
+/// keeps no consumer per node, and 10,000 nodes cost it 10,000 subscriptions' worth
+/// of interest instead of 20,000 ordered consumers per stream. A change made while
+/// the leaf's link was down is not repeated: the follower's periodic re-read catches
+/// it. A bucket made without republishing (by an older edgeleaf, which nats-server
+/// 2.9 cannot amend) is followed with a KV watch per filter, as before.
+pub async fn key_changes(
+    client: &Client,
+    bucket: &jetstream::kv::Store,
+    filters: &[String],
+) -> anyhow::Result<futures::stream::BoxStream<'static, anyhow::Result<()>>> {
+    use anyhow::Context as _;
+    use futures::StreamExt as _;
+    if let Some(prefix) = republished_under(bucket) {
+        let mut subscriptions = Vec::new();
+        for filter in filters {
+            subscriptions.push(
+                client
+                    .subscribe(format!("{prefix}{filter}"))
+                    .await
+                    .with_context(|| format!("cannot follow {} changes", bucket.name))?,
+            );
+        }
+        client
+            .flush()
+            .await
+            .with_context(|| format!("cannot follow {} changes", bucket.name))?;
+        return Ok(futures::stream::select_all(subscriptions)
+            .map(|_| Ok(()))
+            .boxed());
+    }
+    let mut watches = Vec::new();
+    for filter in filters {
+        watches.push(
+            patiently(|| bucket.watch(filter))
+                .await
+                .with_context(|| format!("cannot watch {}", bucket.name))?,
+        );
+    }
+    let name = bucket.name.clone();
+    Ok(futures::stream::select_all(watches)
+        .map(move |change| {
+            change
+                .map(drop)
+                .with_context(|| format!("watch of {name} failed"))
+        })
+        .boxed())
+}
+
+/// The subject prefix (`<prefix>.kv.<bucket>.`) a bucket's stream republishes its
+/// keys' changes under, if it does so for all of them.
+fn republished_under(bucket: &jetstream::kv::Store) -> Option<String> {
+    let republish = bucket.stream.cached_info().config.republish.as_ref()?;
+    if republish.source != format!("$KV.{}.>", bucket.name) {
+        return None;
+    }
+    republish
+        .destination
+        .strip_suffix('>')
+        .filter(|prefix| prefix.ends_with('.'))
+        .map(str::to_owned)
+}
+
+/// Takes every item `changes` has ready without waiting: a burst of changes (a
+/// deploy of many agents, or to the whole fleet) is one re-read, not one each.
+pub fn drain_ready(
+    changes: &mut futures::stream::BoxStream<'static, anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    use futures::{FutureExt as _, StreamExt as _};
+    while let Some(Some(change)) = changes.next().now_or_never() {
+        change?;
+    }
+    Ok(())
+}

@@ -244,15 +244,9 @@ impl Reconciler {
             .context("modules bucket")?;
         // Only the keys that can target this node: a deploy to another node (or
         // tag) costs this one nothing, however large the fleet.
-        let mut watches = Vec::new();
-        for filter in self.key_filters() {
-            watches.push(
-                crate::hub::patiently(|| bucket.watch(&filter))
-                    .await
-                    .context("watch deployments")?,
-            );
-        }
-        let mut watch = futures::stream::select_all(watches);
+        let mut changes = crate::hub::key_changes(&self.client, &bucket, &self.key_filters())
+            .await
+            .context("follow deployments")?;
         let hub = Hub {
             bucket,
             status,
@@ -261,14 +255,16 @@ impl Reconciler {
         self.reconcile(&hub).await?;
         loop {
             tokio::select! {
-                change = watch.next() => match change {
-                    Some(Ok(_)) => {
-                        // Let a burst of changes (a fleet-wide deploy) settle first.
+                change = changes.next() => match change {
+                    Some(Ok(())) => {
+                        // Let a burst of changes (a fleet-wide deploy) settle, and
+                        // take it in one pass.
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        crate::hub::drain_ready(&mut changes).context("deployments changes")?;
                         self.reconcile(&hub).await?;
                     }
-                    Some(Err(e)) => return Err(e).context("deployments watch"),
-                    None => anyhow::bail!("deployments watch ended"),
+                    Some(Err(e)) => return Err(e).context("deployments changes"),
+                    None => anyhow::bail!("deployments changes ended"),
                 },
                 _ = tokio::time::sleep(RESYNC) => self.reconcile(&hub).await?,
                 Some(fetched) = self.fetched_rx.recv() => {

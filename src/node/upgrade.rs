@@ -412,24 +412,18 @@ impl Follower {
             .get_key_value(UPGRADES_BUCKET)
             .await
             .context("upgrades bucket")?;
-        let mut watches = Vec::new();
-        for key in self.keys() {
-            watches.push(
-                crate::hub::patiently(|| bucket.watch(&key))
-                    .await
-                    .context("watch upgrades")?,
-            );
-        }
-        let mut watch = futures::stream::select_all(watches);
+        let mut changes = crate::hub::key_changes(client, &bucket, &self.keys())
+            .await
+            .context("follow upgrades")?;
         loop {
             if let Some(trial) = self.judge(&js, &bucket).await? {
                 return Ok(trial);
             }
             tokio::select! {
-                change = watch.next() => match change {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e).context("upgrades watch"),
-                    None => anyhow::bail!("upgrades watch ended"),
+                change = changes.next() => match change {
+                    Some(Ok(())) => crate::hub::drain_ready(&mut changes).context("upgrades changes")?,
+                    Some(Err(e)) => return Err(e).context("upgrades changes"),
+                    None => anyhow::bail!("upgrades changes ended"),
                 },
                 _ = tokio::time::sleep(RESYNC) => {}
             }

@@ -154,3 +154,126 @@ async fn ping_across_the_leaf_filters_by_tag() {
     let v = cli_json(&["ping", "--json", "--tag", "site=east", "-s", &hub]).await;
     assert_eq!(ids(&v), Vec::<String>::new());
 }
+
+/// The consumers a node holds on a stream of the hub (they deliver to its inbox,
+/// `_INBOX_<id>.`; the CLI's own come and go).
+async fn consumers(js: &async_nats::jetstream::Context, stream: &str, node: &str) -> usize {
+    use futures::TryStreamExt as _;
+    let stream = js.get_stream(stream).await.unwrap();
+    let inbox = format!("_INBOX_{node}.");
+    let all: Vec<_> = stream.consumers().try_collect().await.unwrap();
+    all.iter()
+        .filter(|c| {
+            c.config
+                .deliver_subject
+                .as_deref()
+                .is_some_and(|s| s.starts_with(&inbox))
+        })
+        .count()
+}
+
+/// Deploys echo.wasm as `agent` to every node, signed with `key`, and waits.
+async fn deploy_to_all(hub_url: &str, key: &std::path::Path, agent: &str, trigger: &str) {
+    let (ok, out) = crate::cases::shipping::deploy(
+        hub_url,
+        &[
+            crate::harness::agent_wasm("echo").to_str().unwrap(),
+            "--name",
+            agent,
+            "--trigger",
+            trigger,
+            "--all",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+}
+
+/// A fleet of thousands must not cost the hub a JetStream consumer per node for
+/// following deployments (each stream allows `--max-consumers`): `hub init` makes the
+/// buckets nodes follow republish their changes, and nodes subscribe to those. A
+/// bucket made before that (nats-server 2.9 cannot add it later) is still followed,
+/// with KV watches.
+#[tokio::test]
+async fn nodes_follow_deployments_without_a_consumer_each_and_watch_older_buckets() {
+    use crate::harness::{Server, publisher, request_ok, serving, trusting};
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = publisher(dir.path(), "pub.key").await;
+
+    let cluster = Cluster::start().await;
+    let hub_url = cluster.hub.url();
+    let hub = async_nats::connect(hub_url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(hub.clone());
+    let _node = Node::start(NodeSpec {
+        id: "lean",
+        url: Some(cluster.leaf.url()),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    crate::cases::shipping::wait_node(&hub_url, "lean", "online").await;
+    let mut deployments = js.get_stream("KV_EDGELEAF_DEPLOYMENTS").await.unwrap();
+    let republish = deployments.info().await.unwrap().config.republish.clone();
+    assert_eq!(
+        republish.map(|r| (r.destination, r.headers_only)),
+        Some(("edgeleaf.kv.EDGELEAF_DEPLOYMENTS.>".to_owned(), true))
+    );
+    deploy_to_all(&hub_url, &key, "first", "lean.first").await;
+    serving(&hub, "lean.first", "1").await;
+    // A later change reaches it the same way.
+    deploy_to_all(&hub_url, &key, "second", "lean.second").await;
+    assert_eq!(request_ok(&hub, "lean.second", "2").await, "2");
+    assert_eq!(consumers(&js, "KV_EDGELEAF_DEPLOYMENTS", "lean").await, 0);
+    assert_eq!(consumers(&js, "KV_EDGELEAF_UPGRADES", "lean").await, 0);
+
+    // A hub whose deployments bucket an older edgeleaf made, without republishing.
+    let old_hub = Server::hub();
+    let old_js =
+        async_nats::jetstream::new(async_nats::connect(old_hub.url().as_str()).await.unwrap());
+    old_js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_EDGELEAF_DEPLOYMENTS".into(),
+            subjects: vec!["$KV.EDGELEAF_DEPLOYMENTS.>".into()],
+            max_messages_per_subject: 5,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    crate::harness::hub_init(&old_hub.url()).await;
+    let old = Cluster {
+        leaf: Server::leaf(&old_hub),
+        hub: old_hub,
+    };
+    old.wait_linked().await;
+    let old_url = old.hub.url();
+    let _old_node = Node::start(NodeSpec {
+        id: "veteran",
+        url: Some(old.leaf.url()),
+        extra: trusting(&public),
+        ..Default::default()
+    });
+    crate::cases::shipping::wait_node(&old_url, "veteran", "online").await;
+    let mut deployments = old_js.get_stream("KV_EDGELEAF_DEPLOYMENTS").await.unwrap();
+    let republished = deployments.info().await.unwrap().config.republish.is_some();
+    deploy_to_all(&old_url, &key, "first", "veteran.first").await;
+    let old_client = async_nats::connect(old_url.as_str()).await.unwrap();
+    serving(&old_client, "veteran.first", "1").await;
+    let watching = consumers(&old_js, "KV_EDGELEAF_DEPLOYMENTS", "veteran").await;
+    if republished {
+        // A server that could add republishing to the existing bucket.
+        assert_eq!(watching, 0);
+    } else {
+        // One watch per key pattern that can select it: its own and `all`.
+        assert_eq!(watching, 2);
+    }
+    // The bucket made here republishes as a new hub's does.
+    assert_eq!(
+        consumers(&old_js, "KV_EDGELEAF_UPGRADES", "veteran").await,
+        0
+    );
+}

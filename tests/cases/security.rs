@@ -676,8 +676,9 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         "ping: {text}"
     );
 
-    // A signed deployment reaches node a: the deployments watch, the module
-    // download and its own status key all pass through its account.
+    // A signed deployment reaches node a: the deployments bucket's changes, the
+    // module download and its own status key all pass through its account. (Within
+    // 10 s: without the changes, the node would only find it at its 30 s re-read.)
     let echo = crate::harness::agent_wasm("echo");
     let out = run(with_ops(&[
         "deploy",
@@ -695,7 +696,7 @@ async fn per_node_accounts_keep_each_node_to_its_own_subjects() {
         "-s",
         &url,
         "--wait",
-        "30s",
+        "10s",
     ]))
     .await;
     let text = String::from_utf8_lossy(&out.stdout);
