@@ -153,6 +153,7 @@ class Nats:
                 break
         self.n = 0
         self.last_headers = {}
+        self.last_sid = 0
 
     def send(self, data):
         self.sock.sendall(data)
@@ -195,10 +196,12 @@ class Nats:
             if line.startswith(b"MSG "):
                 self.last_headers = {}
                 p = line.split()
+                self.last_sid = int(p[2])
                 payload = self.exact(int(p[-1]), deadline)
                 return p[1].decode(), payload, None
             if line.startswith(b"HMSG "):
                 p = line.split()
+                self.last_sid = int(p[2])
                 hlen, total = int(p[-2]), int(p[-1])
                 data = self.exact(total, deadline)
                 hdr, payload = data[:hlen].decode(errors="replace"), data[hlen:]

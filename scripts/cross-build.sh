@@ -4,9 +4,9 @@
 #   scripts/cross-build.sh TARGET [--release] [--profile NAME] [--runtime-only] [--print-runner] [-- CARGO ARGS...]
 #
 # The binary lands where cargo puts it: target/TARGET/{debug,release}/edgeleaf.
-# --runtime-only leaves Cranelift out (cargo --no-default-features): a node a third
-# the size that runs only code precompiled for it, which a signed `edgeleaf deploy`
-# from a full build makes (BENCHMARKS.md "Small boards").
+# --runtime-only: a device build (cargo --no-default-features), without Cranelift and
+# the operator's commands, that runs only code precompiled for it, which a signed
+# `edgeleaf deploy` from a full build makes (BENCHMARKS.md "Small boards").
 # TARGET is one of
 #   x86_64-unknown-linux-gnu         the host
 #   aarch64-unknown-linux-gnu        64-bit ARM (Raspberry Pi 3/4/5 with a 64-bit OS, most gateways)
