@@ -30,30 +30,11 @@ pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
     if stream.info().await?.state.messages == 0 {
         return Ok(Vec::new());
     }
-    let consumer = super::patiently(|| {
-        stream.create_consumer(OrderedConfig {
-            filter_subject: subjects.heartbeats(),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-    })
-    .await
-    .context("cannot read the heartbeat stream")?;
-    // Heartbeats keep arriving while this reads (a large fleet sends hundreds a
-    // second), and the consumer delivers them too, after the last heartbeat of each
-    // node it started with: read those, and keep one row per node, its latest.
-    let mut left = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await?;
+    let last = last_per_subject(&stream, subjects.heartbeats(), "the heartbeat stream").await?;
     let now = SystemTime::now();
     let mut rows = BTreeMap::new();
-    loop {
-        let msg = tokio::time::timeout(READ_TIMEOUT, messages.next())
-            .await
-            .context("timed out reading the heartbeat stream")?;
-        let Some(msg) = msg else { break };
-        let msg = msg.context("cannot read the heartbeat stream")?;
+    for msg in last.into_values() {
         let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pending = info.pending;
         let received = SystemTime::from(info.published);
         match serde_json::from_slice::<Heartbeat>(&msg.payload) {
             Ok(heartbeat)
@@ -81,12 +62,97 @@ pub async fn nodes(js: &Context, subjects: &Subjects) -> Result<Vec<NodeRow>> {
             }
             Err(e) => tracing::warn!(subject = %msg.subject, "unreadable heartbeat skipped: {e}"),
         }
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// The last message of each subject under `filter` in `stream`, by subject, as they
+/// stood when the read began: one ordered consumer that delivers the last message per
+/// subject, instead of a request per subject. What arrives while it reads (a large
+/// fleet heartbeats hundreds of times a second) comes after those and is not waited
+/// for; a subject met twice keeps its latest.
+async fn last_per_subject(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: String,
+    what: &str,
+) -> Result<BTreeMap<String, async_nats::jetstream::Message>> {
+    let consumer = super::patiently(|| {
+        stream.create_consumer(OrderedConfig {
+            filter_subject: filter.clone(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+    })
+    .await
+    .with_context(|| format!("cannot read {what}"))?;
+    let mut left = consumer.cached_info().num_pending;
+    let mut last = BTreeMap::new();
+    if left == 0 {
+        return Ok(last);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .with_context(|| format!("cannot read {what}"))?;
+    loop {
+        let msg = tokio::time::timeout(READ_TIMEOUT, messages.next())
+            .await
+            .with_context(|| format!("timed out reading {what}"))?;
+        let Some(msg) = msg else { break };
+        let msg = msg.with_context(|| format!("cannot read {what}"))?;
+        let pending = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
+        last.insert(msg.subject.to_string(), msg);
         left = left.saturating_sub(1);
         if pending == 0 || left == 0 {
             break;
         }
     }
-    Ok(rows.into_values().collect())
+    Ok(last)
+}
+
+/// The deployment statuses nodes wrote to `EDGELEAF_STATUS` (of one node, or all),
+/// in one read of the bucket's stream.
+async fn statuses(js: &Context, only: Option<&str>) -> Result<Vec<DeployStatus>> {
+    let stream = js
+        .get_stream(format!("KV_{STATUS_BUCKET}"))
+        .await
+        .map_err(|e| super::opening(&format!("bucket {STATUS_BUCKET}"), e))?;
+    let prefix = format!("$KV.{STATUS_BUCKET}.");
+    let filter = match only {
+        Some(node) if crate::protocol::is_token(node) => format!("{prefix}{node}.*"),
+        _ => format!("{prefix}>"),
+    };
+    let mut out = Vec::new();
+    for (subject, msg) in last_per_subject(&stream, filter, "the status bucket").await? {
+        let deleted = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+        let Some(key) = subject.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Ok(s) = serde_json::from_slice::<DeployStatus>(&msg.payload) else {
+            continue;
+        };
+        if deleted {
+            continue;
+        }
+        // The key says whose status it is (a node may write only its own keys under
+        // `hub accounts`); a value naming another node or agent is forged.
+        if !status_matches_key(key, &s) {
+            tracing::warn!(
+                "status {key} claims to be {}.{}; ignored",
+                s.node_id,
+                s.agent
+            );
+            continue;
+        }
+        if only.is_none_or(|n| n == s.node_id) {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// One row: one agent on one node.
@@ -182,42 +248,24 @@ pub async fn agents(
     let mut rows: BTreeMap<(String, String), AgentRow> = BTreeMap::new();
     let mut asked: BTreeSet<String> = BTreeSet::new();
 
-    if let Ok(status) = js.get_key_value(STATUS_BUCKET).await
-        && let Ok(mut keys) = super::patiently(|| status.keys()).await
-    {
-        while let Some(Ok(key)) = keys.next().await {
-            let Ok(Some(raw)) = status.get(&key).await else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_slice::<DeployStatus>(&raw) else {
-                continue;
-            };
-            // The key says whose status it is (a node may write only its own keys
-            // under `hub accounts`); a value naming another node or agent is forged.
-            if !status_matches_key(&key, &s) {
-                tracing::warn!(
-                    "status {key} claims to be {}.{}; ignored",
-                    s.node_id,
-                    s.agent
+    match statuses(js, only).await {
+        Err(e) => tracing::warn!("deployment statuses not read: {e:#}"),
+        Ok(found) => {
+            for s in found {
+                asked.insert(s.node_id.clone());
+                rows.insert(
+                    (s.node_id.clone(), s.agent.clone()),
+                    AgentRow {
+                        state: s.state,
+                        version: s.running_version,
+                        digest: s.digest,
+                        last_error: s.error,
+                        node_id: s.node_id,
+                        agent: s.agent,
+                        ..Default::default()
+                    },
                 );
-                continue;
             }
-            if only.is_some_and(|n| n != s.node_id) {
-                continue;
-            }
-            asked.insert(s.node_id.clone());
-            rows.insert(
-                (s.node_id.clone(), s.agent.clone()),
-                AgentRow {
-                    state: s.state,
-                    version: s.running_version,
-                    digest: s.digest,
-                    last_error: s.error,
-                    node_id: s.node_id,
-                    agent: s.agent,
-                    ..Default::default()
-                },
-            );
         }
     }
     match only {

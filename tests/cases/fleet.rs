@@ -227,6 +227,55 @@ async fn nodes_follow_deployments_without_a_consumer_each_and_watch_older_bucket
     assert_eq!(consumers(&js, "KV_EDGELEAF_DEPLOYMENTS", "lean").await, 0);
     assert_eq!(consumers(&js, "KV_EDGELEAF_UPGRADES", "lean").await, 0);
 
+    // `agents` reads the statuses in one pass over the status bucket, of one node
+    // or of all: another node's, a deleted one and a forged one beside lean's.
+    let status = js.get_key_value("EDGELEAF_STATUS").await.unwrap();
+    let reported = |node: &str, agent: &str| {
+        serde_json::json!({"node_id": node, "agent": agent, "state": "running",
+            "version": 3, "running_version": 3, "digest": null, "key": format!("node.{node}.{agent}"),
+            "error": null, "since": "2026-12-04T00:00:00Z"})
+        .to_string()
+    };
+    status
+        .put("ghost.svc", reported("ghost", "svc").into())
+        .await
+        .unwrap();
+    status
+        .put("ghost.gone", reported("ghost", "gone").into())
+        .await
+        .unwrap();
+    status.delete("ghost.gone").await.unwrap();
+    status
+        .put("ghost.forged", reported("lean", "forged").into())
+        .await
+        .unwrap();
+    let rows = cli_json(&["agents", "--node", "lean", "--json", "-s", &hub_url]).await;
+    let names = |rows: &Value| -> Vec<String> {
+        let mut names: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}.{}",
+                    r["node_id"].as_str().unwrap(),
+                    r["agent"].as_str().unwrap()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&rows), ["lean.first", "lean.second"], "{rows}");
+    assert!(rows[0]["live"].as_bool().unwrap(), "{rows}");
+    assert_eq!(rows[0]["version"], 1, "{rows}");
+    let rows = cli_json(&["agents", "--json", "-s", &hub_url]).await;
+    assert_eq!(
+        names(&rows),
+        ["ghost.svc", "lean.first", "lean.second"],
+        "{rows}"
+    );
+
     // A hub whose deployments bucket an older edgeleaf made, without republishing.
     let old_hub = Server::hub();
     let old_js =
