@@ -43,35 +43,7 @@ cp "$NODE_SRC" "$NODE_BIN"
 cat >"$WORK/fp.py" <<'PY'
 import json, os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nt import connect_retry, now
-
-
-def cmd_first_hb(port, node, timeout):
-    """Prints "ready", then the wall clock of the next heartbeat of node."""
-    c = connect_retry(int(port), now() + 10)
-    c.send(f"SUB edgeleaf.hb.{node} 9\r\n".encode())  # sid 1 is the inbox
-    c.flush()
-    print("ready", flush=True)
-    deadline = now() + float(timeout)
-    while True:
-        m = c.next(deadline)
-        if m != "PONG":
-            print(f"{time.time():.3f}", flush=True)
-            return
-
-
-def mem(pid):
-    vals = {}
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        k, _, v = line.partition(":")
-        if k in ("Rss", "Pss"):
-            vals[k] = int(v.split()[0])
-    return vals.get("Rss", 0), vals.get("Pss", 0)
-
-
-def cmd_mem(*pids):
-    """RSS and PSS in KiB of each pid, on one line."""
-    print(" ".join(f"{r} {p}" for r, p in map(mem, pids)))
+from nt import mem, now
 
 
 def cmd_peak(secs, *pids):
@@ -97,7 +69,7 @@ def cmd_io(pid):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"first_hb": cmd_first_hb, "mem": cmd_mem, "peak": cmd_peak, "io": cmd_io}[cmd](*args)
+    {"peak": cmd_peak, "io": cmd_io}[cmd](*args)
 PY
 fp() { "$PY" "$WORK/fp.py" "$@"; }
 median() { "$PY" -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "$@"; }
@@ -120,11 +92,11 @@ start_node() {
 ELAPSED=""
 start_timed() {
     local t0 t_hb
-    coproc HB { fp first_hb "$HUB_PORT" dev 60; }
+    coproc HB { nt first_hb "$HUB_PORT" dev 60; }
     read -r _ <&"${HB[0]}"
     t0=$("$PY" -c 'import time; print(f"{time.time():.3f}")')
     start_node
-    read -r t_hb <&"${HB[0]}" || die "no heartbeat from dev: $(tail -5 "$WORK/dev.log")"
+    read -r t_hb _ <&"${HB[0]}" || die "no heartbeat from dev: $(tail -5 "$WORK/dev.log")"
     ELAPSED=$("$PY" -c "print(f'{$t_hb-$t0:.3f}')")
 }
 
@@ -153,7 +125,7 @@ reply=$(nt request "$HUB_PORT" fp.echo hello 10) || die "echo did not answer: $r
 log "echo deployed; idle ${IDLE}s"
 sleep "$IDLE"
 LEAF_PID=$(cat "$WORK/dev/leaf/nats-server.pid")
-read -r node_rss node_pss leaf_rss leaf_pss <<<"$(fp mem "$NODE_PID" "$LEAF_PID")"
+read -r node_rss node_pss leaf_rss leaf_pss <<<"$(nt pss "$NODE_PID" "$LEAF_PID")"
 log "idle: node RSS ${node_rss} KiB PSS ${node_pss} KiB; leaf RSS ${leaf_rss} KiB PSS ${leaf_pss} KiB"
 
 log "load: 64 in flight for ${LOAD}s"

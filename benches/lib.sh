@@ -641,6 +641,36 @@ def cmd_streamcount(port, stream, subject_filter):
                       "stream_messages": (d.get("state") or {}).get("messages")}))
 
 
+def cmd_first_hb(port, node, timeout):
+    """Prints "ready" once subscribed, then the wall clock and the size of node's next
+    heartbeat."""
+    c = connect_retry(int(port), now() + 10)
+    c.send(f"SUB edgeleaf.hb.{node} 9\r\n".encode())  # sid 1 is the inbox
+    c.flush()
+    print("ready", flush=True)
+    deadline = now() + float(timeout)
+    while True:
+        m = c.next(deadline)
+        if m != "PONG":
+            print(f"{time.time():.3f} {len(m[1])}", flush=True)
+            return
+
+
+def mem(pid):
+    """RSS and PSS of pid in KiB, from smaps_rollup."""
+    vals = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        k, _, v = line.partition(":")
+        if k in ("Rss", "Pss"):
+            vals[k] = int(v.split()[0])
+    return vals.get("Rss", 0), vals.get("Pss", 0)
+
+
+def cmd_pss(*pids):
+    """RSS and PSS in KiB of each pid, on one line."""
+    print(" ".join(f"{r} {p}" for r, p in map(mem, pids)))
+
+
 def cmd_rss(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -654,7 +684,8 @@ if __name__ == "__main__":
     {"ports": cmd_ports, "ready": cmd_ready, "request": cmd_request, "probe": cmd_probe,
      "outbox": cmd_outbox, "ctl": cmd_ctl, "waitdepth": cmd_waitdepth, "flood": cmd_flood,
      "latency": cmd_latency, "throughput": cmd_throughput, "stats": cmd_stats,
-     "custom": cmd_custom, "rss": cmd_rss, "streamcount": cmd_streamcount}[cmd](*args)
+     "custom": cmd_custom, "rss": cmd_rss, "streamcount": cmd_streamcount,
+     "first_hb": cmd_first_hb, "pss": cmd_pss}[cmd](*args)
 PY
 nt() { "$PY" "$WORK/nt.py" "$@"; }
 

@@ -78,20 +78,6 @@ def cmd_running(port, node, n, timeout):
     sys.exit(f"{node} did not run {n} agents within {timeout} s")
 
 
-def cmd_first_hb(port, node, timeout):
-    """Wall clock of the next heartbeat of node; its size on stderr-free stdout."""
-    c = connect_retry(int(port), now() + 10)
-    c.send(f"SUB edgeleaf.hb.{node} 9\r\n".encode())  # sid 1 is the inbox
-    c.flush()
-    print("ready", flush=True)
-    deadline = now() + float(timeout)
-    while True:
-        m = c.next(deadline)
-        if m != "PONG":
-            print(f"{time.time():.3f} {len(m[1])}")
-            return
-
-
 def cmd_pages(port, node):
     """Every page of ctl.<node>.agents: prints pages, rows, largest page bytes, total
     bytes, seconds."""
@@ -114,20 +100,9 @@ def cmd_pages(port, node):
     print(pages, rows, largest, total, f"{now() - t0:.3f}")
 
 
-def cmd_pss(pid):
-    """RSS and PSS in KiB from smaps_rollup."""
-    vals = {}
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        k, _, v = line.partition(":")
-        if k in ("Rss", "Pss"):
-            vals[k] = int(v.split()[0])
-    print(vals.get("Rss", 0), vals.get("Pss", 0))
-
-
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"bulk": cmd_bulk, "running": cmd_running, "first_hb": cmd_first_hb, "pages": cmd_pages,
-     "pss": cmd_pss}[cmd](*args)
+    {"bulk": cmd_bulk, "running": cmd_running, "pages": cmd_pages}[cmd](*args)
 PY
 ma() { "$PY" "$WORK/many.py" "$@"; }
 
@@ -164,12 +139,12 @@ converge=$("$PY" -c "print(f'{$t_all-$t_write:.1f}')")
 log "$N agents running ${converge}s after the first bulk write"
 sleep "$IDLE"
 LEAF_PID=$(cat "$WORK/big/leaf/nats-server.pid")
-read -r node_rss node_pss <<<"$(ma pss "$NODE_PID")"
-read -r leaf_rss leaf_pss <<<"$(ma pss "$LEAF_PID")"
+read -r node_rss node_pss <<<"$(nt pss "$NODE_PID")"
+read -r leaf_rss leaf_pss <<<"$(nt pss "$LEAF_PID")"
 node_threads=$(awk '/^Threads:/ {print $2}' "/proc/$NODE_PID/status")
 node_vm=$(awk '/^VmSize:/ {print $2}' "/proc/$NODE_PID/status")
 log "idle: node RSS ${node_rss} KiB PSS ${node_pss} KiB (VmSize ${node_vm} KiB); leaf RSS ${leaf_rss} KiB"
-coproc HB { ma first_hb "$HUB_PORT" big 30; }
+coproc HB { nt first_hb "$HUB_PORT" big 30; }
 read -r _ <&"${HB[0]}"
 read -r _ hb_bytes <&"${HB[0]}"
 read -r pages rows largest total ctl_s <<<"$(ma pages "$HUB_PORT" big)"
@@ -186,7 +161,7 @@ reply=$(nt request "$HUB_PORT" "many.a$(printf %04d $((N - 1)))" hello 10 || tru
 
 log "restart"
 stop_pid "$NODE_PID" TERM
-coproc HB2 { ma first_hb "$HUB_PORT" big 60; }
+coproc HB2 { nt first_hb "$HUB_PORT" big 60; }
 read -r _ <&"${HB2[0]}"
 t0=$("$PY" -c 'import time; print(f"{time.time():.3f}")')
 start_node
@@ -194,7 +169,7 @@ read -r t_hb _ <&"${HB2[0]}"
 t_back=$(ma running "$HUB_PORT" big "$((N + 2))" 900)
 first_hb=$("$PY" -c "print(f'{$t_hb-$t0:.2f}')")
 restored=$("$PY" -c "print(f'{$t_back-$t0:.1f}')")
-read -r node_rss2 node_pss2 <<<"$(ma pss "$NODE_PID")"
+read -r node_rss2 node_pss2 <<<"$(nt pss "$NODE_PID")"
 log "restart: first heartbeat ${first_hb}s, all running ${restored}s; RSS ${node_rss2} KiB"
 
 cat <<EOF
