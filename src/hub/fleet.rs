@@ -129,15 +129,12 @@ async fn statuses(js: &Context, only: Option<&str>) -> Result<Vec<DeployStatus>>
             .as_ref()
             .and_then(|h| h.get("KV-Operation"))
             .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-        let Some(key) = subject.strip_prefix(&prefix) else {
+        let Some(key) = subject.strip_prefix(&prefix).filter(|_| !deleted) else {
             continue;
         };
         let Ok(s) = serde_json::from_slice::<DeployStatus>(&msg.payload) else {
             continue;
         };
-        if deleted {
-            continue;
-        }
         // The key says whose status it is (a node may write only its own keys under
         // `hub accounts`); a value naming another node or agent is forged.
         if !status_matches_key(key, &s) {
