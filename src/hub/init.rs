@@ -247,10 +247,10 @@ async fn ensure_stream(js: &Context, mut config: stream::Config) -> Result<&'sta
         .config
         .clone();
     config.max_consumers = current.max_consumers;
-    if config.republish != current.republish && js.update_stream(config.clone()).await.is_ok() {
-        return Ok("updated");
-    }
     if config.republish != current.republish {
+        if js.update_stream(config.clone()).await.is_ok() {
+            return Ok("updated");
+        }
         tracing::warn!(
             "stream {name} was made without republishing its changes and this server \
              cannot add it: its nodes follow it with a consumer each (see README, \
