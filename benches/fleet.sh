@@ -203,6 +203,16 @@ if __name__ == "__main__":
 PY
 fl() { "$PY" "$WORK/fleet.py" "$@"; }
 TICK=$(getconf CLK_TCK)
+# The hub's CPU over the next SECS seconds, in % of one core.
+hub_cpu_over() {
+    local c0 c1 t0 t1
+    c0=$(fl cpu "$HUB_PID")
+    t0=$EPOCHREALTIME
+    sleep "$1"
+    c1=$(fl cpu "$HUB_PID")
+    t1=$EPOCHREALTIME
+    "$PY" -c "print(f'{($c1-$c0)/$TICK/($t1-$t0)*100:.1f}')"
+}
 
 start_hub
 hub_init
@@ -227,12 +237,7 @@ for n in $SIZES; do
     [[ -f $WORK/ready ]] || die "the simulator did not finish its first round"
     # One more interval: every simulated node has two heartbeats, the stream settles.
     sleep "$INTERVAL"
-    cpu0=$(fl cpu "$HUB_PID")
-    t0=$EPOCHREALTIME
-    sleep "$INTERVAL"
-    cpu1=$(fl cpu "$HUB_PID")
-    t1=$EPOCHREALTIME
-    hub_cpu=$("$PY" -c "print(f'{($cpu1-$cpu0)/$TICK/($t1-$t0)*100:.1f}')")
+    hub_cpu=$(hub_cpu_over "$INTERVAL")
     hub_rss=$(nt rss "$HUB_PID")
     stream=$(nt streamcount "$HUB_PORT" EDGELEAF_HEARTBEATS 'edgeleaf.hb.>' | jget stream_messages)
     times=()
@@ -261,12 +266,7 @@ print(sum(1 for r in rows if r["node_id"].startswith("sim") and r["status"]=="on
     for ((i = 0; i < 600; i++)); do [[ -f $WORK/follow-ready ]] && break; sleep 0.1; done
     [[ -f $WORK/follow-ready ]] || die "the followers did not subscribe: $(cat "$WORK/follow-$n.err")"
     sleep "$INTERVAL"
-    cpu0=$(fl cpu "$HUB_PID")
-    t0=$EPOCHREALTIME
-    sleep "$RESYNC"
-    cpu1=$(fl cpu "$HUB_PID")
-    t1=$EPOCHREALTIME
-    steady_cpu=$("$PY" -c "print(f'{($cpu1-$cpu0)/$TICK/($t1-$t0)*100:.1f}')")
+    steady_cpu=$(hub_cpu_over "$RESYNC")
     log "n=$n: hub ${steady_cpu}% CPU in steady state; a signed deploy to all"
     cpu0=$(fl cpu "$HUB_PID")
     s=$EPOCHREALTIME

@@ -83,11 +83,7 @@ write_node_conf dev "$LEAF_PORT" batch
 sed -i 's/^interval = "1s"$/interval = "10s"/' "$WORK/dev.toml"
 
 NODE_PID=""
-start_node() {
-    env "EDGELEAF_LOG=${NODE_LOG:-info}" "$NODE_BIN" node -c "$WORK/dev.toml" >>"$WORK/dev.log" 2>&1 &
-    NODE_PID=$!
-    PIDS+=("$NODE_PID")
-}
+start_node() { start_node_bg dev "$NODE_BIN"; }
 # Starts the node; ELAPSED = seconds from spawn to its first heartbeat on the hub.
 ELAPSED=""
 start_timed() {
@@ -112,14 +108,7 @@ done
 log "restarts: ${starts[*]} s"
 compiler=$(nt request "$HUB_PORT" edgeleaf.ctl.dev.info '' 5 | sed 's/^ok //' | jget ok.wasm_compiler)
 
-deploy() { # FILE NAME: a signed deploy --wait to dev, spawn to exit, in seconds
-    local s e
-    s=$EPOCHREALTIME
-    "$BIN" deploy "$1" --name "$2" --trigger "fp.$2" --node dev --key "$KEY" \
-        -s "$HUB_URL" --wait 120s >>"$WORK/deploy.log" 2>&1 || die "deploy $2: $(tail -5 "$WORK/deploy.log")"
-    e=$EPOCHREALTIME
-    "$PY" -c "print(f'{$e-$s:.2f}')"
-}
+deploy() { timed_deploy "$1" "$2" "fp.$2" dev; } # FILE NAME
 deploy "$DIST/echo.wasm" echo >/dev/null
 reply=$(nt request "$HUB_PORT" fp.echo hello 10) || die "echo did not answer: $reply"
 log "echo deployed; idle ${IDLE}s"

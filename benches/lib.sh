@@ -790,6 +790,25 @@ start_node_probe() {
         detach env "EDGELEAF_LOG=$NODE_LOG" "$BIN" node -c "$WORK/$id.toml")"
 }
 
+# start_node_bg ID [BIN]: `BIN node -c $WORK/ID.toml` in the background, its output
+# appended to $WORK/ID.log; sets NODE_PID.
+start_node_bg() {
+    env "EDGELEAF_LOG=$NODE_LOG" "${2:-$BIN}" node -c "$WORK/$1.toml" >>"$WORK/$1.log" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+}
+
+# timed_deploy WASM NAME TRIGGER NODE: a signed `deploy --wait` of WASM as agent NAME on
+# TRIGGER to NODE (key $KEY), spawn to exit, in seconds.
+timed_deploy() {
+    local s e
+    s=$EPOCHREALTIME
+    "$BIN" deploy "$1" --name "$2" --trigger "$3" --node "$4" --key "$KEY" \
+        -s "$HUB_URL" --wait 120s >>"$WORK/deploy.log" 2>&1 || die "deploy $2: $(tail -5 "$WORK/deploy.log")"
+    e=$EPOCHREALTIME
+    "$PY" -c "print(f'{$e-$s:.3f}')"
+}
+
 # stop_node ID: SIGTERM by pid, waits for it to exit (and its leaf with it)
 stop_node() {
     local pid

@@ -114,19 +114,8 @@ write_node_conf big "$LEAF_PORT" batch "[limits]
 max_agents = $((N + 2))"
 # allow_unsigned belongs in the [security] section write_node_conf wrote.
 sed -i "s/^\[security\]$/[security]\nallow_unsigned = true/" "$WORK/big.toml"
-start_node() {
-    env "EDGELEAF_LOG=${NODE_LOG:-info}" "$BIN" node -c "$WORK/big.toml" >>"$WORK/big.log" 2>&1 &
-    NODE_PID=$!
-    PIDS+=("$NODE_PID")
-}
-deploy_one() { # NAME: a signed deploy of echo.wasm, spawn to exit, in seconds
-    local s e
-    s=$EPOCHREALTIME
-    "$BIN" deploy "$DIST/echo.wasm" --name "$1" --trigger "many.$1" --node big --key "$KEY" \
-        -s "$HUB_URL" --wait 120s >>"$WORK/deploy.log" 2>&1 || die "deploy $1: $(tail -5 "$WORK/deploy.log")"
-    e=$EPOCHREALTIME
-    "$PY" -c "print(f'{$e-$s:.3f}')"
-}
+start_node() { start_node_bg big; }
+deploy_one() { timed_deploy "$DIST/echo.wasm" "$1" "many.$1" big; }
 
 start_node
 log "node big up (pid $NODE_PID); first deployment"
