@@ -3,9 +3,16 @@
 //! stream with JetStream acks and `Nats-Msg-Id =
 //! <node>:<incarnation>:<seq>` (replays inside the stream's duplicate window are
 //! dropped by the hub), keeps a bounded number of acks in flight, and removes an
-//! entry only after its ack. After a failure it first asks the hub for the last
-//! sequence it holds from this node and incarnation, and skips what is already
-//! there: the duplicate window alone does not cover a retry after a long outage.
+//! entry only after its ack. After a failure it first asks the hub which of the
+//! waiting entries it holds already, and removes exactly those: the duplicate
+//! window alone does not cover a retry after a long outage.
+//!
+//! Which ones, not "everything up to the newest one there": acks are awaited
+//! [`IN_FLIGHT`] at a time, so when the hub loses a few records for a moment (a
+//! leader election, a link that drops and comes back), later ones in the window are
+//! stored behind the gap. The hub is read from the stream position of the last
+//! entry acknowledged in order (the outbox's hub mark, kept across restarts), which
+//! bounds the read to what was in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,7 +258,10 @@ impl Forwarder {
             return Ok(());
         };
         match ack.await {
-            Ok(_) => self.outbox.remove(seq)?,
+            Ok(ack) => {
+                self.outbox.remove(seq)?;
+                self.outbox.set_hub_mark(ack.sequence);
+            }
             Err(e) if refused_for_good(&e) => {
                 self.set_aside(seq, &subject, size, &e.to_string()).await?
             }
@@ -280,7 +290,9 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Skips what the hub already stored from this incarnation.
+    /// Removes the waiting entries the hub already stored: those of this
+    /// incarnation found on the stream after the hub mark (from the start of the
+    /// stream if the hub never acknowledged anything).
     async fn reconcile(&self, js: &JetStream) -> Result<()> {
         let Some(first) = self.outbox.pending(1)?.first().map(|e| e.seq) else {
             return Ok(());
@@ -289,38 +301,56 @@ impl Forwarder {
         let stream = js.get_stream(name).await.with_context(|| {
             format!("stream {name} on the hub (does it exist? `edgeleaf hub init` creates it)")
         })?;
-        let mut last = 0u64;
+        let deliver_policy = match self.outbox.hub_mark() {
+            Some(mark) => DeliverPolicy::ByStartSequence {
+                start_sequence: mark + 1,
+            },
+            None => DeliverPolicy::All,
+        };
+        let mut held = Vec::new();
         for kind in self.carries.kinds() {
             let filter = format!("{}.{kind}.{}.>", self.subjects.prefix(), self.node_id);
             let consumer = crate::hub::patiently(|| {
                 stream.create_consumer(OrderedConfig {
                     filter_subject: filter.clone(),
-                    deliver_policy: DeliverPolicy::Last,
+                    deliver_policy,
+                    headers_only: true,
                     ..Default::default()
                 })
             })
             .await
             .context("reconcile consumer")?;
-            if consumer.cached_info().num_pending == 0 {
+            let mut left = consumer.cached_info().num_pending;
+            if left == 0 {
                 continue;
             }
             let mut messages = consumer.messages().await?;
-            if let Ok(Some(Ok(msg))) =
-                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-                && let Some(h) = &msg.headers
-                && h.get(INCARNATION_HEADER).map(|v| v.as_str()) == Some(self.incarnation.as_str())
-                && let Some(seq) = h
-                    .get(SEQ_HEADER)
-                    .and_then(|v| v.as_str().parse::<u64>().ok())
-            {
-                last = last.max(seq);
+            while left > 0 {
+                let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                    .await
+                    .with_context(|| {
+                        format!("reading {filter} on {name}: {left} messages not delivered")
+                    })?
+                    .with_context(|| format!("reading {filter} on {name}: ended early"))??;
+                left -= 1;
+                if let Some(h) = &msg.headers
+                    && h.get(INCARNATION_HEADER).map(|v| v.as_str())
+                        == Some(self.incarnation.as_str())
+                    && let Some(seq) = h
+                        .get(SEQ_HEADER)
+                        .and_then(|v| v.as_str().parse::<u64>().ok())
+                    && seq >= first
+                {
+                    held.push(seq);
+                }
             }
         }
-        if last >= first {
-            let skipped = self.outbox.remove_through(last)?;
+        if !held.is_empty() {
+            for seq in &held {
+                self.outbox.remove(*seq)?;
+            }
             tracing::info!(
-                skipped,
-                through = last,
+                skipped = held.len(),
                 "outbox entries already on the hub skipped"
             );
         }

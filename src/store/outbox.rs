@@ -67,6 +67,11 @@ struct Counters {
     /// Set aside since the state dir was new (persisted): refused by the hub for
     /// good.
     set_aside: u64,
+    /// The hub stream's sequence of the newest acknowledged entry such that every
+    /// entry before it was settled too (persisted with the next flush; 0: none).
+    hub_mark: u64,
+    /// `hub_mark` changed since it was last written.
+    hub_mark_dirty: bool,
 }
 
 pub struct Outbox {
@@ -90,6 +95,7 @@ pub struct Outbox {
 
 const DROPPED_KEY: &[u8] = b"outbox.dropped";
 const SET_ASIDE_KEY: &[u8] = b"outbox.set_aside";
+const HUB_MARK_KEY: &[u8] = b"outbox.hub_mark";
 /// Preallocation for a read of pending entries.
 const BATCH_HINT: usize = 256;
 /// Refused entries kept in the aside tree; older ones are deleted.
@@ -154,6 +160,7 @@ impl Outbox {
         }
         c.dropped = read_counter(&meta, DROPPED_KEY)?;
         c.set_aside = read_counter(&meta, SET_ASIDE_KEY)?;
+        c.hub_mark = read_counter(&meta, HUB_MARK_KEY)?;
         Ok(Self {
             aside: store.db.open_tree(format!("{name}_aside"))?,
             flushed: tokio::sync::Mutex::new(0),
@@ -326,6 +333,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Notes where the hub's stream stored the entry the forwarder just settled in
+    /// order: every entry published before it is settled, so what an interrupted
+    /// run may have left on the hub unacknowledged lies after this stream sequence.
+    /// Written with the next flush. Not a maximum: a hub stream made anew counts
+    /// from 1 again.
+    pub fn set_hub_mark(&self, stream_seq: u64) {
+        let mut c = self.counters();
+        if c.hub_mark != stream_seq {
+            c.hub_mark = stream_seq;
+            c.hub_mark_dirty = true;
+        }
+    }
+
+    /// The last [`set_hub_mark`](Self::set_hub_mark), also from before a restart if it
+    /// was flushed; `None` if the hub never acknowledged anything.
+    pub fn hub_mark(&self) -> Option<u64> {
+        Some(self.counters().hub_mark).filter(|m| *m > 0)
+    }
+
     /// Moves an entry the hub refused for good out of the queue, so that what
     /// follows it is sent; counted and kept (the newest few) for inspection.
     pub fn set_aside(&self, seq: u64) -> Result<(), StoreError> {
@@ -361,13 +387,6 @@ impl Outbox {
         c.bytes -= cost(&v);
         c.count -= 1;
         Ok(Some(v))
-    }
-
-    /// Removes every entry up to and including `seq` (already on the hub).
-    pub fn remove_through(&self, seq: u64) -> Result<u64, StoreError> {
-        let removed = self.take_front_while(|e| e.seq <= seq)?;
-        self.counters().forwarded += removed;
-        Ok(removed)
     }
 
     /// Drops entries older than the TTL; returns how many.
@@ -435,6 +454,10 @@ impl Outbox {
             }
             self.entries.apply_batch(batch)?;
             c.recent.clear();
+        }
+        if c.hub_mark_dirty {
+            self.meta.insert(HUB_MARK_KEY, &c.hub_mark.to_be_bytes())?;
+            c.hub_mark_dirty = false;
         }
         Ok(())
     }
@@ -536,6 +559,28 @@ mod tests {
         assert_eq!(outbox.stats().depth, 2);
     }
 
+    #[test]
+    fn the_hub_mark_is_kept_across_a_restart_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outbox) =
+            open_with(dir.path(), 1 << 20, Overflow::DropOldest, Durability::Batch);
+        assert_eq!(outbox.hub_mark(), None);
+        outbox.set_hub_mark(41);
+        outbox.set_hub_mark(40_000);
+        assert_eq!(outbox.hub_mark(), Some(40_000));
+        outbox.flush().unwrap();
+        // A hub stream made anew counts from 1 again: the mark follows it down.
+        outbox.set_hub_mark(7);
+        drop((outbox, store));
+        let (store, outbox) =
+            open_with(dir.path(), 1 << 20, Overflow::DropOldest, Durability::Batch);
+        assert_eq!(outbox.hub_mark(), Some(7), "written when the outbox closed");
+        drop((outbox, store));
+        let (_store, outbox) =
+            open_with(dir.path(), 1 << 20, Overflow::DropOldest, Durability::Batch);
+        assert_eq!(outbox.hub_mark(), Some(7));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sync_appends_survive_many_concurrent_callers() {
         let dir = tempfile::tempdir().unwrap();
@@ -621,10 +666,10 @@ mod tests {
         assert_eq!(outbox.pending_after(None, 2).unwrap().len(), 2);
         let stats = outbox.stats();
         assert_eq!((stats.depth, stats.appended, stats.forwarded), (5, 6, 1));
-        // Removal works in either tier, and so does removing through a sequence.
-        outbox.remove(seqs[0]).unwrap();
-        outbox.remove(seqs[4]).unwrap();
-        assert_eq!(outbox.remove_through(seqs[3]).unwrap(), 2);
+        // Removal works in either tier (2 and 3 were written, 4 is in memory).
+        for seq in [seqs[0], seqs[2], seqs[3], seqs[4]] {
+            outbox.remove(seq).unwrap();
+        }
         assert_eq!(payloads(&outbox, None), [5]);
         // What is still waiting on close is on disk after reopening.
         drop((outbox, store));

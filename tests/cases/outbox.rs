@@ -341,3 +341,136 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
         .await;
     }
 }
+
+/// The hub stored records behind a gap (a moment in which it lost a few of those in
+/// flight, as in a leader election, and then stored the rest of the window): after
+/// a restart the node must send the missing ones, not skip everything up to the
+/// newest record the hub holds.
+#[tokio::test]
+async fn records_stored_behind_a_gap_are_skipped_and_the_gap_is_filled() {
+    use edgeleaf::config::{Durability, Overflow};
+    use edgeleaf::store::outbox::{Outbox, OutboxOptions};
+    use edgeleaf::store::{Store, StoreOptions};
+
+    let mut hub = Server::hub();
+    let hub_url = hub.url();
+    crate::harness::hub_init(&hub_url).await;
+    let leaf_port = free_port();
+    let mut node = echo_node(&hub, "gap", leaf_port, "");
+    let leaf = connect_when_up(&node.local_url(leaf_port)).await;
+    served(&leaf).await;
+    // The warm-up's record is acknowledged: the node has a hub mark before the gap.
+    let incarnation = eventually(Duration::from_secs(30), "warm-up recorded", || async {
+        let client = async_nats::connect(&hub_url).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let msg = js
+            .get_stream("EDGELEAF_TELEMETRY")
+            .await
+            .ok()?
+            .get_last_raw_message_by_subject("edgeleaf.res.gap.echo")
+            .await
+            .ok()?;
+        Some(msg.headers.get("Edgeleaf-Incarnation")?.as_str().to_owned())
+    })
+    .await;
+
+    hub.kill();
+    for i in 0..300 {
+        leaf.publish("load.echo", format!("m{i:04}").into())
+            .await
+            .unwrap();
+    }
+    leaf.flush().await.unwrap();
+    eventually(Duration::from_secs(60), "300 results buffered", || async {
+        try_control::<OutboxStats>(&leaf, "gap", "outbox")
+            .await
+            .filter(|s| s.depth >= 300)
+    })
+    .await;
+    drop(leaf);
+    assert!(node.stop_with(libc::SIGTERM).success());
+
+    // What the node keeps, read from its sled directory as the node left it.
+    let pending = {
+        let store = Store::open(
+            &node.state_dir(),
+            StoreOptions {
+                cache_capacity: 1 << 20,
+                flush_every: Duration::from_millis(500),
+            },
+        )
+        .unwrap();
+        let outbox = Outbox::open(
+            &store,
+            OutboxOptions {
+                max_bytes: 64 << 20,
+                ttl: Duration::from_secs(3600),
+                overflow: Overflow::DropOldest,
+                durability: Durability::Batch,
+            },
+        )
+        .unwrap();
+        outbox.pending(1000).unwrap()
+    };
+    let results: Vec<_> = pending
+        .iter()
+        .filter(|e| e.subject == "edgeleaf.res.gap.echo")
+        .collect();
+    assert_eq!(results.len(), 300, "every result waits in the outbox");
+
+    // The hub comes back holding the newest 100 as the forwarder sends them, and
+    // not the 200 before: a gap.
+    hub.restart();
+    let client = connect_when_up(&hub_url).await;
+    let js = async_nats::jetstream::new(client);
+    for e in &results[200..] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("gap:{incarnation}:{}", e.seq).as_str(),
+        );
+        headers.insert("Edgeleaf-Seq", e.seq.to_string().as_str());
+        headers.insert("Edgeleaf-Incarnation", incarnation.as_str());
+        js.publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    node.spawn();
+    let leaf = connect_when_up(&node.local_url(leaf_port)).await;
+    let drained = eventually(Duration::from_secs(60), "outbox drained", || async {
+        try_control::<OutboxStats>(&leaf, "gap", "outbox")
+            .await
+            .filter(|s| s.depth == 0)
+    })
+    .await;
+    assert_eq!(drained.dropped, 0);
+
+    let stored = stored_results(&hub_url, "gap").await;
+    let mut got: Vec<&str> = stored
+        .iter()
+        .filter_map(|(_, r)| r.output.as_deref())
+        .filter(|o| o.starts_with('m'))
+        .collect();
+    got.sort();
+    let expected: Vec<String> = (0..300).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(
+        got, expected,
+        "every result exactly once: the gap filled, nothing sent twice"
+    );
+    // The node's log is coloured: drop the escape sequences (ESC … m).
+    let mut log = String::new();
+    let mut chars = node.log().chars().collect::<Vec<_>>().into_iter();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => _ = chars.by_ref().find(|c| *c == 'm'),
+            c => log.push(c),
+        }
+    }
+    assert!(
+        log.contains("already on the hub skipped skipped=100"),
+        "the 100 on the hub were recognised: {log}"
+    );
+}
