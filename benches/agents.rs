@@ -31,7 +31,11 @@
 //!    `edgeleaf hub init`), default settings, `echo.wasm` as a static agent, every
 //!    result going through the outbox (batch durability) to the hub's stream, and (d)
 //!    the same echo on the same node with `instances = "warm"`; after the runs the
-//!    node's outbox counters are checked against its invocations. Sequential request
+//!    node's outbox counters are checked against its invocations. Two more plain
+//!    responders are the floor for what the node promises: (e) also sends a
+//!    result-sized record per request to the hub's stream the way the node's
+//!    forwarder does (JetStream publish with `Nats-Msg-Id`, acks in flight), and (f)
+//!    sends it with a core publish nothing acknowledges. Sequential request
 //!    latency with a 16-byte payload, then throughput
 //!    with K requests kept in flight for a fixed time, and the CPU time the hub, the
 //!    leaf and this process spent per request meanwhile.
@@ -75,6 +79,15 @@ const AGENT_SUBJECT: &str = "bench.agent";
 const NODE_SUBJECT: &str = "bench.node";
 /// The same echo on the same node, with `instances = "warm"`.
 const NODE_WARM_SUBJECT: &str = "bench.nodewarm";
+/// (e) and (f): the plain responder that also records each request on the hub's
+/// stream, with and without a JetStream ack per record.
+const ACKED_SUBJECT: &str = "bench.acked";
+const UNACKED_SUBJECT: &str = "bench.unacked";
+/// Where (e) and (f) record: a subject the hub's `EDGELEAF_TELEMETRY` stream captures,
+/// as a node's results are (`<prefix>.res.<node>.<agent>`).
+const RECORD_SUBJECT: &str = "edgeleaf.res.benchplain.echo";
+/// Acks (e) keeps in flight, as the node's forwarder does.
+const RECORD_ACKS_IN_FLIGHT: usize = 256;
 /// The node process's id (a different one from the in-process pool's).
 const NODE_PROCESS_ID: &str = "benchnode";
 const NODE_ID: &str = "bench";
@@ -814,12 +827,31 @@ impl Throughput {
     }
 }
 
+impl NatsResult {
+    /// Every responder with its label, (a) first.
+    fn responders(&self) -> Vec<(&'static str, &Responder)> {
+        vec![
+            ("(a) plain", &self.plain),
+            ("(b) edgeleaf pool", &self.edgeleaf),
+            ("(c) edgeleaf node", &self.node),
+            ("(d) node, warm", &self.warm),
+            ("(e) plain + acked record", &self.acked),
+            ("(f) plain + record, no ack", &self.unacked),
+        ]
+    }
+}
+
 struct NatsResult {
     plain: Responder,
     edgeleaf: Responder,
     node: Responder,
     /// (d) the node's warm echo.
     warm: Responder,
+    /// (e) plain + a JetStream-acked record per request; (f) the record without ack.
+    acked: Responder,
+    unacked: Responder,
+    /// Records (e) sent, and the acks it got back.
+    acked_records: (u64, u64),
     node_records: NodeRecords,
     link_wait: Duration,
 }
@@ -861,21 +893,61 @@ async fn bench_nats(
         "{NODE_SUBJECT} (node process) answered through the hub after {node_wait:?}"
     ));
 
+    // (e) and (f) record on the stream `hub init` made for the node.
+    let leaf_for_records = servers.connect(servers.leaf_port).await.context("leaf")?;
+    let records = RecordCounts::default();
+    let mut recorded_tasks = Vec::new();
+    for (subject, ack) in [(ACKED_SUBJECT, true), (UNACKED_SUBJECT, false)] {
+        let subscriber = leaf_for_records
+            .subscribe(subject)
+            .await
+            .context("cannot subscribe a recording responder")?;
+        recorded_tasks.push(tokio::spawn(recorded_echo(
+            subscriber,
+            leaf_for_records.clone(),
+            ack.then(|| records.clone()),
+        )));
+        servers.wait_served(&hub, subject).await?;
+    }
+
     let plain = measure_responder(&mut servers, &hub, PLAIN_SUBJECT, "plain", settings).await?;
     let edgeleaf =
         measure_responder(&mut servers, &hub, AGENT_SUBJECT, "edgeleaf", settings).await?;
     let node = measure_responder(&mut servers, &hub, NODE_SUBJECT, "node", settings).await?;
     let warm =
         measure_responder(&mut servers, &hub, NODE_WARM_SUBJECT, "node warm", settings).await?;
+    let acked = measure_responder(
+        &mut servers,
+        &hub,
+        ACKED_SUBJECT,
+        "plain + acked record",
+        settings,
+    )
+    .await?;
+    let unacked = measure_responder(
+        &mut servers,
+        &hub,
+        UNACKED_SUBJECT,
+        "plain + record, no ack",
+        settings,
+    )
+    .await?;
     let node_records = node_records(&hub).await?;
+    let acked_records = records.settled().await;
 
     pool.stop_all().await;
     plain_task.abort();
+    for task in recorded_tasks {
+        task.abort();
+    }
     Ok(NatsResult {
         plain,
         edgeleaf,
         node,
         warm,
+        acked,
+        unacked,
+        acked_records,
         node_records,
         link_wait,
     })
@@ -947,6 +1019,105 @@ async fn plain_echo(mut subscriber: async_nats::Subscriber, client: Client) {
             && let Err(e) = client.publish(reply, msg.payload).await
         {
             progress(format!("plain responder: reply not sent: {e}"));
+        }
+    }
+}
+
+/// What (e) sent and had acknowledged.
+#[derive(Clone, Default)]
+struct RecordCounts {
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RecordCounts {
+    /// (sent, acknowledged), once every ack has come back (at most 10 s).
+    async fn settled(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.acked.load(Relaxed) < self.sent.load(Relaxed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (self.sent.load(Relaxed), self.acked.load(Relaxed))
+    }
+}
+
+/// The floor for what a node promises, without wasm or an outbox: the plain echo,
+/// and per request a result-sized record to [`RECORD_SUBJECT`]. With `acks` (e) each
+/// record is a JetStream publish with `Nats-Msg-Id`, up to
+/// [`RECORD_ACKS_IN_FLIGHT`] acks in flight on a task of their own, as the node's
+/// forwarder sends; without (f) a core publish that nothing confirms.
+async fn recorded_echo(
+    mut subscriber: async_nats::Subscriber,
+    client: Client,
+    acks: Option<RecordCounts>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (records, mut to_forward) = tokio::sync::mpsc::unbounded_channel::<(u64, Bytes)>();
+    if let Some(counts) = acks.clone() {
+        let js = async_nats::jetstream::with_domain(client.clone(), "hub");
+        tokio::spawn(async move {
+            let mut in_flight = std::collections::VecDeque::new();
+            let settle = |ack: async_nats::jetstream::context::PublishAckFuture| {
+                let counts = counts.clone();
+                async move {
+                    match ack.await {
+                        Ok(_) => _ = counts.acked.fetch_add(1, Relaxed),
+                        Err(e) => progress(format!("acked record: no ack: {e}")),
+                    }
+                }
+            };
+            while let Some((seq, record)) = to_forward.recv().await {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("benchplain:1:{seq}").as_str());
+                match js
+                    .publish_with_headers(RECORD_SUBJECT, headers, record)
+                    .await
+                {
+                    Ok(ack) => in_flight.push_back(ack),
+                    Err(e) => progress(format!("acked record: not sent: {e}")),
+                }
+                if in_flight.len() >= RECORD_ACKS_IN_FLIGHT
+                    && let Some(ack) = in_flight.pop_front()
+                {
+                    settle(ack).await;
+                }
+                if to_forward.is_empty() {
+                    while let Some(ack) = in_flight.pop_front() {
+                        settle(ack).await;
+                    }
+                }
+            }
+        });
+    }
+    let mut seq = 0;
+    while let Some(msg) = subscriber.next().await {
+        if let Some(reply) = msg.reply
+            && let Err(e) = client.publish(reply, msg.payload.clone()).await
+        {
+            progress(format!("recording responder: reply not sent: {e}"));
+        }
+        seq += 1;
+        // The fields and size of a node's result record for echo.
+        let record = Bytes::from(format!(
+            "{{\"node_id\":\"benchplain\",\"agent\":\"echo\",\"subject\":\"{}\",\
+             \"at\":\"{}\",\"duration_us\":12,\"ok\":true,\"output_size\":{},\
+             \"output\":\"{}\",\"output_base64\":null,\"error\":null,\"output_truncated\":false}}",
+            msg.subject,
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            msg.payload.len(),
+            String::from_utf8_lossy(&msg.payload)
+        ));
+        match &acks {
+            Some(counts) => {
+                counts.sent.fetch_add(1, Relaxed);
+                let _ = records.send((seq, record));
+            }
+            None => {
+                if let Err(e) = client.publish(RECORD_SUBJECT, record).await {
+                    progress(format!("unacked record: not sent: {e}"));
+                }
+            }
         }
     }
 }
@@ -1244,13 +1415,20 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
          pool_slots {POOL_SLOTS}; result records published directly, no outbox); (c) the \
          `edgeleaf node` process on the leaf, default settings but `[outbox] durability = \"{}\"`, echo.wasm as a static agent \
          (`{NODE_SUBJECT}`, max_concurrency 4), results through the outbox to the hub's stream; \
-         (d) the same node's second static echo with `instances = \"warm\"` (`{NODE_WARM_SUBJECT}`). \
+         (d) the same node's second static echo with `instances = \"warm\"` (`{NODE_WARM_SUBJECT}`); \
+         (e) the plain responder that also sends a result-sized record per request to `{RECORD_SUBJECT}` \
+         (captured by the hub's stream) as the node's forwarder does: a JetStream publish with \
+         `Nats-Msg-Id`, up to {RECORD_ACKS_IN_FLIGHT} acks in flight, no outbox (`{ACKED_SUBJECT}`; \
+         {} records sent, {} acknowledged); (f) the same with a core publish that nothing \
+         acknowledges (`{UNACKED_SUBJECT}`). \
          (c) and (d): {} invocations; outbox: {} records appended (results and events), {} acknowledged by \
          the hub, {} dropped, {} waiting. 16-byte payload, request timeout {REQUEST_TIMEOUT:?}. \
          `{PLAIN_SUBJECT}` first answered through the hub (leafnode link up) {:.0} ms after the hub client connected.\n\n\
          Sequential request latency, {} requests after {} warm-up:\n\n\
          | responder | ok | errors | mean µs | p50 µs | p99 µs |\n|---|---:|---|---:|---:|---:|",
         node_durability(),
+        r.acked_records.0,
+        r.acked_records.1,
         r.node_records.invocations,
         r.node_records.appended,
         r.node_records.forwarded,
@@ -1260,12 +1438,7 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
         settings.latency_requests,
         settings.latency_warmup
     );
-    for (name, resp) in [
-        ("(a) plain", &r.plain),
-        ("(b) edgeleaf pool", &r.edgeleaf),
-        ("(c) edgeleaf node", &r.node),
-        ("(d) node, warm", &r.warm),
-    ] {
+    for (name, resp) in r.responders() {
         let s = &resp.latency;
         let _ = writeln!(
             out,
@@ -1277,50 +1450,55 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
             s.p99_us
         );
     }
-    for (name, resp) in [
-        ("pool / plain", &r.edgeleaf),
-        ("node / plain", &r.node),
-        ("warm / plain", &r.warm),
-    ] {
+    for (name, resp) in r.responders().into_iter().skip(1) {
         let _ = writeln!(
             out,
-            "| {name} | | | {:.2}× | {:.2}× | {:.2}× |",
+            "| {} / plain | | | {:.2}× | {:.2}× | {:.2}× |",
+            name.split_once(' ').map_or(name, |(_, n)| n),
             resp.latency.mean_us / r.plain.latency.mean_us.max(1e-9),
             resp.latency.p50_us / r.plain.latency.p50_us.max(1e-9),
             resp.latency.p99_us / r.plain.latency.p99_us.max(1e-9)
         );
     }
     out.push('\n');
+    let ks: Vec<String> = settings
+        .in_flight
+        .iter()
+        .map(|k| format!("K = {k}"))
+        .collect();
     let _ = writeln!(
         out,
-        "Throughput, K requests kept in flight for {:?} (then the last ones drained):\n\n\
-         | K | plain req/s | errors | pool req/s | errors | pool / plain | node req/s | errors | node / plain | warm req/s | errors | warm / plain |\n\
-         |---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---:|",
-        settings.window
+        "Throughput, K requests kept in flight for {:?} (then the last ones drained); \
+         req/s, and in parentheses against (a) plain at the same K:\n\n\
+         | responder | {} | errors |\n|---|{}---|",
+        settings.window,
+        ks.join(" | "),
+        "---:|".repeat(ks.len())
     );
-    for (((p, e), n), w) in r
-        .plain
-        .throughput
-        .iter()
-        .zip(&r.edgeleaf.throughput)
-        .zip(&r.node.throughput)
-        .zip(&r.warm.throughput)
-    {
+    for (name, resp) in r.responders() {
+        let cells: Vec<String> = resp
+            .throughput
+            .iter()
+            .zip(&r.plain.throughput)
+            .map(|(t, p)| {
+                format!(
+                    "{:.0} ({:.2}×)",
+                    t.per_second(),
+                    t.per_second() / p.per_second().max(1e-9)
+                )
+            })
+            .collect();
+        let mut errors = BTreeMap::new();
+        for t in &resp.throughput {
+            for (kind, n) in &t.errors {
+                *errors.entry(kind.clone()).or_default() += n;
+            }
+        }
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× | {:.0} | {} | {:.2}× |",
-            p.in_flight,
-            p.per_second(),
-            format_errors(&p.errors),
-            e.per_second(),
-            format_errors(&e.errors),
-            e.per_second() / p.per_second().max(1e-9),
-            n.per_second(),
-            format_errors(&n.errors),
-            n.per_second() / p.per_second().max(1e-9),
-            w.per_second(),
-            format_errors(&w.errors),
-            w.per_second() / p.per_second().max(1e-9)
+            "| {name} | {} | {} |",
+            cells.join(" | "),
+            format_errors(&errors)
         );
     }
     out.push('\n');
@@ -1343,12 +1521,7 @@ fn write_cpu(out: &mut String, r: &NatsResult) {
         names.join(" | "),
         "---:|".repeat(names.len())
     );
-    for (label, resp) in [
-        ("(a) plain", &r.plain),
-        ("(b) edgeleaf pool", &r.edgeleaf),
-        ("(c) edgeleaf node", &r.node),
-        ("(d) node, warm", &r.warm),
-    ] {
+    for (label, resp) in r.responders() {
         for t in &resp.throughput {
             let total: Duration = t.cpu.iter().map(|(_, d)| *d).sum();
             let per_process: Vec<String> = t
