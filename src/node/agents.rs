@@ -125,14 +125,29 @@ struct Running {
 type TimerTask = (Arc<TimerState>, tokio::task::JoinHandle<()>);
 
 impl Running {
-    /// Stops the agent; the handle ends once its last invocation has (within the
-    /// agent's deadline).
+    /// Stops the agent; the handle ends once its last invocation and its timer run
+    /// in progress have (within the agent's deadline).
     fn stop(self) -> tokio::task::JoinHandle<()> {
         let _ = self.stop.send(());
-        if let Some((_, task)) = &self.timer {
-            task.abort();
-        }
-        self.serve
+        let Some((state, timer)) = self.timer else {
+            return self.serve;
+        };
+        // No more ticks; a run in progress finishes like an invocation in flight,
+        // within the same grace, and is recorded before the agent counts as stopped.
+        timer.abort();
+        let (serve, spec) = (self.serve, self.agent.spec.clone());
+        tokio::spawn(async move {
+            let run = async {
+                let _ = timer.await;
+                let Some(run) = state.take_run() else { return };
+                let (abort, grace) = (run.abort_handle(), stop_grace(&spec));
+                if tokio::time::timeout(grace, run).await.is_err() {
+                    tracing::warn!(agent = %spec.name, ?grace, "timer run still running after the agent stopped; cut");
+                    abort.abort();
+                }
+            };
+            let _ = tokio::join!(serve, run);
+        })
     }
 }
 
@@ -943,15 +958,19 @@ async fn serve(
     }
     drop(messages);
     let name = dispatch.agent.spec.name.clone();
-    let grace = (Duration::from_millis(dispatch.agent.spec.limits.timeout_ms)
-        + Duration::from_secs(1))
-    .min(STOP_GRACE);
+    let grace = stop_grace(&dispatch.agent.spec);
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(agent = %name, left = tasks.len(), ?grace, "invocations still running after the agent stopped; cut");
         tasks.shutdown().await;
     }
+}
+
+/// How long a stopping agent's invocations (and timer run) may take to finish:
+/// their deadline and a second, never more than [`STOP_GRACE`].
+fn stop_grace(spec: &AgentSpec) -> Duration {
+    (Duration::from_millis(spec.limits.timeout_ms) + Duration::from_secs(1)).min(STOP_GRACE)
 }
 
 /// How much of an agent's traffic the node holds before it says `busy`.

@@ -35,6 +35,9 @@ pub struct TimerState {
     next_run: Mutex<Option<Timestamp>>,
     last_run: Mutex<Option<Timestamp>>,
     pub skipped: AtomicU64,
+    /// The task of the last run started, kept so that the next tick can tell
+    /// whether it still runs and a stopping agent can wait for it.
+    run: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl TimerState {
@@ -53,6 +56,7 @@ impl TimerState {
             next_run: Mutex::new(None),
             last_run: Mutex::new(None),
             skipped: AtomicU64::new(0),
+            run: Mutex::new(None),
         }))
     }
 
@@ -62,6 +66,16 @@ impl TimerState {
 
     pub fn last_run(&self) -> Option<String> {
         stamp(&self.last_run)
+    }
+
+    /// The last run's task, to wait for once the timer itself has stopped.
+    pub fn take_run(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn running(&self) -> bool {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        run.as_ref().is_some_and(|r| !r.is_finished())
     }
 }
 
@@ -75,7 +89,8 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 /// Runs the timer of agent `name` until the task is aborted. `fire` starts one run
-/// and hands back its task, so that the next tick can tell whether it still runs.
+/// and hands back its task, which `state` keeps: the next tick can tell whether it
+/// still runs, and the agent's stop waits for it ([`TimerState::take_run`]).
 pub async fn run<F>(name: String, seed: String, state: Arc<TimerState>, store: Store, fire: F)
 where
     F: Fn(Tick) -> tokio::task::JoinHandle<()>,
@@ -90,7 +105,6 @@ where
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
         .and_then(|last| state.schedule.last_between(last, now));
     let mut after = now;
-    let mut running: Option<tokio::task::JoinHandle<()>> = None;
     let mut ticks = 0u64;
     loop {
         let (scheduled, fire_at) = match owed.take() {
@@ -116,7 +130,7 @@ where
         if let Some(latest) = state.schedule.last_between(scheduled, now) {
             owed = Some(latest);
         }
-        if running.as_ref().is_some_and(|r| !r.is_finished()) {
+        if state.running() {
             state.skipped.fetch_add(1, Relaxed);
             tracing::debug!(agent = %name, scheduled = %scheduled, "tick skipped: the previous run still runs");
             continue;
@@ -126,11 +140,12 @@ where
         }
         ticks += 1;
         *state.last_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        running = Some(fire(Tick {
+        let run = fire(Tick {
             scheduled_at: scheduled,
             fired_at: now,
             tick: ticks,
-        }));
+        });
+        *state.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
     }
 }
 

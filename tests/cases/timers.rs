@@ -213,3 +213,74 @@ async fn deploy_every_and_cron_ship_a_timer_agent() {
     );
     assert!(row["next_run"].is_string(), "{row}");
 }
+
+/// A node told to stop while a timer run is in progress lets the run finish (within
+/// the agent's deadline, as an invocation in flight) and records its result before
+/// it exits, instead of cutting it off unrecorded.
+#[tokio::test]
+async fn a_timer_run_in_progress_finishes_and_is_recorded_when_the_node_stops() {
+    use edgeleaf::config::{Durability, Overflow};
+    use edgeleaf::store::outbox::{Outbox, OutboxOptions};
+    use edgeleaf::store::{Store, StoreOptions};
+
+    let cluster = Cluster::start().await;
+    let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
+    let extra = agent_toml(
+        "longrun",
+        &agent_wasm("hostile"),
+        &[],
+        "schedule = [\"@every 200ms\"]\nconfig = { on_timer = \"sleep:1500\" }\nlimits = { timeout = \"5s\" }",
+    );
+    let mut node = Node::start(NodeSpec {
+        id: "stopping",
+        url: Some(cluster.leaf.url()),
+        extra,
+        ..Default::default()
+    });
+    // A tick skipped before any run completed: the first run is in progress.
+    eventually(Duration::from_secs(30), "first run in progress", || async {
+        let rows: Vec<AgentInfo> = control(&hub, "stopping", "agents").await;
+        let row = rows.into_iter().find(|a| a.name == "longrun")?;
+        (row.invocations == 0 && row.skipped_ticks >= 1).then_some(())
+    })
+    .await;
+    assert!(node.stop_with(libc::SIGTERM).success());
+
+    // Its result is on the hub, or in the outbox the node left behind.
+    let on_hub: Vec<ResultRecord> = stored_results(&cluster.hub.url(), "stopping")
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.agent == "longrun")
+        .collect();
+    let store = Store::open(
+        &node.state_dir(),
+        StoreOptions {
+            cache_capacity: 1 << 20,
+            flush_every: Duration::from_millis(500),
+        },
+    )
+    .unwrap();
+    let outbox = Outbox::open(
+        &store,
+        OutboxOptions {
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(3600),
+            overflow: Overflow::DropOldest,
+            durability: Durability::Batch,
+        },
+    )
+    .unwrap();
+    let waiting: Vec<ResultRecord> = outbox
+        .pending(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == "edgeleaf.res.stopping.longrun")
+        .map(|e| serde_json::from_slice(&e.payload).unwrap())
+        .collect();
+    let all: Vec<&ResultRecord> = on_hub.iter().chain(&waiting).collect();
+    assert_eq!(all.len(), 1, "the run in progress, recorded once: {all:?}");
+    assert!(all[0].ok, "it ran to its end: {:?}", all[0]);
+    assert_eq!(all[0].output.as_deref(), Some("slept"));
+    assert_eq!(all[0].subject, "edgeleaf.timer.stopping.longrun");
+}
