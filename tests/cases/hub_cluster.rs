@@ -167,14 +167,11 @@ async fn a_hub_server_dies_under_load_and_nothing_is_lost_or_duplicated() {
 
     let survivor = hub.servers[second].as_ref().unwrap().url();
     let stored = stored_results(&survivor, "ha").await;
-    let mut got: Vec<&str> = stored
-        .iter()
-        .filter_map(|(_, r)| r.output.as_deref())
-        .filter(|o| o.starts_with('m'))
-        .collect();
-    got.sort();
-    let expected: Vec<String> = (0..3000).map(|i| format!("m{i:04}")).collect();
-    assert_eq!(got, expected, "every result on the stream exactly once");
+    assert_eq!(
+        crate::cases::outbox::numbered_outputs(&stored),
+        crate::cases::outbox::numbered(3000),
+        "every result on the stream exactly once"
+    );
     let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),

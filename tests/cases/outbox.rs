@@ -54,6 +54,48 @@ pub(crate) async fn stored_results(hub_url: &str, node: &str) -> Vec<(u64, Resul
     out
 }
 
+/// The outputs among `stored` of the numbered messages (`m0000`, `m0001`…), sorted.
+pub(crate) fn numbered_outputs(stored: &[(u64, ResultRecord)]) -> Vec<&str> {
+    let mut got: Vec<&str> = stored
+        .iter()
+        .filter_map(|(_, r)| r.output.as_deref())
+        .filter(|o| o.starts_with('m'))
+        .collect();
+    got.sort();
+    got
+}
+
+/// The first `n` numbered messages, each once.
+pub(crate) fn numbered(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("m{i:04}")).collect()
+}
+
+/// The entries a stopped node left waiting in the outbox of its state directory.
+pub(crate) fn left_in_outbox(state_dir: &std::path::Path) -> Vec<edgeleaf::store::outbox::Entry> {
+    use edgeleaf::config::{Durability, Overflow};
+    use edgeleaf::store::outbox::{Outbox, OutboxOptions};
+    use edgeleaf::store::{Store, StoreOptions};
+    let store = Store::open(
+        state_dir,
+        StoreOptions {
+            cache_capacity: 1 << 20,
+            flush_every: Duration::from_millis(500),
+        },
+    )
+    .unwrap();
+    let outbox = Outbox::open(
+        &store,
+        OutboxOptions {
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(3600),
+            overflow: Overflow::DropOldest,
+            durability: Durability::Batch,
+        },
+    )
+    .unwrap();
+    outbox.pending(100_000).unwrap()
+}
+
 /// A node with its own leaf to `hub`, serving echo on `load.echo`.
 fn echo_node(hub: &Server, id: &'static str, leaf_port: u16, outbox: &str) -> Node {
     Node::start(NodeSpec {
@@ -138,20 +180,13 @@ async fn a_hub_outage_loses_and_duplicates_nothing() {
     assert_eq!(drained.dropped, 0);
 
     let stored = stored_results(&hub_url, "outage").await;
-    let outputs: Vec<&str> = stored
-        .iter()
-        .filter_map(|(_, r)| r.output.as_deref())
-        .collect();
-    let expected: Vec<String> = (0..1000).map(|i| format!("m{i:04}")).collect();
     // Invocations run concurrently, so results are produced (and sequenced) in
     // completion order: compare as a set, and check the order by sequence.
-    let mut got: Vec<&str> = outputs
-        .iter()
-        .copied()
-        .filter(|o| o.starts_with('m'))
-        .collect();
-    got.sort();
-    assert_eq!(got, expected, "every result exactly once");
+    assert_eq!(
+        numbered_outputs(&stored),
+        numbered(1000),
+        "every result exactly once"
+    );
     let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
@@ -348,10 +383,6 @@ async fn a_full_outbox_drops_by_policy_and_counts_it() {
 /// newest record the hub holds.
 #[tokio::test]
 async fn records_stored_behind_a_gap_are_skipped_and_the_gap_is_filled() {
-    use edgeleaf::config::{Durability, Overflow};
-    use edgeleaf::store::outbox::{Outbox, OutboxOptions};
-    use edgeleaf::store::{Store, StoreOptions};
-
     let mut hub = Server::hub();
     let hub_url = hub.url();
     crate::harness::hub_init(&hub_url).await;
@@ -391,27 +422,7 @@ async fn records_stored_behind_a_gap_are_skipped_and_the_gap_is_filled() {
     assert!(node.stop_with(libc::SIGTERM).success());
 
     // What the node keeps, read from its sled directory as the node left it.
-    let pending = {
-        let store = Store::open(
-            &node.state_dir(),
-            StoreOptions {
-                cache_capacity: 1 << 20,
-                flush_every: Duration::from_millis(500),
-            },
-        )
-        .unwrap();
-        let outbox = Outbox::open(
-            &store,
-            OutboxOptions {
-                max_bytes: 64 << 20,
-                ttl: Duration::from_secs(3600),
-                overflow: Overflow::DropOldest,
-                durability: Durability::Batch,
-            },
-        )
-        .unwrap();
-        outbox.pending(1000).unwrap()
-    };
+    let pending = left_in_outbox(&node.state_dir());
     let results: Vec<_> = pending
         .iter()
         .filter(|e| e.subject == "edgeleaf.res.gap.echo")
@@ -449,15 +460,9 @@ async fn records_stored_behind_a_gap_are_skipped_and_the_gap_is_filled() {
     assert_eq!(drained.dropped, 0);
 
     let stored = stored_results(&hub_url, "gap").await;
-    let mut got: Vec<&str> = stored
-        .iter()
-        .filter_map(|(_, r)| r.output.as_deref())
-        .filter(|o| o.starts_with('m'))
-        .collect();
-    got.sort();
-    let expected: Vec<String> = (0..300).map(|i| format!("m{i:04}")).collect();
     assert_eq!(
-        got, expected,
+        numbered_outputs(&stored),
+        numbered(300),
         "every result exactly once: the gap filled, nothing sent twice"
     );
     // The node's log is coloured: drop the escape sequences (ESC … m).

@@ -219,10 +219,6 @@ async fn deploy_every_and_cron_ship_a_timer_agent() {
 /// it exits, instead of cutting it off unrecorded.
 #[tokio::test]
 async fn a_timer_run_in_progress_finishes_and_is_recorded_when_the_node_stops() {
-    use edgeleaf::config::{Durability, Overflow};
-    use edgeleaf::store::outbox::{Outbox, OutboxOptions};
-    use edgeleaf::store::{Store, StoreOptions};
-
     let cluster = Cluster::start().await;
     let hub = async_nats::connect(cluster.hub.url()).await.unwrap();
     let extra = agent_toml(
@@ -253,27 +249,7 @@ async fn a_timer_run_in_progress_finishes_and_is_recorded_when_the_node_stops() 
         .map(|(_, r)| r)
         .filter(|r| r.agent == "longrun")
         .collect();
-    let store = Store::open(
-        &node.state_dir(),
-        StoreOptions {
-            cache_capacity: 1 << 20,
-            flush_every: Duration::from_millis(500),
-        },
-    )
-    .unwrap();
-    let outbox = Outbox::open(
-        &store,
-        OutboxOptions {
-            max_bytes: 64 << 20,
-            ttl: Duration::from_secs(3600),
-            overflow: Overflow::DropOldest,
-            durability: Durability::Batch,
-        },
-    )
-    .unwrap();
-    let waiting: Vec<ResultRecord> = outbox
-        .pending(1000)
-        .unwrap()
+    let waiting: Vec<ResultRecord> = crate::cases::outbox::left_in_outbox(&node.state_dir())
         .into_iter()
         .filter(|e| e.subject == "edgeleaf.res.stopping.longrun")
         .map(|e| serde_json::from_slice(&e.payload).unwrap())
