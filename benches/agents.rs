@@ -4,6 +4,7 @@
 //! cargo bench --bench agents               # from the repository root
 //! cargo bench --bench agents -- --quick    # smaller counts, a smoke test
 //! EDGELEAF_BENCH_DURABILITY=sync cargo bench --bench agents  # the node with sync durability
+//! EDGELEAF_BENCH_SOURCED=1 cargo bench --bench agents  # also (g): records on a leaf stream the hub sources
 //! cargo bench --bench agents -- --no-nats  # sections 1 and 2 only
 //! cargo bench --bench agents -- --no-nats --no-cache  # section 1 only (under qemu-user,
 //!                                          # whose memory the ten engines of 2 exhaust)
@@ -35,7 +36,9 @@
 //!    responders are the floor for what the node promises: (e) also sends a
 //!    result-sized record per request to the hub's stream the way the node's
 //!    forwarder does (JetStream publish with `Nats-Msg-Id`, acks in flight), and (f)
-//!    sends it with a core publish nothing acknowledges. Sequential request
+//!    sends it with a core publish nothing acknowledges; with
+//!    `EDGELEAF_BENCH_SOURCED=1` the leaf runs JetStream too and (g) records on a
+//!    stream of the leaf that a hub stream sources. Sequential request
 //!    latency with a 16-byte payload, then throughput
 //!    with K requests kept in flight for a fixed time, and the CPU time the hub, the
 //!    leaf and this process spent per request meanwhile.
@@ -86,6 +89,12 @@ const UNACKED_SUBJECT: &str = "bench.unacked";
 /// Where (e) and (f) record: a subject the hub's `EDGELEAF_TELEMETRY` stream captures,
 /// as a node's results are (`<prefix>.res.<node>.<agent>`).
 const RECORD_SUBJECT: &str = "edgeleaf.res.benchplain.echo";
+/// (g), with `EDGELEAF_BENCH_SOURCED=1`: the plain responder that records each request
+/// on a stream of the leaf's own JetStream, which a hub stream sources.
+const SOURCED_SUBJECT: &str = "bench.sourced";
+const LEAF_RECORD_SUBJECT: &str = "bench.rec.leaf.echo";
+const LEAF_STREAM: &str = "BENCH_LEAF";
+const HUB_SOURCED_STREAM: &str = "BENCH_SOURCED";
 /// Acks (e) keeps in flight, as the node's forwarder does.
 const RECORD_ACKS_IN_FLIGHT: usize = 256;
 /// The node process's id (a different one from the in-process pool's).
@@ -553,10 +562,16 @@ impl Servers {
             js.display()
         );
         servers.spawn(bin, "hub", &hub)?;
-        let leaf = format!(
+        let mut leaf = format!(
             "listen: 127.0.0.1:{leaf_port}\nserver_name: bench-leaf\n\
              leafnodes {{\n  remotes = [ {{ url: \"nats-leaf://127.0.0.1:{hub_leafnode_port}\" }} ]\n}}\n"
         );
+        if sourced() {
+            leaf.push_str(&format!(
+                "jetstream {{\n  store_dir: \"{}\"\n  domain: leaf\n}}\n",
+                servers.dir.path().join("leaf-js").display()
+            ));
+        }
         servers.spawn(bin, "leaf", &leaf)?;
         Ok(servers)
     }
@@ -830,14 +845,18 @@ impl Throughput {
 impl NatsResult {
     /// Every responder with its label, (a) first.
     fn responders(&self) -> Vec<(&'static str, &Responder)> {
-        vec![
+        let mut all = vec![
             ("(a) plain", &self.plain),
             ("(b) edgeleaf pool", &self.edgeleaf),
             ("(c) edgeleaf node", &self.node),
             ("(d) node, warm", &self.warm),
             ("(e) plain + acked record", &self.acked),
             ("(f) plain + record, no ack", &self.unacked),
-        ]
+        ];
+        if let Some(sourced) = &self.sourced {
+            all.push(("(g) plain + record on a sourced leaf stream", sourced));
+        }
+        all
     }
 }
 
@@ -852,6 +871,10 @@ struct NatsResult {
     unacked: Responder,
     /// Records (e) sent, and the acks it got back.
     acked_records: (u64, u64),
+    /// (g), with `EDGELEAF_BENCH_SOURCED=1`; and its records sent, acknowledged by
+    /// the leaf, and held by the hub's sourcing stream.
+    sourced: Option<Responder>,
+    sourced_records: Option<(u64, u64, u64)>,
     node_records: NodeRecords,
     link_wait: Duration,
 }
@@ -893,11 +916,25 @@ async fn bench_nats(
         "{NODE_SUBJECT} (node process) answered through the hub after {node_wait:?}"
     ));
 
-    // (e) and (f) record on the stream `hub init` made for the node.
+    // (e) and (f) record on the stream `hub init` made for the node; (g) on the
+    // leaf's own stream.
     let leaf_for_records = servers.connect(servers.leaf_port).await.context("leaf")?;
     let records = RecordCounts::default();
+    let leaf_records = RecordCounts::default();
+    let mut recorded = vec![
+        (ACKED_SUBJECT, RECORD_SUBJECT, Some(records.clone())),
+        (UNACKED_SUBJECT, RECORD_SUBJECT, None),
+    ];
+    if sourced() {
+        make_sourced_streams(&hub, &leaf_for_records).await?;
+        recorded.push((
+            SOURCED_SUBJECT,
+            LEAF_RECORD_SUBJECT,
+            Some(leaf_records.clone()),
+        ));
+    }
     let mut recorded_tasks = Vec::new();
-    for (subject, ack) in [(ACKED_SUBJECT, true), (UNACKED_SUBJECT, false)] {
+    for (subject, record_to, acks) in recorded {
         let subscriber = leaf_for_records
             .subscribe(subject)
             .await
@@ -905,7 +942,8 @@ async fn bench_nats(
         recorded_tasks.push(tokio::spawn(recorded_echo(
             subscriber,
             leaf_for_records.clone(),
-            ack.then(|| records.clone()),
+            record_to,
+            acks,
         )));
         servers.wait_served(&hub, subject).await?;
     }
@@ -932,8 +970,30 @@ async fn bench_nats(
         settings,
     )
     .await?;
+    let sourced = match sourced() {
+        true => Some(
+            measure_responder(
+                &mut servers,
+                &hub,
+                SOURCED_SUBJECT,
+                "plain + record on a leaf stream the hub sources",
+                settings,
+            )
+            .await?,
+        ),
+        false => None,
+    };
     let node_records = node_records(&hub).await?;
     let acked_records = records.settled().await;
+    let leaf_records = leaf_records.settled().await;
+    let sourced_records = match &sourced {
+        Some(_) => Some((
+            leaf_records.0,
+            leaf_records.1,
+            sourced_on_hub(&hub, leaf_records.0).await?,
+        )),
+        None => None,
+    };
 
     pool.stop_all().await;
     plain_task.abort();
@@ -948,9 +1008,61 @@ async fn bench_nats(
         acked,
         unacked,
         acked_records,
+        sourced,
+        sourced_records,
         node_records,
         link_wait,
     })
+}
+
+/// Whether (g) runs: `EDGELEAF_BENCH_SOURCED=1` (the leaf then has JetStream).
+fn sourced() -> bool {
+    std::env::var("EDGELEAF_BENCH_SOURCED").is_ok_and(|v| v == "1")
+}
+
+/// (g)'s streams: one on the leaf's JetStream that captures its records, and one on
+/// the hub that sources it across the leafnode link.
+async fn make_sourced_streams(hub: &Client, leaf: &Client) -> Result<()> {
+    use async_nats::jetstream::stream::{Config, External, Source};
+    async_nats::jetstream::with_domain(leaf.clone(), "leaf")
+        .create_stream(Config {
+            name: LEAF_STREAM.to_owned(),
+            subjects: vec![LEAF_RECORD_SUBJECT.to_owned()],
+            max_bytes: 256 << 20,
+            ..Default::default()
+        })
+        .await
+        .context("cannot make the leaf's stream")?;
+    async_nats::jetstream::with_domain(hub.clone(), "hub")
+        .create_stream(Config {
+            name: HUB_SOURCED_STREAM.to_owned(),
+            sources: Some(vec![Source {
+                name: LEAF_STREAM.to_owned(),
+                external: Some(External {
+                    api_prefix: "$JS.leaf.API".to_owned(),
+                    delivery_prefix: None,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .await
+        .context("cannot make the hub's sourcing stream")?;
+    Ok(())
+}
+
+/// Messages the hub's sourcing stream holds, once it stops growing (at most 30 s).
+async fn sourced_on_hub(hub: &Client, expected: u64) -> Result<u64> {
+    let js = async_nats::jetstream::with_domain(hub.clone(), "hub");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = js.get_stream(HUB_SOURCED_STREAM).await?;
+        let held = stream.info().await?.state.messages;
+        if held >= expected || Instant::now() >= deadline {
+            return Ok(held);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The node's `[outbox] durability`: `batch` (the default) unless
@@ -1043,13 +1155,14 @@ impl RecordCounts {
 }
 
 /// The floor for what a node promises, without wasm or an outbox: the plain echo,
-/// and per request a result-sized record to [`RECORD_SUBJECT`]. With `acks` (e) each
-/// record is a JetStream publish with `Nats-Msg-Id`, up to
+/// and per request a result-sized record to `record_to`. With `acks` ((e), and (g) to
+/// the leaf's stream) each record is a JetStream publish with `Nats-Msg-Id`, up to
 /// [`RECORD_ACKS_IN_FLIGHT`] acks in flight on a task of their own, as the node's
 /// forwarder sends; without (f) a core publish that nothing confirms.
 async fn recorded_echo(
     mut subscriber: async_nats::Subscriber,
     client: Client,
+    record_to: &'static str,
     acks: Option<RecordCounts>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -1070,10 +1183,7 @@ async fn recorded_echo(
             while let Some((seq, record)) = to_forward.recv().await {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("benchplain:1:{seq}").as_str());
-                match js
-                    .publish_with_headers(RECORD_SUBJECT, headers, record)
-                    .await
-                {
+                match js.publish_with_headers(record_to, headers, record).await {
                     Ok(ack) => in_flight.push_back(ack),
                     Err(e) => progress(format!("acked record: not sent: {e}")),
                 }
@@ -1114,7 +1224,7 @@ async fn recorded_echo(
                 let _ = records.send((seq, record));
             }
             None => {
-                if let Err(e) = client.publish(RECORD_SUBJECT, record).await {
+                if let Err(e) = client.publish(record_to, record).await {
                     progress(format!("unacked record: not sent: {e}"));
                 }
             }
@@ -1502,6 +1612,16 @@ fn write_nats(out: &mut String, r: &NatsResult, settings: &Settings) {
         );
     }
     out.push('\n');
+    if let Some((sent, acked, on_hub)) = r.sourced_records {
+        let _ = writeln!(
+            out,
+            "(g) (`EDGELEAF_BENCH_SOURCED=1`): the leaf runs JetStream (domain `leaf`); the plain \
+             responder sends each record to `{LEAF_RECORD_SUBJECT}`, captured by the leaf's stream \
+             `{LEAF_STREAM}` (acks on loopback from the leaf, as (e) otherwise), and the hub's \
+             `{HUB_SOURCED_STREAM}` sources that stream across the leafnode link: {sent} records \
+             sent, {acked} acknowledged by the leaf, {on_hub} held by the hub's stream after the runs.\n"
+        );
+    }
     write_cpu(out, r);
 }
 
