@@ -8,13 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::ConnOpts;
-use crate::config::{Durability, OutboxSection, Overflow};
 use crate::connect::{NatsTarget, Persistence};
 use crate::node::NodeFile;
 use crate::node::leaf::LeafLogins;
 use crate::protocol::{ControlReply, OutboxStats, Subjects};
-use crate::store::outbox::{Outbox, OutboxOptions};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::StoreError;
+use crate::store::outbox::Outbox;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,26 +31,8 @@ pub struct Args {
 pub async fn run(args: Args, conn: &ConnOpts) -> Result<()> {
     let (stats, rate) = match &args.node {
         Some(node) => ask(&conn.connect().await?, &conn.subjects(), node).await?,
-        None => match Store::open(
-            &args.state_dir,
-            StoreOptions {
-                cache_capacity: 1 << 20,
-                flush_every: Duration::from_secs(1),
-            },
-        ) {
-            Ok(store) => {
-                let d = OutboxSection::default();
-                let outbox = Outbox::open(
-                    &store,
-                    OutboxOptions {
-                        max_bytes: d.max_bytes,
-                        ttl: d.ttl,
-                        overflow: Overflow::DropOldest,
-                        durability: Durability::Batch,
-                    },
-                )?;
-                (outbox.stats(), None)
-            }
+        None => match Outbox::open_stopped(&args.state_dir) {
+            Ok(outbox) => (outbox.stats(), None),
             Err(StoreError::Locked { .. }) => {
                 let file = NodeFile::read(&args.state_dir)?;
                 let mut target = NatsTarget {

@@ -135,14 +135,14 @@ impl Running {
         // No more ticks; a run in progress finishes like an invocation in flight,
         // within the same grace, and is recorded before the agent counts as stopped.
         timer.abort();
-        let (serve, spec) = (self.serve, self.agent.spec.clone());
+        let (serve, agent) = (self.serve, self.agent);
         tokio::spawn(async move {
             let run = async {
                 let _ = timer.await;
                 let Some(run) = state.take_run() else { return };
-                let (abort, grace) = (run.abort_handle(), stop_grace(&spec));
+                let (abort, grace) = (run.abort_handle(), stop_grace(&agent.spec));
                 if tokio::time::timeout(grace, run).await.is_err() {
-                    tracing::warn!(agent = %spec.name, ?grace, "timer run still running after the agent stopped; cut");
+                    tracing::warn!(agent = %agent.spec.name, ?grace, "timer run still running after the agent stopped; cut");
                     abort.abort();
                 }
             };

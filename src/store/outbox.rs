@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Store, StoreError};
-use crate::config::{Durability, Overflow};
+use super::{Store, StoreError, StoreOptions};
+use crate::config::{Durability, OutboxSection, Overflow};
 use crate::protocol::OutboxStats;
 
 /// One buffered message.
@@ -172,6 +172,28 @@ impl Outbox {
             counters: Mutex::new(c),
             appended: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The outbox of a node that is not running, opened to look at what it left
+    /// (`edgeleaf outbox` without `--node`). `StoreError::Locked` while the node runs.
+    pub fn open_stopped(state_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let store = Store::open(
+            state_dir,
+            StoreOptions {
+                cache_capacity: 1 << 20,
+                flush_every: Duration::from_secs(1),
+            },
+        )?;
+        let d = OutboxSection::default();
+        Self::open(
+            &store,
+            OutboxOptions {
+                max_bytes: d.max_bytes,
+                ttl: d.ttl,
+                overflow: Overflow::DropOldest,
+                durability: Durability::Batch,
+            },
+        )
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
